@@ -1,0 +1,366 @@
+"""The DHVT model, its registered variants and the DeiT baselines (spec sections 1.1, 1.7, 1.8 and 2).
+
+One class builds every row of the paper: DHVT is the defaults, DeiT is `embed_layer='linear', pos_embed=True,
+head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `ablations.py`).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models import register_model
+from torch import nn
+
+from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
+
+__all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+EMBED_LAYERS = ("sope", "linear")
+MLP_LAYERS = ("daff", "mlp")
+
+
+class DHVT(nn.Module):
+    """Dynamic Hybrid Vision Transformer (official `VisionTransformer(apply_dhvt=True)`).
+
+    image [B, in_chans, S, S] -> patch embed [B, N_p, C] -> cat class token [B, N, C] (+ pos_embed if enabled)
+    -> depth x Block -> LayerNorm -> token 0 -> head [B, num_classes].
+
+    Architecture arguments (defaults = the official DHVT):
+      embed_layer  'sope' | 'linear'          SOPE (Table 5) vs ViT's linear patch embedding
+      pos_embed    bool                       absolute position embedding [1, N, C] (off in DHVT)
+      head_tokens  bool                       HI-MHSA head tokens (Table 6)
+      mlp_layer    'daff' | 'mlp'             DAFF vs ViT's MLP (Table 5)
+      sope_norm, daff_norm  'bn' | 'ln'       Table 11 (daff_norm 'none': Table 8's BN-free forms)
+      sope_affine  bool                       appendix B.2.2
+      sope_last_act  None | bool              None = official (GELU after the last stage only for P=2)
+      sope_conv_bias bool                     the appendix pseudo-code's biased convs (official: False)
+      daff_token_mixer 'dwconv'|'avgpool'|'none', daff_dw_shortcut bool, daff_se 'cls'|'all'|'none'  Tables 8-9
+      ht_norm      bool                       group-wise LayerNorm in head tokens (paper Eq. 6 has none)
+    """
+
+    def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
+                 embed_dim: int = 192, depth: int = 12, num_heads: int = 4, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, embed_layer: str = "sope", pos_embed: bool = False,
+                 head_tokens: bool = True, mlp_layer: str = "daff", sope_norm: str = "bn", sope_affine: bool = True,
+                 sope_last_act: bool | None = None, sope_conv_bias: bool = False, daff_norm: str = "bn",
+                 daff_token_mixer: str = "dwconv", daff_dw_shortcut: bool = True, daff_se: str = "cls",
+                 ht_norm: bool = True):
+        super().__init__()
+        _check_args(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+                    embed_dim=embed_dim, depth=depth, num_heads=num_heads, embed_layer=embed_layer,
+                    mlp_layer=mlp_layer, sope_norm=sope_norm, daff_norm=daff_norm)
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.num_classes = num_classes
+        self.num_features = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        if embed_layer == "sope":
+            self.patch_embed = SOPE(img_size, patch_size, in_chans, embed_dim, norm=sope_norm, affine=sope_affine,
+                                    last_act=sope_last_act, conv_bias=sope_conv_bias)
+        else:
+            self.patch_embed = LinearPatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim)) if pos_embed else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # rises linearly, 0 in block 0
+        hidden = int(embed_dim * mlp_ratio)
+        blocks = []
+        for i in range(depth):
+            attn = Attention(embed_dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate,
+                             head_tokens=head_tokens, ht_norm=ht_norm)
+            if mlp_layer == "daff":
+                mlp = DAFF(embed_dim, hidden, norm=daff_norm, token_mixer=daff_token_mixer,
+                           dw_shortcut=daff_dw_shortcut, se=daff_se)
+            else:
+                mlp = Mlp(embed_dim, hidden, drop=drop_rate)
+            blocks.append(Block(embed_dim, attn, mlp, drop_path=dpr[i]))
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    # ---- initialisation and optimiser groups (spec 1.7, 1.8) ----
+    def init_weights(self) -> None:
+        """trunc_normal(0.02) for every Linear (head included), cls_token, pos_embed and each E_head; zero Linear
+        biases; norms at 1/0; Conv2d at PyTorch's default (as the official `_init_vit_weights`)."""
+        trunc_normal_(self.cls_token, std=0.02)
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, Attention) and m.head_tokens:
+                trunc_normal_(m.pos_embed, std=0.02)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Exact names excluded from weight decay (official set; only top-level names match, spec 1.8)."""
+        return {"pos_embed", "cls_token", "dist_token"}
+
+    # ---- forward ----
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_chans, S, S] -> normalised tokens [B, N, C] (class token first)."""
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = self.pos_drop(x + self.pos_embed)
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.config)
+        return self.forward_head(self.forward_features(x))
+
+    # ---- utilities ----
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a fresh trunc_normal-initialised one (fine-tuning)."""
+        self.num_classes = self.config["num_classes"] = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    @contextlib.contextmanager
+    def keep_attention(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, every attention module uses the explicit (unfused) path and the yielded list is
+        filled, after a forward pass, with one [B, h, N(+h), N(+h)] softmax map per block (head tokens last)."""
+        attns = [blk.attn for blk in self.blocks]
+        maps: list[torch.Tensor] = []
+        for a in attns:
+            a.keep_attn, a.attn_map = True, None
+        try:
+            yield maps
+        finally:
+            maps.extend(a.attn_map for a in attns if a.attn_map is not None)
+            for a in attns:
+                a.keep_attn, a.attn_map = False, None
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Attention maps of every block for images x: a list of depth tensors [B, h, N+h, N+h]."""
+        with self.keep_attention() as maps:
+            self(x)
+        return maps
+
+
+def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
+                mlp_layer, sope_norm, daff_norm) -> None:
+    if embed_layer not in EMBED_LAYERS:
+        raise ValueError(f"embed_layer {embed_layer!r} is not supported; use one of {EMBED_LAYERS}.")
+    if mlp_layer not in MLP_LAYERS:
+        raise ValueError(f"mlp_layer {mlp_layer!r} is not supported; use one of {MLP_LAYERS}.")
+    if sope_norm not in ("bn", "ln"):
+        raise ValueError(f"sope_norm {sope_norm!r} is not supported; use 'bn' (official) or 'ln'.")
+    if daff_norm not in NORMS_2D:
+        raise ValueError(f"daff_norm {daff_norm!r} is not supported; use 'bn' (official), 'ln' or 'none'.")
+    if embed_layer == "sope" and patch_size not in SOPE_PATCH_SIZES:
+        raise ValueError(f"patch_size {patch_size} is not supported by SOPE; use one of {SOPE_PATCH_SIZES}.")
+    if not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size {patch_size!r} must be a positive integer.")
+    if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
+        raise ValueError(f"img_size {img_size!r} is not a multiple of patch_size {patch_size}; use a square image "
+                         f"whose side is divisible by the patch size (e.g. {max(patch_size, 32 // patch_size * patch_size)}).")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans {in_chans!r} must be a positive integer (3 for RGB, 1 for grey images).")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes {num_classes!r} must be a non-negative integer (0 removes the head).")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth {depth!r} must be a positive integer.")
+    if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
+        raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {embed_dim}.")
+    if mlp_layer == "daff" and embed_dim % 4:
+        raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 for DAFF's squeeze-excitation (ratio 4).")
+
+
+def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
+    if x.ndim != 4 or x.shape[1] != cfg["in_chans"] or x.shape[2] != x.shape[3] or x.shape[2] % cfg["patch_size"]:
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it takes [B, {cfg['in_chans']}, "
+                         f"S, S] images with S divisible by patch_size {cfg['patch_size']} (built for S="
+                         f"{cfg['img_size']}).")
+    if cfg["pos_embed"] and x.shape[2] != cfg["img_size"]:
+        raise ValueError(f"image side {x.shape[2]} differs from img_size {cfg['img_size']}, which the absolute "
+                         f"position embedding fixes; resize the images to {cfg['img_size']}.")
+
+
+def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as timm 0.4.12 `add_weight_decay` (spec 1.8): no decay for 1-D tensors, '.bias' names and
+    exact names in model.no_weight_decay(); decay for the rest (E_head and the SOPE affines included)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants: architecture kwargs separate from the data cfg (input size, mean/std, class count) per variant.
+
+@dataclass(frozen=True)
+class VariantCfg:
+    arch: dict[str, Any]
+    dataset: str
+    input_size: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the official code normalises CIFAR with ImageNet statistics too
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    paper_params_m: float | None = None
+    paper_gflops: float | None = None
+    official_params: int | None = None
+    notes: str = field(default="")
+
+
+def _dhvt(dim, heads, patch, img):
+    return dict(img_size=img, patch_size=patch, embed_dim=dim, depth=12, num_heads=heads, mlp_ratio=4.0)
+
+
+def _deit(dim, heads, patch, img):
+    return dict(_dhvt(dim, heads, patch, img), embed_layer="linear", pos_embed=True, head_tokens=False,
+                mlp_layer="mlp")
+
+
+VARIANTS: dict[str, VariantCfg] = {
+    "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                         paper_params_m=6.0, paper_gflops=0.4, official_params=6008650),
+    "dhvt_tiny_cifar_patch2": VariantCfg(_dhvt(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                         paper_params_m=5.8, paper_gflops=1.4, official_params=5845162),
+    "dhvt_small_cifar_patch4": VariantCfg(_dhvt(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                          paper_params_m=23.4, paper_gflops=1.5, official_params=23425450),
+    "dhvt_small_cifar_patch2": VariantCfg(_dhvt(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                          paper_params_m=22.8, paper_gflops=5.6, official_params=22766698),
+    "dhvt_tiny_domain_patch16": VariantCfg(_dhvt(192, 4, 16, 224), "domainnet", (3, 224, 224), 345,
+                                           paper_params_m=6.1, paper_gflops=1.2, official_params=6105975),
+    "dhvt_small_domain_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "domainnet", (3, 224, 224), 345,
+                                            paper_params_m=23.8, paper_gflops=4.7, official_params=23788431),
+    "dhvt_tiny_imagenet_patch16": VariantCfg(_dhvt(192, 3, 16, 224), "imagenet", (3, 224, 224), 1000,
+                                             paper_params_m=6.2, paper_gflops=1.2, official_params=6267334),
+    "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "imagenet", (3, 224, 224), 1000,
+                                              paper_params_m=24.1, paper_gflops=4.7, official_params=24040606,
+                                              notes="Table 3 prints 24.0M"),
+    # DeiT baselines of Table 4 (the paper's re-implementation, 32 px): timm ViT layout.
+    "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                         paper_params_m=5.4, paper_gflops=0.4),
+    "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                         paper_params_m=5.4, paper_gflops=1.4),
+    "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                          paper_params_m=21.4, paper_gflops=1.4),
+    "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
+                                          paper_params_m=21.4, paper_gflops=5.5),
+}
+
+
+def list_models() -> list[str]:
+    return list(VARIANTS)
+
+
+def create_model(name: str, **overrides: Any) -> DHVT:
+    """Build a registered variant; any DHVT argument can be overridden (num_classes, in_chans, img_size, an
+    ablation flag, drop_path_rate, ...)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}.")
+    cfg = VARIANTS[name]
+    kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
+    unknown = set(overrides) - set(DHVT.__init__.__code__.co_varnames[1:DHVT.__init__.__code__.co_argcount])
+    if unknown:
+        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.DHVT) for the "
+                         f"accepted ones.")
+    kwargs.update(overrides)
+    model = DHVT(**kwargs)
+    model.variant = name
+    model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
+                                                               kwargs["img_size"]),
+                                mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                                num_classes=kwargs["num_classes"], first_conv="patch_embed.proj", classifier="head")
+    return model
+
+
+def _create(name: str, pretrained: bool = False, **kwargs: Any) -> DHVT:
+    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib`."""
+    if pretrained:
+        raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
+                         f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
+    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(k, None)
+    return create_model(name, **kwargs)
+
+
+@register_model
+def dhvt_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_tiny_cifar_patch4", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_tiny_cifar_patch2", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_small_cifar_patch4", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_small_cifar_patch2", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_tiny_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_tiny_domain_patch16", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_small_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_small_domain_patch16", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_tiny_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_tiny_imagenet_patch16", pretrained, **kwargs)
+
+
+@register_model
+def dhvt_small_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("dhvt_small_imagenet_patch16", pretrained, **kwargs)
+
+
+@register_model
+def deit_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("deit_tiny_cifar_patch4", pretrained, **kwargs)
+
+
+@register_model
+def deit_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("deit_tiny_cifar_patch2", pretrained, **kwargs)
+
+
+@register_model
+def deit_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("deit_small_cifar_patch4", pretrained, **kwargs)
+
+
+@register_model
+def deit_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
+    return _create("deit_small_cifar_patch2", pretrained, **kwargs)

@@ -1,0 +1,270 @@
+"""DHVT building blocks: SOPE, HI-MHSA (head tokens), DAFF, the pre-norm block.
+
+Every module computes exactly what the official code computes (dhvt-spec.md sections 1.2-1.6) with the default
+arguments; the other arguments are the paper's ablations (section 4) or the paper's own form of an equation.
+Parameter names follow the official state_dict, so official checkpoints load with strict=True.
+
+Shapes: B batch, C width, h heads, d = C/h, P patch, N_p patch tokens, N = N_p + 1 (class token first).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from timm.layers import DropPath, LayerNorm2d
+
+__all__ = [
+    "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d",
+    "SOPE_PATCH_SIZES",
+]
+
+SOPE_PATCH_SIZES = (2, 4, 8, 16)
+NORMS_2D = ("bn", "ln", "none")
+
+
+def make_norm2d(kind: str, channels: int) -> nn.Module:
+    """Channel norm for [B, C, H, W] maps: 'bn' (BatchNorm2d, the official choice), 'ln' (LayerNorm over C,
+    Table 11's alternative) or 'none' (identity, for Table 8's BN-free FFN forms)."""
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "ln":
+        return LayerNorm2d(channels, eps=1e-6)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm {kind!r} is not supported; use one of {NORMS_2D}.")
+
+
+def _grid_side(num_patches: int) -> int:
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"{num_patches} patch tokens do not form a square grid; DHVT needs square images.")
+    return side
+
+
+class Affine(nn.Module):
+    """Per-channel scale and shift, alpha * x + beta, on [B, ch, H, W] (SOPE's pre- and post-affine)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+class ConvNorm(nn.Sequential):
+    """3x3 stride-2 conv + norm: the official `conv3x3` (keys `.0` conv, `.1` norm)."""
+
+    def __init__(self, in_ch: int, out_ch: int, norm: str = "bn", bias: bool = False):
+        super().__init__(nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=bias), make_norm2d(norm, out_ch))
+
+
+class SOPE(nn.Module):
+    """Sequential Overlapping Patch Embedding (official `ConvPatchEmbed`).
+
+    [B, in_chans, H, W] -> pre-affine -> log2(P) x (conv3x3/s2 + norm, GELU between) -> post-affine
+    -> [B, N_p, C].  Channel schedule: C / 2**(k-1-i) after stage i (P=16: C/8, C/4, C/2, C).
+    As in the official code there is no GELU after the last stage for P >= 4, but there is one for P = 2;
+    `last_act=True` gives the paper's Eq. 2 (GELU after every stage).
+    """
+
+    def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192,
+                 norm: str = "bn", affine: bool = True, last_act: bool | None = None, conv_bias: bool = False):
+        super().__init__()
+        if patch_size not in SOPE_PATCH_SIZES:
+            raise ValueError(f"SOPE patch_size {patch_size} is not supported; use one of {SOPE_PATCH_SIZES} "
+                             "(or embed_layer='linear' for any patch size).")
+        stages = int(math.log2(patch_size))
+        if embed_dim % 2 ** (stages - 1):
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 ** (stages - 1)} for SOPE with "
+                             f"patch_size {patch_size} (its first stage has embed_dim/{2 ** (stages - 1)} channels).")
+        if last_act is None:
+            last_act = patch_size == 2  # the official code's quirk (spec 1.9.1)
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        widths = [in_chans] + [embed_dim // 2 ** (stages - 1 - i) for i in range(stages)]
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            layers.append(ConvNorm(widths[i], widths[i + 1], norm=norm, bias=conv_bias))
+            if i < stages - 1 or last_act:
+                layers.append(nn.GELU())  # one module per use (captum hooks need distinct modules)
+        self.proj = nn.Sequential(*layers)
+        self.pre_affine = Affine(in_chans) if affine else nn.Identity()
+        self.post_affine = Affine(embed_dim) if affine else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.post_affine(self.proj(self.pre_affine(x)))  # [B, C, H/P, W/P]
+        return rearrange(x, "b c h w -> b (h w) c")
+
+
+class LinearPatchEmbed(nn.Module):
+    """ViT's non-overlapping linear patch embedding, in timm's layout (`proj` is a PxP stride-P conv)."""
+
+    def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192):
+        super().__init__()
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.proj(x), "b c h w -> b (h w) c")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; with `head_tokens=True` it is HI-MHSA (official `HI_Attention`).
+
+    Head tokens (spec 1.5): split [B, N, C] into h channel groups, average each over all N tokens -> [B, h, d],
+    shared Linear(d -> C) -> [B, h, C], group-wise LayerNorm(d) over [B, h, h, d], GELU, + E_head (`pos_embed`,
+    [1, h, C]); append after the N tokens, attend over N + h tokens, project, then add the mean of the h projected
+    head tokens to the class token and drop them. `ht_norm=False` gives the paper's Eq. 6 (no LayerNorm).
+    Attention is fused (scaled_dot_product_attention) unless `keep_attn` is set, in which case the softmax map
+    [B, h, N+h, N+h] (head tokens last) is stored in `self.attn_map`.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, head_tokens: bool = False, ht_norm: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; pick a head count "
+                             f"that divides it.")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.head_tokens = head_tokens
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if head_tokens:
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_heads, dim))  # E_head, official name
+            self.ht_proj = nn.Linear(self.head_dim, dim)
+            self.ht_norm = nn.LayerNorm(self.head_dim) if ht_norm else nn.Identity()
+            self.ht_act = nn.GELU()
+        self.keep_attn = False
+        self.attn_map: torch.Tensor | None = None
+
+    def make_head_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, C] -> [B, h, C]."""
+        h = self.num_heads
+        groups = rearrange(x, "b n (h d) -> b h n d", h=h).mean(dim=2)  # [B, h, d]
+        t = rearrange(self.ht_proj(groups), "b t (h d) -> b t h d", h=h)  # [B, h, h, d]
+        t = self.ht_act(self.ht_norm(t)).flatten(2)  # [B, h, C]
+        return t + self.pos_embed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        if self.head_tokens:
+            x = torch.cat([x, self.make_head_tokens(x)], dim=1)  # [B, N + h, C]
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        drop = self.attn_drop if self.training else 0.0
+        if self.keep_attn:
+            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+            self.attn_map = attn.detach()
+            out = F.dropout(attn, drop) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        x = self.proj(rearrange(out, "b h n d -> b n (h d)"))
+        if self.head_tokens:  # merge: cls += mean(head tokens); head tokens are dropped
+            x, ht = x[:, :N], x[:, N:]
+            x = torch.cat([x[:, :1] + ht.mean(dim=1, keepdim=True), x[:, 1:]], dim=1)
+        return self.proj_drop(x)
+
+
+class DAFF(nn.Module):
+    """Dynamic Aggregation Feed-Forward (official `DAFF`), plus the paper's ablation forms.
+
+    Patch tokens as a [B, C, s, s] map: conv1 1x1 -> norm -> GELU = s0; conv2 3x3 depthwise -> norm -> GELU,
+    + s0; conv3 1x1 -> norm = Y.  Class token: X_c * Linear(GELU(Linear(GAP(Y)))) (no sigmoid).
+
+    Ablations: `norm` 'bn'|'ln'|'none' (Table 11; Table 8 forms use 'none'); `token_mixer` 'dwconv' |
+    'avgpool' (Table 8, 3x3 average pool) | 'none'; `dw_shortcut` (Table 9); `se` 'cls' (official) | 'all'
+    (re-calibrate every token, Table 9) | 'none' (class token passes through unchanged, Table 8 "split CLS").
+    Like the official code, DAFF has no dropout. The patch path runs on channels_last views of the token tensor.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, norm: str = "bn", token_mixer: str = "dwconv",
+                 dw_shortcut: bool = True, se: str = "cls", se_ratio: int = 4):
+        super().__init__()
+        if token_mixer not in ("dwconv", "avgpool", "none"):
+            raise ValueError(f"DAFF token_mixer {token_mixer!r} is not supported; use 'dwconv', 'avgpool' or 'none'.")
+        if se not in ("cls", "all", "none"):
+            raise ValueError(f"DAFF se {se!r} is not supported; use 'cls', 'all' or 'none'.")
+        self.conv1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.bn1 = make_norm2d(norm, hidden_dim)
+        self.act1 = nn.GELU()
+        self.token_mixer = token_mixer
+        if token_mixer == "dwconv":
+            self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+            self.bn2 = make_norm2d(norm, hidden_dim)
+            self.act2 = nn.GELU()
+        elif token_mixer == "avgpool":
+            self.conv2 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.dw_shortcut = dw_shortcut
+        self.conv3 = nn.Conv2d(hidden_dim, dim, 1)
+        self.bn3 = make_norm2d(norm, dim)
+        self.se = se
+        if se != "none":
+            self.compress = nn.Linear(dim, dim // se_ratio)
+            self.se_act = nn.GELU()
+            self.excitation = nn.Linear(dim // se_ratio, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        s = _grid_side(N - 1)
+        cls, tokens = x[:, :1], x[:, 1:].contiguous()
+        y = rearrange(tokens, "b (h w) c -> b c h w", h=s)  # a channels_last view: no copy
+        y = self.act1(self.bn1(self.conv1(y)))
+        if self.token_mixer != "none":
+            z = self.conv2(y)
+            if self.token_mixer == "dwconv":
+                z = self.act2(self.bn2(z))
+            y = y + z if self.dw_shortcut else z
+        y = self.bn3(self.conv3(y))  # [B, C, s, s]
+        tokens = rearrange(y, "b c h w -> b (h w) c")
+        if self.se != "none":
+            w = self.excitation(self.se_act(self.compress(y.mean(dim=(2, 3)))))[:, None]  # [B, 1, C]
+            cls = cls * w
+            if self.se == "all":
+                tokens = tokens * w
+        return torch.cat([cls, tokens], dim=1)
+
+
+class Mlp(nn.Module):
+    """ViT's token-wise feed-forward in timm's layout (fc1, GELU, fc2)."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(attn(LN1 x)); x + DropPath(mlp(LN2 x)); LayerNorm eps 1e-6."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp: nn.Module, drop_path: float = 0.0,
+                 norm_layer: Callable[[int], nn.Module] | None = None):
+        super().__init__()
+        norm_layer = norm_layer or (lambda d: nn.LayerNorm(d, eps=1e-6))
+        self.norm1 = norm_layer(dim)
+        self.attn = attn
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = mlp
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))

@@ -1,0 +1,33 @@
+"""The paper's reported numbers (arXiv v2), as printed, in one data file: `reported.csv`.
+
+Columns: table, row, label, setting (dataset, domain or batch size), metric, value, patch, params_m, gflops, note.
+Every value here is REPORTED by the paper; nothing reproduced is ever written to this file.
+"""
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["reported", "reported_value"]
+
+
+@lru_cache(maxsize=1)
+def _rows() -> tuple[dict[str, str], ...]:
+    with resources.files(__package__).joinpath("reported.csv").open(newline="") as f:
+        return tuple(csv.DictReader(f))
+
+
+def reported(table: str | None = None) -> list[dict[str, str]]:
+    """All reported rows, or those of one table ('table4', 'table5', ..., 'affine' for appendix B.2.2)."""
+    return [dict(r) for r in _rows() if table is None or r["table"] == table]
+
+
+def reported_value(table: str, row: str, metric: str = "top1", setting: str | None = None) -> float:
+    """One reported number, e.g. reported_value('table5', 'sope_daff') -> 80.35."""
+    hits = [r for r in _rows() if r["table"] == table and r["row"] == row and r["metric"] == metric
+            and (setting is None or r["setting"] == setting)]
+    if len(hits) != 1:
+        raise KeyError(f"{len(hits)} reported values match table={table!r} row={row!r} metric={metric!r} "
+                       f"setting={setting!r}; name the setting or check dhvtlib/paper/reported.csv.")
+    return float(hits[0]["value"])
