@@ -10,6 +10,7 @@ Interpretations (the paper is terse here):
 - Table 8 builds DAFF's steps into ViT's FFN without BatchNorm: "Split CLS" = the class token bypasses the FFN
   (the patch tokens go through fc1-GELU-fc2 as 1x1 convs); "+ Agg on CLS (SE)" = the class token is re-weighted by
   DAFF's squeeze-excitation; "+ AvgPool" = Split CLS plus a 3x3 average pool with shortcut in place of DWConv.
+  Without SE the last block's patch-token FFN cannot reach the class token, so its weights get no gradient.
 - Table 9 "re-calibrating all tokens" multiplies the SE weight into every token, not only the class token.
 - Table 11's (A-B) is (SOPE norm - DAFF norm); LN is a LayerNorm over channels at each position.
 """
@@ -115,10 +116,11 @@ def _to_small(r: AblationRow) -> AblationRow:
     """The same row at DHVT-S width: base DHVT-S (DeiT-S for the DeiT rows), head counts doubled (3->6, 4->8)."""
     if r.base == S:
         return r
-    kwargs = dict(r.model_kwargs)
+    kwargs, label = dict(r.model_kwargs), r.label.replace("-T", "-S")
     if "num_heads" in kwargs:
+        label = label.replace(f"{kwargs['num_heads']} heads", f"{2 * kwargs['num_heads']} heads")
         kwargs["num_heads"] *= 2
-    return replace(r, base=S, model_kwargs=kwargs, label=r.label.replace("-T", "-S"))
+    return replace(r, base=S, model_kwargs=kwargs, label=label)
 
 
 def build_ablation_model(key: str, **overrides: Any) -> DHVT:

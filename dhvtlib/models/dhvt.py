@@ -17,7 +17,7 @@ from torch import nn
 from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
 
 __all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,6 +199,14 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
     if cfg["pos_embed"] and x.shape[2] != cfg["img_size"]:
         raise ValueError(f"image side {x.shape[2]} differs from img_size {cfg['img_size']}, which the absolute "
                          f"position embedding fixes; resize the images to {cfg['img_size']}.")
+
+
+def convert_sope_sync_batchnorm(model: DHVT) -> DHVT:
+    """Under DDP, make SOPE's BatchNorm2d layers SyncBatchNorm, as the official model (DAFF keeps per-device BN).
+    The state_dict layout is unchanged."""
+    if isinstance(model.patch_embed, SOPE):
+        model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
+    return model
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
