@@ -1,0 +1,9 @@
+"""Data sets (registry, loaders, per-class subsets), DomainNet preparation and batch augmentation."""
+from .datasets import (DATASETS, DOMAINNET_DOMAINS, DatasetInfo, InMemoryImages, dataset_info, default_data_dir,
+                       fetch_fashion_mnist, load_split, read_idx, samples_per_class_indices, subset_per_class)
+
+__all__ = ["DATASETS", "DOMAINNET_DOMAINS", "DatasetInfo", "InMemoryImages", "dataset_info", "default_data_dir",
+           "fetch_fashion_mnist", "load_split", "read_idx", "samples_per_class_indices", "subset_per_class",
+           "BatchAugment", "build_pil_transform", "normalize_batch"]
+# augment: BatchAugment, normalize_batch, build_pil_transform (data/augment.py)
+from .augment import BatchAugment, build_pil_transform, normalize_batch  # noqa: E402

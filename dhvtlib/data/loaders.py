@@ -1,0 +1,125 @@
+"""Epoch index streams (shuffle or DeiT's repeated augmentation, sharded per rank) and batch loaders.
+
+Every epoch's order is a pure function of (seed, epoch, rank, world size), so a run resumed at step s of an epoch
+rebuilds the same order and skips the first s batches. Two loaders yield (images, labels) on the device:
+- `InMemoryLoader` (CIFAR, Fashion-MNIST): the uint8 data set lives on the device and a batch is gathered,
+  augmented by `BatchAugment` (batched tensor ops, per-sample randomness from one torch.Generator) and normalised
+  there: no worker processes, the cores stay on the model.
+- `FileLoader` (ImageFolder data sets): a DataLoader over PIL transforms with seeded workers.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .augment import normalize_batch
+from .datasets import InMemoryImages
+
+__all__ = ["train_indices", "eval_indices", "InMemoryLoader", "FileLoader", "seed_worker"]
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def train_indices(n: int, epoch: int, seed: int, *, rank: int = 0, world_size: int = 1,
+                  repeated_aug: bool = False, repeats: int = 3) -> torch.Tensor:
+    """This rank's sample order for one epoch.
+
+    Plain: a seeded permutation, padded to a multiple of world_size and sharded rank::world_size (as
+    DistributedSampler). Repeated augmentation (DeiT's RASampler): each index of the permutation repeated `repeats`
+    times in a row, sharded, and cut to floor(n/256)*256/world_size samples per rank, so an epoch still sees about n
+    images (n < 256: n // world_size). DeiT seeds the order with the epoch only; here the seed enters too, so runs
+    with different seeds see different orders.
+    """
+    perm = torch.randperm(n, generator=_epoch_generator(seed, epoch))
+    if repeated_aug:
+        perm = perm.repeat_interleave(repeats)
+    total = -(-len(perm) // world_size) * world_size
+    perm = torch.cat([perm, perm[: total - len(perm)]])
+    mine = perm[rank:total:world_size]
+    if repeated_aug:
+        mine = mine[: ((n // 256 * 256) or n) // world_size]
+    return mine
+
+
+def eval_indices(n: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Every test index exactly once over all ranks (uneven shards, no padding: exact accuracy)."""
+    return torch.arange(rank, n, world_size)
+
+
+class InMemoryLoader:
+    """Batches of an InMemoryImages data set gathered, augmented and normalised on `device`."""
+
+    def __init__(self, dataset: InMemoryImages, batch_size: int, device: torch.device, mean, std,
+                 augment: Callable | None = None, generator: torch.Generator | None = None,
+                 channels_last: bool = False):
+        self.images = dataset.images.to(device)
+        self.targets = dataset.targets.to(device)
+        self.batch_size, self.device, self.mean, self.std = batch_size, device, mean, std
+        self.augment, self.generator, self.channels_last = augment, generator, channels_last
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bs = self.batch_size
+        steps = len(indices) // bs if train else -(-len(indices) // bs)  # drop_last when training
+        indices = indices.to(self.device)
+        for s in range(start_step, steps):
+            idx = indices[s * bs:(s + 1) * bs]
+            x = self.images.index_select(0, idx)
+            if train and self.augment is not None:
+                x = self.augment(x, self.generator)
+            else:
+                x = normalize_batch(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.targets.index_select(0, idx)
+
+    def steps(self, indices: torch.Tensor) -> int:
+        return len(indices) // self.batch_size
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in a DataLoader worker from its torch seed (itself from the loader's generator)."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+class FileLoader:
+    """Batches of a file data set (ImageFolder-like with a `transform` already set) through a DataLoader.
+
+    Worker seeds come from a generator seeded by (seed, epoch), so an epoch is repeatable; a resume in the middle
+    of an epoch continues the same order but not the same per-image augmentation draws.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, *, num_workers: int = 4,
+                 seed: int = 0, channels_last: bool = False):
+        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        self.num_workers, self.seed, self.channels_last = num_workers, seed, channels_last
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0, epoch: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = indices[start_step * self.batch_size:].tolist()
+        loader = DataLoader(Subset(self.dataset, idx), batch_size=self.batch_size, shuffle=False,
+                            num_workers=self.num_workers, drop_last=train, worker_init_fn=seed_worker,
+                            generator=_epoch_generator(self.seed, epoch + (0 if train else 10**6)),
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def steps(self, indices: torch.Tensor) -> int:
+        return len(indices) // self.batch_size
