@@ -1,0 +1,204 @@
+"""Checkpoints: atomic writes, safe loading, safetensors export, and clear errors for the wrong model.
+
+- `atomic_write(path)`: a temp file in the same folder, flushed and fsynced, then renamed over `path`; an
+  interrupted write leaves the previous file intact and no partial file behind.
+- Training checkpoints are plain dicts of tensors and primitives, loaded only with `torch.load(weights_only=True)`
+  (no unpickling of arbitrary objects). Numpy and Python RNG states are stored as tensors and lists for that reason.
+- Final weights are exported as safetensors with the model name and config in the metadata and a `.sha256` file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
+           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Write `path` all-or-nothing: yields a temp file in the same folder, renamed over `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Save a training checkpoint atomically (see `atomic_write`)."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    with atomic_write(path) as f:
+        f.write(buf.getbuffer())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True. Official-format files (a bare state_dict or {'model': ...}) load
+    too; the caller checks the layout against its model (`load_weights`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (runs keep checkpoint-last.pt "
+                                "and checkpoint-best.pt in their output folder).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for disallowed globals, RuntimeError for a corrupt zip
+        raise ValueError(f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0]}); only "
+                         "tensor checkpoints are accepted (torch.load weights_only=True).") from e
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG the training loop draws from, in a weights_only-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+             "generators": {k: g.get_state() for k, g in (generators or {}).items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    for k, g in (generators or {}).items():
+        g.set_state(state["generators"][k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
+    """Write the model's state_dict as safetensors (atomically) with its name and config in the metadata, and
+    `<path>.sha256` beside it. Returns the sha256."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    # One metadata key: safetensors writes several keys in random order, and the file's sha256 must be repeatable.
+    meta = {"dhvtlib": json.dumps({"model": str(getattr(model, "variant", type(model).__name__)),
+                                   "config": getattr(model, "config", {})}, sort_keys=True)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=meta))
+    digest = sha256(path)
+    with atomic_write(path.with_name(path.name + ".sha256"), "w") as f:
+        f.write(f"{digest}  {path.name}\n")
+    return digest
+
+
+def safetensors_info(path: str | os.PathLike) -> dict[str, Any]:
+    """{'model': name, 'config': DHVT kwargs} recorded by `export_safetensors` (empty for other files)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["dhvtlib"]) if "dhvtlib" in meta else {"model": None, "config": {}}
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """The model a run exported (model.safetensors) or checkpointed (.pt), rebuilt from its recorded config, with
+    its weights, in eval mode."""
+    from .models import DHVT
+
+    path = Path(path)
+    _, info = _read_weights(path)
+    if not info.get("config"):
+        raise ValueError(f"{path} does not record its model config; build the model yourself and use load_weights.")
+    model = DHVT(**info["config"])
+    model.variant = info.get("model")
+    load_weights(model, path)
+    return model.eval()
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, info) from a safetensors file, a dhvtlib checkpoint or an official-format .pth."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), safetensors_info(path)
+    ckpt = load_checkpoint(path)
+    if "model" in ckpt and isinstance(ckpt["model"], dict):  # dhvtlib and official DeiT-style checkpoints
+        return ckpt["model"], {"model": ckpt.get("model_name"), "config": ckpt.get("model_config", {})}
+    return ckpt, {"model": None, "config": {}}
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, new_head_ok: bool = False) -> list[str]:
+    """Load weights into `model` with strict checking of names and shapes.
+
+    A file made for another architecture or class count fails with one sentence naming both. With
+    `new_head_ok=True` (fine-tuning) a head of another class count is skipped and left at its fresh
+    initialisation, as the official loader does; the skipped keys are returned.
+    """
+    path = Path(path)
+    state, info = _read_weights(path)
+    ours = model.state_dict()
+    skipped = []
+    if new_head_ok:
+        for k in ("head.weight", "head.bias"):
+            if k in state and k in ours and state[k].shape != ours[k].shape:
+                skipped.append(k)
+                state = {kk: v for kk, v in state.items() if kk != k}
+    missing = sorted(set(ours) - set(state) - set(skipped))
+    unexpected = sorted(set(state) - set(ours))
+    wrong = sorted(k for k in set(state) & set(ours) if state[k].shape != ours[k].shape)
+    if missing or unexpected or wrong:
+        theirs = _describe(info, state)
+        mine = _describe({"model": getattr(model, "variant", None), "config": getattr(model, "config", {})}, ours)
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape, e.g. "
+                  f"{(wrong or missing or unexpected)[0]}")
+        head_only = set(wrong) <= {"head.weight", "head.bias"} and not missing and not unexpected
+        hint = ("build the model with its class count, or fine-tune (new_head_ok=True / finetune=) for a new head"
+                if head_only else "build the model it was saved from")
+        raise ValueError(f"{path.name} holds {theirs} but the model is {mine} ({detail}); {hint}.")
+    model.load_state_dict(state, strict=not skipped)
+    return skipped
+
+
+def _describe(info: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    cfg = info.get("config") or {}
+    name = info.get("model") or "a model"
+    classes = cfg.get("num_classes", state["head.weight"].shape[0] if "head.weight" in state else "?")
+    width = cfg.get("embed_dim", state["cls_token"].shape[-1] if "cls_token" in state else "?")
+    return f"{name} (width {width}, {classes} classes)"

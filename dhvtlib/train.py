@@ -1,0 +1,621 @@
+"""Orchestration: recipe -> data -> model -> optimiser and schedule -> epochs -> checkpoints and records.
+
+    python -m dhvtlib.train --preset quick --output runs/quick
+    torchrun --nproc_per_node 2 -m dhvtlib.train --preset cifar100 --model dhvt_tiny_cifar_patch2 --data-dir data/cifar100
+    python -m dhvtlib.train --preset quick --output runs/quick --resume        # continue after a crash or Ctrl-C
+    dhvt-eval --checkpoint runs/quick/checkpoint-best.pt --dataset fashion_mnist
+
+`run()` is the same from Python (the notebooks call it) and returns the run manifest. A run directory holds
+config.json, metrics.jsonl/.csv, manifest.json, checkpoint-last.pt, checkpoint-best.pt and model.safetensors.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import __version__
+from .checkpoint import (atomic_write, export_safetensors, load_checkpoint, load_weights, rng_state, safetensors_info,
+                         save_checkpoint, set_rng_state)
+from .data import dataset_info, load_split, subset_per_class
+from .data.augment import BatchAugment, build_pil_transform
+from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
+from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
+from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
+from .recipe import PRESETS, Recipe, resolve
+
+__all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
+
+# Recipe fields that may change between a run and its resume (they do not change the maths).
+RESUMABLE_CHANGES = {"num_workers", "eval_batch_size", "checkpoint_every_steps", "epochs"}
+
+
+# ------------------------------------------------------------------------------------------------ environment
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: NCCL on CUDA, gloo on CPU. A plain launch is one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world == 1:
+        return Dist(), torch.device(device)
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = torch.device(device, d.local_rank) if device == "cuda" else torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return d, dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import timm
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "timm": timm.__version__, "dhvtlib": __version__,
+                         "numpy": np.__version__},
+            "hardware": {"cpu": cpu, "threads": torch.get_num_threads(), "platform": platform.platform(),
+                         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    with atomic_write(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in history)
+    buf = io.StringIO()
+    cols = list(dict.fromkeys(k for r in history for k in r))
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(history)
+    with atomic_write(out / "metrics.csv", "w") as f:
+        f.write(buf.getvalue())
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, checkpoint, stop. Second Ctrl-C: interrupt at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# ------------------------------------------------------------------------------------------------ building
+def build_model(recipe: Recipe, info) -> DHVT:
+    """The recipe's model at the data set's image size, channels and classes, with its drop path."""
+    return create_model(recipe.model, **{"img_size": info.img_size, "in_chans": info.in_chans,
+                                         "num_classes": info.num_classes, "drop_path_rate": recipe.drop_path,
+                                         "drop_rate": recipe.drop, **recipe.model_kwargs})
+
+
+def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device):
+    info = dataset_info(recipe.dataset, data_dir)
+    if download and d.world_size > 1:  # rank 0 downloads, the others wait and read
+        if d.main:
+            load_split(recipe.dataset, data_dir, train=True, download=True)
+        dist.barrier()
+    train = load_split(recipe.dataset, data_dir, train=True, download=download)
+    test = load_split(recipe.dataset, data_dir, train=False, download=download)
+    if recipe.samples_per_class:
+        train = subset_per_class(train, recipe.samples_per_class, seed=recipe.seed)
+    if recipe.test_samples_per_class:
+        test = subset_per_class(test, recipe.test_samples_per_class, seed=0)
+    per_rank = recipe.batch_size // d.world_size
+    if per_rank * d.world_size != recipe.batch_size:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {d.world_size} processes; "
+                         "choose a multiple of the world size.")
+    if len(train) < recipe.batch_size:
+        raise ValueError(f"the training set has {len(train)} images, fewer than batch_size {recipe.batch_size}; "
+                         "lower batch_size or raise samples_per_class.")
+    if info.in_memory:
+        aug = BatchAugment(info.img_size, info.mean, info.std, crop="pad" if info.img_size <= 32 else "rrc",
+                           hflip=recipe.hflip, rand_augment=recipe.rand_augment,
+                           random_erasing=recipe.random_erasing)
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + d.rank)
+        train_loader = InMemoryLoader(train, per_rank, device, info.mean, info.std, augment=aug, generator=gen,
+                                      channels_last=recipe.channels_last)
+        test_loader = InMemoryLoader(test, recipe.eval_batch_size, device, info.mean, info.std,
+                                     channels_last=recipe.channels_last)
+        generators = {"augment": gen}
+    else:
+        train.transform = build_pil_transform(info.img_size, info.mean, info.std, train=True,
+                                              rand_augment=recipe.rand_augment, random_erasing=recipe.random_erasing)
+        test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
+        train_loader = FileLoader(train, per_rank, device, num_workers=recipe.num_workers, seed=recipe.seed + d.rank,
+                                  channels_last=recipe.channels_last)
+        test_loader = FileLoader(test, recipe.eval_batch_size, device, num_workers=recipe.num_workers,
+                                 channels_last=recipe.channels_last)
+        generators = {}
+    return info, train_loader, test_loader, generators
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe):
+    """AdamW over the official decay groups at lr * batch / 512, and timm's cosine schedule with linear warmup,
+    to be stepped as `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr)."""
+    from timm.scheduler import CosineLRScheduler
+
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay), lr=recipe.effective_lr,
+                                  eps=recipe.opt_eps, betas=recipe.opt_betas)
+    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
+                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
+                                  t_in_epochs=True)
+    return optimizer, scheduler
+
+
+def _criterion_and_mixup(recipe: Recipe, num_classes: int):
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                      switch_prob=recipe.mixup_switch_prob, mode="batch", label_smoothing=recipe.smoothing,
+                      num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mixup
+    if recipe.smoothing > 0:
+        return LabelSmoothingCrossEntropy(recipe.smoothing), None
+    return nn.CrossEntropyLoss(), None
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = None, data_dir: str | None = None,
+        download: bool = False, resume: bool = False, device: str = "auto", experiment: str | None = None,
+        tag: str | None = None, progress: bool = True, tensorboard: bool = False, verbose: bool = True,
+        **overrides: Any) -> dict[str, Any]:
+    """Train one model with a preset recipe (any recipe value can be overridden) and return its manifest.
+
+    `output`: the run directory (default runs/<preset>/<model>-<dataset>-s<seed>). `resume=True` continues from
+    its checkpoint-last.pt (model, optimiser, scheduler, scaler, EMA, every RNG state, sampler position) and ends
+    bitwise equal to an uninterrupted run on CPU. `experiment` and `tag` label the run for results tables.
+    """
+    recipe = resolve(preset, **overrides)
+    d, dev = init_distributed(device)
+    out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
+    last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
+    ckpt = None
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or point "
+                                    "output at the run directory to continue.")
+        ckpt = load_checkpoint(last)
+        _check_resume(ckpt["config"], recipe, last)
+    elif d.main and (out / "manifest.json").exists() and last.exists():
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
+                              "another output directory.")
+
+    seed_everything(recipe.seed + d.rank)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+    info, train_loader, test_loader, generators = _build_data(recipe, data_dir, download, d, dev)
+    model = build_model(recipe, info)
+    if recipe.finetune and ckpt is None:
+        skipped = load_weights(model, recipe.finetune, new_head_ok=True)
+        if verbose and d.main and skipped:
+            print(f"fine-tuning from {recipe.finetune}: new head ({', '.join(skipped)} re-initialised)")
+    sync_bn = d.world_size > 1 and dev.type == "cuda"
+    if sync_bn:
+        convert_sope_sync_batchnorm(model)
+    model.to(dev)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimizer(model, recipe)
+    from timm.utils import ModelEmaV3
+
+    scaler = torch.amp.GradScaler(dev.type) if recipe.precision == "fp16" else None
+    ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
+    criterion, mixup_fn = _criterion_and_mixup(recipe, info.num_classes)
+    net: nn.Module = model
+    if d.world_size > 1:
+        # Table 8's "split CLS" rows without SE leave the last block's patch FFN unused (see ablations.py).
+        unused = recipe.model_kwargs.get("daff_se") == "none"
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                  find_unused_parameters=unused)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, epoch_state, best = 0, None, {"top1": -1.0, "top5": 0.0, "epoch": -1}
+    started, wall_before = _now(), 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        history, best = list(ckpt["history"]), dict(ckpt["best"])
+        start_epoch = ckpt["epoch"]
+        epoch_state = EpochState(**ckpt["epoch_state"]) if ckpt.get("epoch_state") else None
+        started, wall_before = ckpt.get("started", started), ckpt.get("wall_s", 0.0)
+        set_rng_state(ckpt["rng"][d.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], generators)
+
+    env = environment(dev)
+    commit, dirty = git_state()
+    manifest: dict[str, Any] = {
+        "run_id": out.name, "experiment": experiment or recipe.name, "tag": tag, "model": recipe.model,
+        "model_kwargs": recipe.model_kwargs, "dataset": recipe.dataset, "preset": recipe.name, "seed": recipe.seed,
+        "config": recipe.to_dict(), "samples_per_class": recipe.samples_per_class,
+        "train_images": len(train_loader), "test_images": len(test_loader),
+        "params": sum(p.numel() for p in model.parameters()), "model_config": model.config,
+        "git_commit": commit, "git_dirty": dirty, **env, "device": str(dev), "world_size": d.world_size,
+        "sync_bn": sync_bn, "precision": recipe.precision, "effective_lr": recipe.effective_lr,
+        "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out)}
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", recipe.to_dict())
+        _write_json(out / "manifest.json", manifest)
+    writer = _tensorboard(out) if tensorboard and d.main else None
+    t_start = time.perf_counter()
+
+    def checkpoint(epoch: int, state: EpochState | None, path: Path = last) -> None:
+        rngs = rng_state(generators)
+        if d.world_size > 1:  # every rank's RNG state, gathered to rank 0
+            gathered: list[Any] = [None] * d.world_size
+            dist.all_gather_object(gathered, rngs)
+            rngs = gathered
+        if not d.main:
+            return
+        save_checkpoint({"model": model.state_dict(), "model_name": recipe.model, "model_config": model.config,
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict() if scaler else None,
+                         "ema": ema.module.state_dict() if ema else None, "rng": rngs, "epoch": epoch,
+                         "epoch_state": state.to_dict() if state else None, "history": history, "best": best,
+                         "config": recipe.to_dict(), "started": started,
+                         "wall_s": wall_before + time.perf_counter() - t_start}, path)
+
+    status = "running"
+    stop = _StopFlag()
+    try:
+        with stop:
+            for epoch in range(start_epoch, recipe.epochs):
+                idx = train_indices(len(train_loader), epoch, recipe.seed, rank=d.rank, world_size=d.world_size,
+                                    repeated_aug=recipe.repeated_aug, repeats=recipe.ra_repeats)
+                state = epoch_state or EpochState()
+                epoch_state = None
+                kwargs = {"epoch": epoch} if isinstance(train_loader, FileLoader) else {}
+                batches = train_loader.batches(idx, train=True, start_step=state.step, **kwargs)
+                lr = optimizer.param_groups[0]["lr"]
+                every = recipe.checkpoint_every_steps
+                bar = _progress(progress and d.main, train_loader.steps(idx), state.step,
+                                f"epoch {epoch + 1}/{recipe.epochs}")
+                state = train_one_epoch(
+                    net, batches, criterion, optimizer, device=dev, precision=recipe.precision, mixup_fn=mixup_fn,
+                    ema=ema, scaler=scaler, clip_grad=recipe.clip_grad, state=state, epoch=epoch, progress=bar,
+                    on_step=lambda s: _after_step(s, epoch, every, checkpoint),
+                    stop_requested=lambda: stop.set, train_mode=not (recipe.finetune and recipe.finetune_eval_mode))
+                if bar is not None:
+                    bar.close()
+                scheduler.step(epoch)  # as DeiT: lr_scheduler.step(epoch) after each epoch
+                row = {"epoch": epoch, "train_loss": state.loss_sum / max(state.samples, 1), "lr": lr,
+                       "epoch_s": state.data_s + state.compute_s,
+                       "img_s": state.samples / max(state.compute_s + state.data_s, 1e-9) * d.world_size,
+                       "data_s": state.data_s, "compute_s": state.compute_s}
+                if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+                    ev = evaluate(net, test_loader.batches(eval_indices(len(test_loader), d.rank, d.world_size),
+                                                           train=False), device=dev, precision=recipe.precision)
+                    row.update(test_loss=ev["test_loss"], top1=ev["top1"], top5=ev["top5"])
+                    if ema is not None and recipe.eval_ema:
+                        ev_ema = evaluate(ema.module, test_loader.batches(
+                            eval_indices(len(test_loader), d.rank, d.world_size), train=False), device=dev,
+                            precision=recipe.precision)
+                        row.update(ema_top1=ev_ema["top1"], ema_top5=ev_ema["top5"])
+                history.append(row)
+                if "top1" in row and row["top1"] > best["top1"]:
+                    best = {"top1": row["top1"], "top5": row["top5"], "epoch": epoch}
+                    checkpoint(epoch + 1, None, best_path)
+                checkpoint(epoch + 1, None)
+                if d.main:
+                    _write_metrics(out, history)
+                    if writer is not None:
+                        for k, v in row.items():
+                            if k != "epoch":
+                                writer.add_scalar(k, v, epoch)
+                    if verbose:
+                        print(_epoch_line(row, best, recipe.epochs), flush=True)
+            if d.world_size > 1:
+                _check_params_in_sync(model)
+                manifest["ddp_params_in_sync"] = True
+        status = "completed"
+    except StopRequested as e:
+        checkpoint(epoch, e.state)
+        status = "interrupted"
+    except NonFiniteLossError:
+        status = "diverged"
+        raise
+    finally:
+        if status == "running":
+            status = "failed"
+        if writer is not None:
+            writer.close()
+        if d.main:
+            wall = wall_before + time.perf_counter() - t_start
+            manifest.update(_summary(history, best), ended=_now(), wall_s=round(wall, 1), status=status)
+            if status == "completed":
+                manifest["weights"] = "model.safetensors"
+                manifest["weights_sha256"] = export_safetensors(model, out / "model.safetensors")
+            _write_json(out / "manifest.json", manifest)
+    if status == "interrupted":
+        if verbose and d.main:
+            print(f"stopped at a step boundary; resume with resume=True (--resume --output {out})", file=sys.stderr)
+        raise KeyboardInterrupt
+    return manifest
+
+
+def _after_step(state: EpochState, epoch: int, every: int, checkpoint) -> None:
+    if every and state.step % every == 0:
+        checkpoint(epoch, state)
+    # Tests deliver a real signal at an exact step ("KILL:e:s" or "INT:e:s") to check crash and Ctrl-C resume.
+    sig = os.environ.get("DHVTLIB_TEST_SIGNAL")
+    if sig:
+        name, e, s = sig.split(":")
+        if (int(e), int(s)) == (epoch, state.step):
+            os.kill(os.getpid(), getattr(signal, "SIG" + name))
+
+
+def _summary(history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
+    evals = [r for r in history if "top1" in r]
+    final = evals[-1] if evals else {}
+    return {"epochs_run": len(history), "best_top1": best["top1"] if best["epoch"] >= 0 else None,
+            "best_top5": best["top5"] if best["epoch"] >= 0 else None,
+            "best_epoch": best["epoch"] if best["epoch"] >= 0 else None,
+            "final_top1": final.get("top1"), "final_top5": final.get("top5"),
+            "final_ema_top1": final.get("ema_top1"),
+            "data_overhead": (sum(r["data_s"] for r in history) / max(sum(r["epoch_s"] for r in history), 1e-9)
+                              if history else None)}
+
+
+def _epoch_line(row: dict[str, Any], best: dict[str, Any], epochs: int) -> str:
+    s = f"epoch {row['epoch'] + 1:>3}/{epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}"
+    if "top1" in row:
+        s += f"  top1 {row['top1']:6.2f}  top5 {row['top5']:6.2f}  (best {best['top1']:.2f})"
+    return s + f"  {row['epoch_s']:.1f}s  {row['img_s']:.0f} img/s"
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("tensorboard=True needs the tensorboard package; pip install tensorboard.") from e
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _check_resume(saved: dict[str, Any], recipe: Recipe, path: Path) -> None:
+    now = recipe.to_dict()
+    differ = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if differ:
+        raise ValueError(f"cannot resume from {path}: the recipe differs in {differ} (saved "
+                         f"{ {k: saved.get(k) for k in differ} }); pass the same preset and overrides as the run.")
+
+
+def _check_params_in_sync(model: nn.Module) -> None:
+    """DDP keeps replicas equal; verify it (cheap: one all-reduce of a checksum)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    mine = torch.stack([flat.sum(), flat.abs().sum()]).double()
+    ref = mine.clone()
+    dist.broadcast(ref, 0)
+    if not torch.equal(mine, ref):
+        raise RuntimeError(f"DDP replicas diverged on rank {dist.get_rank()}; report this with the run directory.")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
+                        model: str | None = None, batch_size: int = 256, device: str = "auto",
+                        precision: str = "fp32", test_samples_per_class: int | None = None,
+                        use_ema: bool = False) -> dict[str, Any]:
+    """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`)."""
+    d, dev = init_distributed(device)
+    info = dataset_info(dataset, data_dir)
+    path = Path(checkpoint)
+    if path.suffix == ".safetensors":
+        info_ = safetensors_info(path)
+        name, cfg = info_["model"], info_["config"]
+    else:
+        ck = load_checkpoint(path)
+        name, cfg = ck.get("model_name"), ck.get("model_config")
+        if use_ema and ck.get("ema") is None:
+            raise ValueError(f"{path} holds no EMA weights; drop use_ema.")
+    if cfg:
+        net = DHVT(**cfg)
+    elif model:
+        net = create_model(model, img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
+    else:
+        raise ValueError(f"{path} does not say which model it holds; pass model= (--model) with its variant name.")
+    net.variant = name or model
+    if use_ema:
+        net.load_state_dict(ck["ema"])
+    else:
+        load_weights(net, path)
+    test = load_split(dataset, data_dir, train=False)
+    if test_samples_per_class:
+        test = subset_per_class(test, test_samples_per_class, seed=0)
+    if info.in_memory:
+        loader = InMemoryLoader(test, batch_size, dev, info.mean, info.std)
+    else:
+        test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
+        loader = FileLoader(test, batch_size, dev)
+    res = evaluate(net.to(dev), loader.batches(eval_indices(len(loader), d.rank, d.world_size), train=False),
+                   device=dev, precision=precision)
+    return {"checkpoint": str(path), "model": net.variant, "dataset": dataset, **res}
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dhvt-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="quick", choices=list(PRESETS))
+    ap.add_argument("--output", type=Path, help="run directory (default runs/<preset>/<model>-<dataset>-s<seed>)")
+    ap.add_argument("--data-dir", help="data set folder (default: the data set's usual place)")
+    ap.add_argument("--download", action="store_true", help="download the data set if torchvision can")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --output from checkpoint-last.pt")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--experiment", help="label for results tables")
+    ap.add_argument("--tag", help="row label for results tables (e.g. table5/sope)")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--tensorboard", action="store_true")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads")
+    g = ap.add_argument_group("recipe overrides (default: the preset's value)")
+    for f in dataclasses.fields(Recipe):
+        if f.name == "name":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "model_kwargs":
+            g.add_argument(flag, type=json.loads, help='JSON object of model arguments, e.g. \'{"depth": 6}\'')
+        elif f.type in ("bool", bool):
+            g.add_argument(flag, type=_bool, metavar="BOOL")
+        elif f.name == "opt_betas":
+            g.add_argument(flag, type=float, nargs=2)
+        else:
+            g.add_argument(flag, type=_type_of(f.type), metavar=f.name.upper())
+    return ap
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{s!r} is not a boolean; use true or false.")
+
+
+def _type_of(annotation: str):
+    """Command-line converter for a Recipe annotation such as 'int', 'float | None' or 'str | None'."""
+    base = {"int": int, "float": float, "str": str}[annotation.split("|")[0].strip()]
+    if "None" not in annotation:
+        return base
+    return lambda s: None if s.lower() == "none" else base(s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if f.name != "name"}
+    try:
+        m = run(args.preset, output=args.output, data_dir=args.data_dir, download=args.download, resume=args.resume,
+                device=args.device, experiment=args.experiment, tag=args.tag, progress=not args.no_progress,
+                tensorboard=args.tensorboard, **overrides)
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+        raise SystemExit(f"dhvt-train: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if m.get("status") == "completed" and (int(os.environ.get("RANK", "0")) == 0):
+        print(f"best top-1 {m['best_top1']:.2f} (epoch {m['best_epoch'] + 1}), final {m['final_top1']:.2f}; "
+              f"{m['wall_s']}s; run in {m['output']}")
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="dhvt-eval", description="Top-1/top-5 of a checkpoint on a data set's test split.")
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--model", help="variant name, for official checkpoints that do not record it")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--test-samples-per-class", type=int)
+    ap.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    try:
+        res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model=args.model,
+                                  batch_size=args.batch_size, device=args.device, precision=args.precision,
+                                  test_samples_per_class=args.test_samples_per_class, use_ema=args.ema)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"dhvt-eval: {e}") from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(res, indent=2))
+        if args.json:
+            _write_json(args.json, res)
+
+
+if __name__ == "__main__":
+    main()
