@@ -1,0 +1,456 @@
+"""Results: load run directories, aggregate seeds, compare with the paper, write tables and figures.
+
+Everything here reads what `dhvtlib.train.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
+and never trains. `make_figures` (CLI: `python -m dhvtlib.results figures [--root results]`) regenerates every
+table and figure under results/ from the stored runs, plus the paper's reported tables under results/paper/.
+
+Conventions: experiments are named by the manifest's `experiment`, rows by its `tag`; a tag that is a key of
+`dhvtlib.models.ablations.ABLATIONS` (e.g. 'table5/sope'), or any 'table/row[/setting]' of dhvtlib/paper/reported.csv,
+gets its paper number automatically. Accuracies are percentages. Files are written atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .models.ablations import ABLATIONS
+from .paper import reported, reported_value
+
+__all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
+           "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
+           "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
+           "make_figures", "main"]
+
+RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
+               "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
+JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
+PAPER_SOURCE = "paper (arXiv v2), reported"
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+           "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading runs
+# ---------------------------------------------------------------------------------------------------------------
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if not prefix and k in JSON_COLUMNS:
+            out[k] = json.dumps(v, sort_keys=True)
+        elif isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (list, tuple)):
+            out[f"{prefix}{k}"] = json.dumps(v)
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_runs(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per run: every manifest.json under `root` (recursively), scalar keys as columns, nested dicts as
+    dotted columns (`versions.torch`), config/model_kwargs as JSON strings, plus `run_dir` and `completed`
+    (status == 'completed'; other runs are kept). Unreadable manifests are skipped with a warning."""
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("manifest.json")):
+        try:
+            manifest = json.loads(path.read_text())
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping unreadable run manifest {path}: {e}", stacklevel=2)
+            continue
+        row = _flatten(manifest)
+        row["run_dir"] = str(path.parent)
+        if row.get("experiment") is None:  # fall back on the folder under root
+            row["experiment"] = path.relative_to(root).parts[0] if path.parent != root else root.name
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for col in RUN_COLUMNS:
+        if col not in frame:
+            frame[col] = pd.Series(dtype="object")
+    frame["completed"] = frame["status"].eq("completed")
+    return frame[[*RUN_COLUMNS, "completed", *(c for c in frame.columns if c not in RUN_COLUMNS and c != "completed")]]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # an interrupted run may leave a truncated last line
+                warnings.warn(f"{path}:{i + 1}: skipping an unreadable metrics line", stacklevel=3)
+    return rows
+
+
+def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch metrics (metrics.jsonl rows) with run_id, experiment, tag and seed columns, for curves.
+    `runs`: a frame from `load_runs`, one run directory, or a root holding several runs."""
+    if not isinstance(runs, pd.DataFrame):
+        path = Path(runs)
+        if (path / "metrics.jsonl").exists() and not (path / "manifest.json").exists():
+            runs = pd.DataFrame({"run_dir": [str(path)], "run_id": [path.name]})  # a run without its manifest
+        else:
+            runs = load_runs(path)
+    frames = []
+    for run in runs.to_dict("records"):
+        path = Path(run["run_dir"]) / "metrics.jsonl"
+        if not path.exists():
+            continue
+        df = pd.DataFrame(_read_jsonl(path))
+        for col in ("seed", "tag", "experiment", "run_id"):  # inserted in front: run_id, experiment, tag, seed
+            df.insert(0, col, run.get(col))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["run_id", "experiment", "tag", "seed", "epoch"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Aggregating seeds and comparing with the paper
+# ---------------------------------------------------------------------------------------------------------------
+def _join(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({str(v) for v in values if not _missing(v)}, key=_natural))
+
+
+def _natural(s: str) -> tuple:
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _stats(values: pd.Series, prefix: str = "") -> dict[str, float]:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return {f"{prefix}mean": v.mean(), f"{prefix}std": v.std(ddof=1) if len(v) > 1 else math.nan,
+            f"{prefix}min": v.min(), f"{prefix}max": v.max(), f"{prefix}best_of_n": v.max()}
+
+
+def aggregate(frame: pd.DataFrame, by: str | Iterable[str] = ("tag",), metric: str = "best_top1",
+              completed_only: bool = True) -> pd.DataFrame:
+    """Seed statistics per group: n_seeds, mean, std (sample, ddof=1; NaN for one seed), min, max, best_of_n
+    (the paper's "best of N runs") of `metric`, the same for final_top1 prefixed `final_` (best epoch vs last
+    epoch), the seeds, and the groups' dataset/preset/model/git_commit values. Only completed runs count unless
+    `completed_only=False`; a seed run twice in a group counts once (the run that ended last)."""
+    by = [by] if isinstance(by, str) else list(by)
+    if completed_only:
+        frame = frame[frame["status"].eq("completed")]
+    order = "ended" if "ended" in frame else "run_dir"
+    frame = frame.sort_values(order, kind="stable", na_position="first")
+    dup = frame.duplicated([*by, "seed"], keep="last")
+    if dup.any():
+        warnings.warn(f"{int(dup.sum())} run(s) repeat a seed of their group; keeping the last to end: "
+                      f"{', '.join(frame.loc[dup, 'run_dir'].astype(str))}", stacklevel=2)
+        frame = frame[~dup]
+    rows = []
+    for key, g in frame.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "n_seeds": len(g), **_stats(g[metric]),
+                     **({} if metric == "final_top1" else _stats(g["final_top1"], "final_")),
+                     "seeds": _join(g["seed"]),
+                     **{c: _join(g[c]) for c in ("dataset", "preset", "model", "git_commit") if c not in by}})
+    return pd.DataFrame(rows, columns=None if rows else [*by, "n_seeds", "mean", "std", "min", "max", "best_of_n"])
+
+
+def paper_lookup(tag: str) -> tuple[float, str] | None:
+    """(paper top-1, label) for a tag that names a paper row: an ABLATIONS key ('table5/sope') or any
+    'table/row[/setting]' of reported.csv ('table4/dhvt_tiny_cifar_patch4', 'table13/dhvt_tiny_domain_patch16/
+    clipart'); None otherwise."""
+    if tag in ABLATIONS:
+        return ABLATIONS[tag].paper_top1, ABLATIONS[tag].label
+    parts = str(tag).split("/")
+    if len(parts) not in (2, 3):
+        return None
+    try:
+        value = reported_value(parts[0], parts[1], setting=parts[2] if len(parts) == 3 else None)
+    except KeyError:
+        return None
+    label = next(r["label"] for r in reported(parts[0]) if r["row"] == parts[1])
+    return value, label if len(parts) == 2 else f"{label} ({parts[2]})"
+
+
+def _paper_numbers(paper: pd.DataFrame | Mapping[str, float | str] | None, tags: Iterable[str]
+                   ) -> tuple[dict[str, float], dict[str, str]]:
+    """Paper top-1 and labels by tag. Mapping values: a number, or a paper key 'table/row[/setting]'."""
+    values: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    if isinstance(paper, pd.DataFrame):
+        values = dict(zip(paper["tag"], paper["paper_top1"].astype(float)))
+        if "label" in paper:
+            labels = dict(zip(paper["tag"], paper["label"]))
+        return values, labels
+    items = paper.items() if paper is not None else ((t, t) for t in tags)
+    for tag, ref in items:
+        if isinstance(ref, str):
+            hit = paper_lookup(ref)
+            if hit is None:
+                if paper is not None:
+                    raise KeyError(f"{ref!r} names no paper row; use 'table/row[/setting]' from "
+                                   f"dhvtlib/paper/reported.csv or an ABLATIONS key.")
+                continue
+            values[tag], labels[tag] = hit
+        else:
+            values[tag] = float(ref)
+    return values, labels
+
+
+def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, float | str] | None = None,
+                        baseline: str | Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                        notes: str | Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per tag of `agg` (from `aggregate`): the paper's number next to ours.
+
+    paper: a frame with tag, paper_top1 (and label) columns (see `ablation_paper_frame`), or a mapping
+      tag -> number or tag -> paper key ('table5/sope', 'table11/bn_ln_bs256'); None looks each tag up itself
+      (`paper_lookup`).
+    baseline: the tag the *_delta_vs_baseline columns are relative to (e.g. 'table5/pe'), or a mapping
+      tag -> its baseline tag when a frame holds several tables; the paper's baseline number comes from `paper`
+      even if the baseline was not run.
+    Columns: tag, label, paper_top1, ours_mean, ours_std, n_seeds, ours_best_of_n, ours_final_mean, delta
+    (ours_mean - paper_top1), paper_delta_vs_baseline, ours_delta_vs_baseline, seeds, note.
+    """
+    tags = list(agg["tag"])
+    paper_top1, paper_labels = _paper_numbers(paper, tags)
+    if isinstance(baseline, str):
+        baseline = {t: baseline for t in tags}
+    baseline = baseline or {}
+    for t in tags:
+        if t in baseline and baseline[t] not in paper_top1:  # the baseline's paper number, even if not run
+            paper_top1.update(_paper_numbers(None, [baseline[t]])[0])
+    ours = dict(zip(agg["tag"], agg["mean"]))
+    rows = []
+    for rec in agg.to_dict("records"):
+        tag, base = rec["tag"], baseline.get(rec["tag"])
+        paper_v = paper_top1.get(tag, math.nan)
+        note = [notes] if isinstance(notes, str) else [notes[tag]] if notes and tag in notes else []
+        note += ["baseline"] if base == tag else []
+        note += ["not in the paper"] if math.isnan(paper_v) else []
+        note += ["one seed"] if rec["n_seeds"] == 1 else []
+        rows.append({
+            "tag": tag,
+            "label": (labels or {}).get(tag) or paper_labels.get(tag) or tag,
+            "paper_top1": paper_v,
+            "ours_mean": rec["mean"],
+            "ours_std": rec["std"],
+            "n_seeds": rec["n_seeds"],
+            "ours_best_of_n": rec["best_of_n"],
+            "ours_final_mean": rec.get("final_mean", rec["mean"]),
+            "delta": rec["mean"] - paper_v,
+            "paper_delta_vs_baseline": paper_v - paper_top1.get(base, math.nan) if base else math.nan,
+            "ours_delta_vs_baseline": rec["mean"] - ours.get(base, math.nan) if base else math.nan,
+            "seeds": rec.get("seeds", ""),
+            "note": "; ".join(note),
+        })
+    return pd.DataFrame(rows, columns=["tag", "label", "paper_top1", "ours_mean", "ours_std", "n_seeds",
+                                       "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
+                                       "ours_delta_vs_baseline", "seeds", "note"])
+
+
+def ablation_paper_frame(table: str) -> pd.DataFrame:
+    """tag, label, paper_top1 for the rows of one ablation table ('table5', ..., 'affine'), in the paper's order."""
+    rows = [dict(tag=key, label=r.label, paper_top1=r.paper_top1) for key, r in ABLATIONS.items() if r.table == table]
+    if not rows:
+        raise ValueError(f"no ablation rows for table {table!r}; see dhvtlib.models.ablations.ABLATION_TABLES.")
+    return pd.DataFrame(rows)
+
+
+def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
+    """Each ablation tag -> the first row of its table (Table 5's DeiT-T, Table 9's DHVT-T, ...)."""
+    first = {}
+    for key, r in ABLATIONS.items():
+        first.setdefault(r.table, key)
+    return {t: first[ABLATIONS[t].table] for t in tags if t in ABLATIONS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing tables
+# ---------------------------------------------------------------------------------------------------------------
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
+    """Write through `write(file)` to a temp file in the target's folder, then rename it over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def provenance(runs: pd.DataFrame) -> dict[str, str]:
+    """What a table was computed from: the runs' git commits, datasets, presets, seeds and run count."""
+    commits = _join(runs["git_commit"])
+    if "git_dirty" in runs and runs["git_dirty"].fillna(False).astype(bool).any():
+        commits += " (some runs from a dirty tree)"
+    return {"git commits": commits or "unknown", "dataset": _join(runs["dataset"]), "preset": _join(runs["preset"]),
+            "seeds": _join(runs["seed"]), "runs": str(len(runs))}
+
+
+def _cell(v: Any, float_fmt: str) -> str:
+    if _missing(v) or (isinstance(v, str) and not v):
+        return ""
+    text = format(v, float_fmt) if isinstance(v, float) else str(v)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame, float_fmt: str = ".2f") -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned); pandas' own needs `tabulate`."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(_cell(v, float_fmt) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None, float_fmt: str = ".2f",
+                provenance: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write `<stem>.csv` (full precision) and `<stem>.md` (title, table, provenance footer), atomically."""
+    stem = Path(path_stem)
+    prov = "; ".join(f"{k}: {v}" for k, v in (provenance or {}).items() if not _missing(v) and v != "")
+    md = (f"## {title}\n\n" if title else "") + to_markdown(df, float_fmt) + \
+        f"\n\n_Provenance: {prov or 'not recorded'}._\n"
+    return [_atomic_write(stem.with_name(stem.name + ".csv"), lambda f: df.to_csv(f, index=False)),
+            _atomic_write(stem.with_name(stem.name + ".md"), lambda f: f.write(md))]
+
+
+def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Path]:
+    """Every table of dhvtlib/paper/reported.csv as `<out_dir>/<table>.csv`, plus `all.csv`, values as printed
+    and a `source` column saying they are the paper's reported numbers (never ours)."""
+    out_dir = Path(out_dir)
+    frame = pd.DataFrame(reported(), dtype=str).assign(source=PAPER_SOURCE)
+    written = [_atomic_write(out_dir / f"{table}.csv", lambda f, g=g: g.to_csv(f, index=False))
+               for table, g in frame.groupby("table", sort=False)]
+    return written + [_atomic_write(out_dir / "all.csv", lambda f: frame.to_csv(f, index=False))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------------------------
+def set_style() -> None:
+    """The one plotting style of the project: seaborn 'whitegrid' with the fixed PALETTE."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", palette=list(PALETTE), rc={"figure.dpi": 100, "savefig.bbox": "tight"})
+
+
+def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
+    """Save `fig` as `<stem>.png` (dpi 150) and `<stem>.pdf`, atomically; returns the two paths."""
+    stem = Path(path_stem)
+    return [_atomic_write(stem.with_name(f"{stem.name}.{fmt}"),
+                          lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=meta),
+                          binary=True)
+            for fmt, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None}))]
+
+
+def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", ax=None):
+    """`metric` against epoch, one line per `hue` value: mean over seeds with a +-1 std band."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
+
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax)
+    ax.set(xlabel="epoch", ylabel=f"{metric} (%)" if "top" in metric else metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small", title=hue)
+    return ax.figure
+
+
+def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
+    """Dot plot of a `paper_vs_reproduced` frame: the paper's number (diamond) and our mean +- std per row."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    y = range(len(table))[::-1]
+    ax.scatter(table["paper_top1"], y, marker="D", color=PALETTE[1], label=PAPER_SOURCE, zorder=3)
+    ax.errorbar(table["ours_mean"], y, xerr=table["ours_std"].fillna(0), fmt="o", color=PALETTE[0], capsize=3,
+                label="ours, mean $\\pm$ std over seeds", zorder=3)
+    ax.set_yticks(list(y), table["label"])
+    ax.set_xlabel("top-1 (%)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small", loc="best")
+    return ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# make figures
+# ---------------------------------------------------------------------------------------------------------------
+def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
+                      ) -> tuple[pd.DataFrame, list[Path]]:
+    """Paper-vs-reproduced table and figures of one experiment from its stored runs: writes
+    `<root>/<experiment>/table.{csv,md}`, `<root>/figures/<experiment>_curves.{png,pdf}` and, where the paper has
+    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written)."""
+    import matplotlib.pyplot as plt
+
+    root = Path(results_root)
+    runs = load_runs(root) if runs is None else runs
+    group = runs[runs["experiment"] == experiment] if len(runs) else runs
+    done = group[group["completed"]] if len(group) else group
+    if done.empty:
+        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
+        return pd.DataFrame(), []
+    agg = aggregate(done)
+    table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
+    written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
+                          f"(top-1 %, best epoch; final-epoch mean in ours_final_mean)", provenance=provenance(done))
+    stem = experiment.replace("/", "_")
+    metrics = load_metrics(done)
+    if not metrics.empty and "top1" in metrics:
+        fig = plot_curves(metrics)
+        fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
+        written += save_figure(fig, root / "figures" / f"{stem}_curves")
+        plt.close(fig)
+    compared = table.dropna(subset=["paper_top1"])
+    if not compared.empty:
+        fig = plot_paper_vs_ours(compared, title=f"{experiment}: paper vs reproduced")
+        written += save_figure(fig, root / "figures" / f"{stem}_paper_vs_ours")
+        plt.close(fig)
+    return table, written
+
+
+def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
+    """Regenerate every table and figure from the stored runs (no training): `report_experiment` for each
+    experiment found, and the paper's tables under `<root>/paper/`. Returns the paths written."""
+    root = Path(results_root)
+    runs = load_runs(root)
+    written: list[Path] = []
+    for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
+        written += report_experiment(root, experiment, runs)[1]
+    return written + export_paper_tables(root / "paper")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dhvtlib.results", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
+    figures.add_argument("--root", default="results", help="results folder (default: results)")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for path in make_figures(args.root):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
