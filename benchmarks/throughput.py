@@ -1,0 +1,155 @@
+"""Training-step and inference images/s of a dhvtlib model against timm's ViT, in the same process (ratios).
+
+The reference is timm's `vit_tiny_patch16_224` built at the model's image size, patch, width, heads and depth.
+For default DHVT variants the official code's forward (benchmarks/official_dhvt.py, same weights, checked equal
+first) is timed too. Timings interleave the models round by round and report the median round.
+
+    python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --batch 128 --threads 2 --precision fp32
+    python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --precision bf16 --mode train infer
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dhvtlib  # noqa: E402
+from official_dhvt import OfficialDHVT  # noqa: E402
+
+
+def reference_vit(cfg: dict) -> nn.Module:
+    return timm.create_model("vit_tiny_patch16_224", img_size=cfg["img_size"], patch_size=cfg["patch_size"],
+                             embed_dim=cfg["embed_dim"], num_heads=cfg["num_heads"], depth=cfg["depth"],
+                             num_classes=cfg["num_classes"])
+
+
+def is_default_dhvt(cfg: dict) -> bool:
+    default = dict(embed_layer="sope", pos_embed=False, head_tokens=True, mlp_layer="daff", sope_norm="bn",
+                   sope_affine=True, sope_last_act=None, sope_conv_bias=False, daff_norm="bn",
+                   daff_token_mixer="dwconv", daff_dw_shortcut=True, daff_se="cls", ht_norm=True, in_chans=3)
+    return all(cfg[k] == v for k, v in default.items())
+
+
+def make_step(model: nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor, precision: str):
+    device_type = x.device.type
+    amp = (torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16"
+           else torch.autocast(device_type, dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext())
+    if mode == "train":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step():
+            with amp:
+                loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad(), amp:
+                model(x)
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(models: dict[str, nn.Module], mode: str, args, device) -> dict[str, float]:
+    c = next(iter(models.values())).config if hasattr(next(iter(models.values())), "config") else {}
+    x = torch.randn(args.batch, 3, c["img_size"], c["img_size"], device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, c["num_classes"], (args.batch,), device=device)
+    steps = {name: make_step(m, mode, x, y, args.precision) for name, m in models.items()}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="dhvt_tiny_cifar_patch4", choices=dhvtlib.list_models())
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--mode", nargs="+", choices=["train", "infer"], default=["train", "infer"])
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--no-official", action="store_true", help="skip the official-code reference")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+
+    ours = dhvtlib.create_model(args.model).to(device)
+    cfg = ours.config
+    models: dict[str, nn.Module] = {"dhvtlib": ours, "timm_vit": reference_vit(cfg).to(device)}
+    models["timm_vit"].config = cfg
+    if is_default_dhvt(cfg) and not args.no_official:
+        official = OfficialDHVT.from_dhvt(ours.cpu()).to(device)
+        ours.to(device)
+        official.config = cfg
+        xs = torch.randn(4, 3, cfg["img_size"], cfg["img_size"], device=device)
+        with torch.no_grad():
+            diff = (ours.eval()(xs) - official.eval()(xs)).abs().max().item()
+        if diff > 1e-4:
+            raise SystemExit(f"outputs differ from the official forward by {diff:.2e}; fix the model first.")
+        print(f"outputs equal the official forward (max abs diff {diff:.1e})")
+        models["official"] = official
+    if args.channels_last:
+        for m in models.values():
+            m.to(memory_format=torch.channels_last)
+
+    print(f"{args.model} | device {device} | threads {args.threads} | batch {args.batch} | {args.precision} | "
+          f"torch {torch.__version__} | timm {timm.__version__} | {platform.processor() or platform.machine()}")
+    result = dict(model=args.model, batch=args.batch, threads=args.threads, precision=args.precision,
+                  device=str(device), torch=torch.__version__, timm=timm.__version__, modes={})
+    for mode in args.mode:
+        ips = bench(models, mode, args, device)
+        row = {f"{k}_img_s": round(v, 1) for k, v in ips.items()}
+        row["ratio_vs_timm_vit"] = round(ips["dhvtlib"] / ips["timm_vit"], 3)
+        line = (f"{mode:5s}: dhvtlib {ips['dhvtlib']:8.1f} img/s | timm ViT {ips['timm_vit']:8.1f} img/s | "
+                f"ratio {row['ratio_vs_timm_vit']:.3f}")
+        if "official" in ips:
+            row["official_ratio_vs_timm_vit"] = round(ips["official"] / ips["timm_vit"], 3)
+            row["speedup_vs_official"] = round(ips["dhvtlib"] / ips["official"], 3)
+            line += (f" | official {ips['official']:8.1f} img/s (ratio {row['official_ratio_vs_timm_vit']:.3f}) | "
+                     f"ours/official {row['speedup_vs_official']:.2f}x")
+        print(line)
+        result["modes"][mode] = row
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
