@@ -533,6 +533,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--experiment", help="label for results tables")
     ap.add_argument("--tag", help="row label for results tables (e.g. table5/sope)")
+    ap.add_argument("--ablation", metavar="ROW", help="train one ablation row, e.g. table5/sope (sets --model, "
+                    "--model-kwargs, the row's recipe values and --tag)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--tensorboard", action="store_true")
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -573,6 +575,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if f.name != "name"}
+    if args.ablation:
+        from .models.ablations import ABLATIONS
+
+        if args.ablation not in ABLATIONS:
+            raise SystemExit(f"dhvt-train: unknown ablation row {args.ablation!r}; choose one of: "
+                             f"{', '.join(ABLATIONS)}.")
+        row = ABLATIONS[args.ablation]
+        overrides.update({k: v for k, v in row.recipe.items() if overrides.get(k) is None})
+        overrides["model"] = overrides["model"] or row.base
+        overrides["model_kwargs"] = {**row.model_kwargs, **(overrides["model_kwargs"] or {})}
+        args.tag = args.tag or row.key
     try:
         m = run(args.preset, output=args.output, data_dir=args.data_dir, download=args.download, resume=args.resume,
                 device=args.device, experiment=args.experiment, tag=args.tag, progress=not args.no_progress,

@@ -264,3 +264,16 @@ def test_ddp_two_cpu_processes_against_one(fmnist, tmp_path):
         (a["top1"], a["top5"], 40)
     assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-6)
     assert a["top1"] == pytest.approx(m2["final_top1"])
+
+
+def test_cli_ablation_row_sets_model_and_tag(fmnist, tmp_path):
+    out = tmp_path / "abl"
+    r = _cli("--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--epochs", "1", "--threads", "1",
+             "--ablation", "table5/sope", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["tag"] == "table5/sope" and m["model"] == "dhvt_tiny_cifar_patch4"
+    cfg = m["model_config"]  # Table 5's "SOPE" row: SOPE, no PE, ViT's MLP, no head tokens
+    assert (cfg["embed_layer"], cfg["pos_embed"], cfg["mlp_layer"], cfg["head_tokens"]) == ("sope", False, "mlp", False)
+    bad = _cli("--preset", "smoke", "--ablation", "table5/nope")
+    assert bad.returncode != 0 and "unknown ablation row 'table5/nope'" in bad.stderr

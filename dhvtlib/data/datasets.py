@@ -240,10 +240,11 @@ def fetch_fashion_mnist(dest: str | Path = Path("data/fashion-mnist")) -> Path:
     if (found := _find_fashion_mnist(dirs)) is not None:
         return found
     if getattr(os, "geteuid", lambda: -1)() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
-        if _find_fashion_mnist([DEBIAN_FASHION_MNIST]) is not None:
-            return DEBIAN_FASHION_MNIST
+        for cmd in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]):  # retry once with fresh lists
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            if _find_fashion_mnist([DEBIAN_FASHION_MNIST]) is not None:
+                return DEBIAN_FASHION_MNIST
     return _download_fashion_mnist(dest)
 
 
