@@ -113,6 +113,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
 
     from .train import run
 
+    specs = list(specs)
     manifests = []
     for spec in specs:
         for seed in seeds:
@@ -132,8 +133,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     frame = pd.DataFrame(manifests)
     if len(frame):
         frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
-        labels = {s.tag: s.label for s in specs} if isinstance(specs, list) else {}
-        frame["label"] = frame["tag"].map(labels)
+        frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
     return frame
 
 

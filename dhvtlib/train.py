@@ -490,6 +490,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
     info = dataset_info(dataset, data_dir)
     path = Path(checkpoint)
     if path.suffix == ".safetensors":
+        if use_ema:
+            raise ValueError(f"{path} holds the final weights only; pass the run's checkpoint-last.pt for use_ema.")
         info_ = safetensors_info(path)
         name, cfg = info_["model"], info_["config"]
     else:

@@ -9,30 +9,22 @@ prep leaves no half-written domain.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
+from ..checkpoint import sha256
 from .datasets import DOMAINNET_DOMAINS, DOMAINNET_SPLIT_SIZES
 
-__all__ = ["prepare_domainnet", "prepare_domain", "read_split_list", "sha256_file", "paper_count_warnings",
+__all__ = ["prepare_domainnet", "prepare_domain", "read_split_list", "paper_count_warnings",
            "KNOWN_SHA256", "main"]
 
 # sha256 of each official <domain>.zip; empty because this project cannot download the zips to compute them.
 # Fill in as `"clipart": "<hex>"` to have every prep verify them.
 KNOWN_SHA256: dict[str, str] = {}
 SPLITS = (("train", "train"), ("test", "val"))  # (split list suffix, output folder)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_split_list(path: Path, domain: str) -> list[tuple[str, str]]:
@@ -66,7 +58,7 @@ def prepare_domain(src: Path, out: Path, domain: str, checksum: str | None = Non
     zip_path = src / f"{domain}.zip"
     if not zip_path.is_file():
         raise FileNotFoundError(f"{zip_path} not found; download {domain}.zip from the DomainNet site into {src}.")
-    if checksum is not None and (found := sha256_file(zip_path)) != checksum:
+    if checksum is not None and (found := sha256(zip_path)) != checksum:
         raise ValueError(f"{zip_path} has sha256 {found}, expected {checksum}; download it again.")
     splits = {folder: read_split_list(src / f"{domain}_{suffix}.txt", domain) for suffix, folder in SPLITS}
     for folder, entries in splits.items():
