@@ -267,11 +267,24 @@ def ablation_paper_frame(table: str) -> pd.DataFrame:
 
 
 def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
-    """Each ablation tag -> the first row of its table (Table 5's DeiT-T, Table 9's DHVT-T, ...)."""
-    first = {}
+    """Each ablation tag -> the first row of its table (Table 5's DeiT-T, Table 9's DHVT-T, ...). When that row was
+    not run but another run row is the same model (e.g. table5/pe for table6/pe, both DeiT-T), that row is used."""
+    tags = list(tags)
+    first: dict[str, str] = {}
     for key, r in ABLATIONS.items():
         first.setdefault(r.table, key)
-    return {t: first[ABLATIONS[t].table] for t in tags if t in ABLATIONS}
+
+    def same_model(a: str, b: str) -> bool:
+        ra, rb = ABLATIONS[a], ABLATIONS[b]
+        return (ra.base, ra.model_kwargs, ra.recipe) == (rb.base, rb.model_kwargs, rb.recipe)
+
+    out = {}
+    for t in (t for t in tags if t in ABLATIONS):
+        base = first[ABLATIONS[t].table]
+        if base not in tags:
+            base = next((u for u in tags if u in ABLATIONS and same_model(u, base)), base)
+        out[t] = base
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -376,3 +376,12 @@ def test_make_figures_without_runs(tmp_path, capsys):
         assert sorted(p.name for p in root.iterdir()) == ["paper"]
     results.main(["figures", "--root", str(tmp_path / "empty")])
     assert "all.csv" in capsys.readouterr().out
+
+
+def test_baseline_falls_back_to_an_identical_run_row():
+    from dhvtlib.results import _ablation_baselines
+
+    ladder = ["table5/none", "table5/pe", "table5/sope", "table6/sope_daff_ht"]
+    assert _ablation_baselines(ladder) == {t: "table5/pe" for t in ladder}  # table6/pe (not run) is DeiT-T too
+    assert _ablation_baselines(["table6/pe", "table6/sope_daff_ht"])["table6/sope_daff_ht"] == "table6/pe"
+    assert _ablation_baselines(["table9/se_all"]) == {"table9/se_all": "table9/dhvt"}  # not run: no fallback
