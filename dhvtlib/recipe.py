@@ -25,6 +25,7 @@ class Recipe:
     model: str = "dhvt_tiny_cifar_patch4"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture overrides (depth, ablation flags...)
     dataset: str = "cifar100"
+    img_size: int | None = None  # None: the data set's size; else images are resized (CIFAR fine-tuned at 224)
     samples_per_class: int | None = None  # deterministic per-class subset of the training set
     test_samples_per_class: int | None = None  # subset of the test set (smoke runs only)
     epochs: int = 300

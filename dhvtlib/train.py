@@ -167,6 +167,8 @@ def build_model(recipe: Recipe, info) -> DHVT:
 
 def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device):
     info = dataset_info(recipe.dataset, data_dir)
+    if recipe.img_size:
+        info = dataclasses.replace(info, img_size=recipe.img_size)
     if download and d.world_size > 1:  # rank 0 downloads, the others wait and read
         if d.main:
             load_split(recipe.dataset, data_dir, train=True, download=True)
@@ -185,14 +187,15 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
         raise ValueError(f"the training set has {len(train)} images, fewer than batch_size {recipe.batch_size}; "
                          "lower batch_size or raise samples_per_class.")
     if info.in_memory:
-        aug = BatchAugment(info.img_size, info.mean, info.std, crop="pad" if info.img_size <= 32 else "rrc",
+        native = train.images.shape[-1]
+        aug = BatchAugment(info.img_size, info.mean, info.std, crop="pad" if info.img_size == native <= 32 else "rrc",
                            hflip=recipe.hflip, rand_augment=recipe.rand_augment,
                            random_erasing=recipe.random_erasing)
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + d.rank)
         train_loader = InMemoryLoader(train, per_rank, device, info.mean, info.std, augment=aug, generator=gen,
                                       channels_last=recipe.channels_last)
         test_loader = InMemoryLoader(test, recipe.eval_batch_size, device, info.mean, info.std,
-                                     channels_last=recipe.channels_last)
+                                     channels_last=recipe.channels_last, eval_size=info.img_size)
         generators = {"augment": gen}
     else:
         train.transform = build_pil_transform(info.img_size, info.mean, info.std, train=True,
@@ -514,7 +517,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
     if test_samples_per_class:
         test = subset_per_class(test, test_samples_per_class, seed=0)
     if info.in_memory:
-        loader = InMemoryLoader(test, batch_size, dev, info.mean, info.std)
+        loader = InMemoryLoader(test, batch_size, dev, info.mean, info.std, eval_size=net.config["img_size"])
     else:
         test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
         loader = FileLoader(test, batch_size, dev)

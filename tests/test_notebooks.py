@@ -134,3 +134,11 @@ def test_05_head_tokens(kernel, fmnist, tmp_path):
     figs = tmp_path / "res" / "figures"
     for stem in ("head_tokens_0", "head_tokens_1", "class_attention_0", "attributions_0", "attributions_1"):
         assert (figs / f"{stem}.png").is_file() and (figs / f"{stem}.pdf").is_file(), stem
+
+
+def test_finetune_specs_cover_tables_7_and_14():
+    specs = experiments.finetune_runs({"dhvt_small_imagenet_patch16": "w.safetensors"}, ["sketch", "cifar100"])
+    assert [(s.tag, s.paper_top1) for s in specs] == [("table14/dhvt_small_imagenet_patch16/sketch", 73.32),
+                                                      ("table7/dhvt_small_imagenet_patch16", 88.87)]
+    assert specs[1].recipe == {"dataset": "cifar100", "img_size": 224, "finetune": "w.safetensors"}
+    assert experiments.validate("04_imagenet", finetune_targets=["cifar100"])

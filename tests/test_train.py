@@ -277,3 +277,18 @@ def test_cli_ablation_row_sets_model_and_tag(fmnist, tmp_path):
     assert (cfg["embed_layer"], cfg["pos_embed"], cfg["mlp_layer"], cfg["head_tokens"]) == ("sope", False, "mlp", False)
     bad = _cli("--preset", "smoke", "--ablation", "table5/nope")
     assert bad.returncode != 0 and "unknown ablation row 'table5/nope'" in bad.stderr
+
+
+def test_in_memory_data_at_another_image_size(fmnist, tmp_path):
+    """Table 7 fine-tunes CIFAR-100 at 224 px: in-memory images are random-resized-cropped to img_size for training
+    and resized + centre-cropped (DeiT's eval transform) for testing."""
+    from dhvtlib.data.augment import resize_center_crop
+
+    x = torch.arange(4 * 4, dtype=torch.uint8).view(1, 1, 4, 4).repeat(2, 3, 1, 1)
+    y = resize_center_crop(x, 8)  # 4 -> Resize(9) -> CenterCrop(8)
+    assert y.shape == (2, 3, 8, 8) and y.min() >= 0 and y.max() <= 255 and torch.equal(y, y.round())
+    m = run("smoke", output=tmp_path / "big", data_dir=fmnist, progress=False, verbose=False, epochs=1, img_size=56)
+    assert m["status"] == "completed" and m["model_config"]["img_size"] == 56
+    ev = evaluate_checkpoint(tmp_path / "big" / "model.safetensors", "fashion_mnist", data_dir=fmnist,
+                             test_samples_per_class=4, device="cpu")
+    assert ev["top1"] == pytest.approx(m["final_top1"])

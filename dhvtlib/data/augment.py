@@ -119,6 +119,16 @@ def pad_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int, 
     return out.view(B, C, size, size)
 
 
+def resize_center_crop(x: torch.Tensor, size: int, crop_pct: float = 0.875) -> torch.Tensor:
+    """DeiT's evaluation transform at 224 px on a uint8 batch: bicubic Resize(int(size / crop_pct)) then
+    CenterCrop(size) (tensor bicubic without antialiasing, which matters only when shrinking). Returns uint8-valued
+    floats 0..255, ready for `normalize_batch`."""
+    big = int(size / crop_pct)
+    y = F.interpolate(x.float(), size=(big, big), mode="bicubic", align_corners=False).round_().clamp_(0, 255)
+    top = (big - size + 1) // 2  # torchvision's CenterCrop rounding
+    return y[..., top:top + size, top:top + size]
+
+
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """Per-sample crop boxes [B, 4] = (top, left, height, width) resized to size x size with `grid_sample`.
 

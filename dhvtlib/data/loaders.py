@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .augment import normalize_batch
+from .augment import normalize_batch, resize_center_crop
 from .datasets import InMemoryImages
 
 __all__ = ["train_indices", "eval_indices", "InMemoryLoader", "FileLoader", "seed_worker"]
@@ -57,11 +57,13 @@ class InMemoryLoader:
 
     def __init__(self, dataset: InMemoryImages, batch_size: int, device: torch.device, mean, std,
                  augment: Callable | None = None, generator: torch.Generator | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, eval_size: int | None = None):
         self.images = dataset.images.to(device)
         self.targets = dataset.targets.to(device)
         self.batch_size, self.device, self.mean, self.std = batch_size, device, mean, std
         self.augment, self.generator, self.channels_last = augment, generator, channels_last
+        # Evaluation at another size (e.g. CIFAR fine-tuned at 224): DeiT's Resize + CenterCrop.
+        self.eval_size = eval_size if eval_size and eval_size != self.images.shape[-1] else None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -77,7 +79,8 @@ class InMemoryLoader:
             if train and self.augment is not None:
                 x = self.augment(x, self.generator)
             else:
-                x = normalize_batch(x, self.mean, self.std)
+                x = normalize_batch(resize_center_crop(x, self.eval_size) if self.eval_size else x,
+                                    self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.targets.index_select(0, idx)
