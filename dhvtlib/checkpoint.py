@@ -29,13 +29,14 @@ CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Write `path` all-or-nothing: yields a temp file in the same folder, renamed over `path` on success."""
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[BinaryIO]:
+    """Write `path` all-or-nothing: yields a temp file in the same folder, renamed over `path` on success.
+    `open_kwargs` (e.g. newline, encoding) go to the file object in text mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from .checkpoint import atomic_write
 from .models.ablations import ABLATIONS
 from .paper import reported, reported_value
 
@@ -291,18 +291,10 @@ def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
 # Writing tables
 # ---------------------------------------------------------------------------------------------------------------
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through `write(file)` to a temp file in the target's folder, then rename it over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write through `write(file)` atomically (checkpoint.atomic_write: temp file, fsync, rename)."""
+    with atomic_write(path, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
+        write(f)
+    return Path(path)
 
 
 def provenance(runs: pd.DataFrame) -> dict[str, str]:
