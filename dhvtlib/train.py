@@ -41,6 +41,7 @@ from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
+from .models.profile import count_params
 from .recipe import PRESETS, Recipe, resolve
 
 __all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
@@ -174,11 +175,9 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
             load_split(recipe.dataset, data_dir, train=True, download=True)
         dist.barrier()
     train = load_split(recipe.dataset, data_dir, train=True, download=download)
-    test = load_split(recipe.dataset, data_dir, train=False, download=download)
+    test = _test_split(recipe.dataset, data_dir, recipe.test_samples_per_class, download)
     if recipe.samples_per_class:
         train = subset_per_class(train, recipe.samples_per_class, seed=recipe.seed)
-    if recipe.test_samples_per_class:
-        test = subset_per_class(test, recipe.test_samples_per_class, seed=0)
     per_rank = recipe.batch_size // d.world_size
     if per_rank * d.world_size != recipe.batch_size:
         raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {d.world_size} processes; "
@@ -194,19 +193,33 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + d.rank)
         train_loader = InMemoryLoader(train, per_rank, device, info.mean, info.std, augment=aug, generator=gen,
                                       channels_last=recipe.channels_last)
-        test_loader = InMemoryLoader(test, recipe.eval_batch_size, device, info.mean, info.std,
-                                     channels_last=recipe.channels_last, eval_size=info.img_size)
         generators = {"augment": gen}
     else:
         train.transform = build_pil_transform(info.img_size, info.mean, info.std, train=True,
                                               rand_augment=recipe.rand_augment, random_erasing=recipe.random_erasing)
-        test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
         train_loader = FileLoader(train, per_rank, device, num_workers=recipe.num_workers, seed=recipe.seed + d.rank,
                                   channels_last=recipe.channels_last)
-        test_loader = FileLoader(test, recipe.eval_batch_size, device, num_workers=recipe.num_workers,
-                                 channels_last=recipe.channels_last)
         generators = {}
+    test_loader = _test_loader(info, test, recipe.eval_batch_size, device, num_workers=recipe.num_workers,
+                               channels_last=recipe.channels_last)
     return info, train_loader, test_loader, generators
+
+
+def _test_split(dataset: str, data_dir, per_class: int | None, download: bool = False):
+    """The test split, or its deterministic per-class subset (seed 0, the same for every run)."""
+    test = load_split(dataset, data_dir, train=False, download=download)
+    return subset_per_class(test, per_class, seed=0) if per_class else test
+
+
+def _test_loader(info, test, batch_size: int, device: torch.device, *, eval_size: int | None = None,
+                 num_workers: int = 4, channels_last: bool = False) -> InMemoryLoader | FileLoader:
+    """Evaluation batches: in-memory images normalised (resized to eval_size, default info.img_size), or files
+    through DeiT's evaluation transform at info.img_size."""
+    if info.in_memory:
+        return InMemoryLoader(test, batch_size, device, info.mean, info.std, channels_last=channels_last,
+                              eval_size=eval_size or info.img_size)
+    test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
+    return FileLoader(test, batch_size, device, num_workers=num_workers, channels_last=channels_last)
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe):
@@ -314,7 +327,7 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         "model_kwargs": recipe.model_kwargs, "dataset": recipe.dataset, "preset": recipe.name, "seed": recipe.seed,
         "config": recipe.to_dict(), "samples_per_class": recipe.samples_per_class,
         "train_images": len(train_loader), "test_images": len(test_loader),
-        "params": sum(p.numel() for p in model.parameters()), "model_config": model.config,
+        "params": count_params(model), "model_config": model.config,
         "git_commit": commit, "git_dirty": dirty, **env, "device": str(dev), "world_size": d.world_size,
         "sync_bn": sync_bn, "precision": recipe.precision, "effective_lr": recipe.effective_lr,
         "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out)}
@@ -513,14 +526,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
         net.load_state_dict(ck["ema"])
     else:
         load_weights(net, path)
-    test = load_split(dataset, data_dir, train=False)
-    if test_samples_per_class:
-        test = subset_per_class(test, test_samples_per_class, seed=0)
-    if info.in_memory:
-        loader = InMemoryLoader(test, batch_size, dev, info.mean, info.std, eval_size=net.config["img_size"])
-    else:
-        test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
-        loader = FileLoader(test, batch_size, dev)
+    test = _test_split(dataset, data_dir, test_samples_per_class)
+    loader = _test_loader(info, test, batch_size, dev, eval_size=net.config["img_size"])
     res = evaluate(net.to(dev), loader.batches(eval_indices(len(loader), d.rank, d.world_size), train=False),
                    device=dev, precision=precision)
     return {"checkpoint": str(path), "model": net.variant, "dataset": dataset, **res}
