@@ -2,10 +2,13 @@
 
 The reference is timm's `vit_tiny_patch16_224` built at the model's image size, patch, width, heads and depth.
 For default DHVT variants the official code's forward (benchmarks/official_dhvt.py, same weights, checked equal
-first) is timed too. Timings interleave the models round by round and report the median round.
+first) is timed too; inference also times `fuse_batchnorm(model)` (BatchNorms folded into the convs, logits checked
+equal). Timings interleave the models round by round and report the median round. `--compile` wraps every model
+in torch.compile (compile time excluded, reported).
 
     python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --batch 128 --threads 2 --precision fp32
     python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --precision bf16 --mode train infer
+    python benchmarks/throughput.py --device cuda --precision bf16 --compile
 """
 from __future__ import annotations
 
@@ -69,16 +72,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(models: dict[str, nn.Module], mode: str, args, device) -> dict[str, float]:
-    c = next(iter(models.values())).config if hasattr(next(iter(models.values())), "config") else {}
-    x = torch.randn(args.batch, 3, c["img_size"], c["img_size"], device=device)
+def bench(models: dict[str, nn.Module], mode: str, args, device, cfg: dict) -> dict[str, float]:
+    x = torch.randn(args.batch, 3, cfg["img_size"], cfg["img_size"], device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, c["num_classes"], (args.batch,), device=device)
+    y = torch.randint(0, cfg["num_classes"], (args.batch,), device=device)
     steps = {name: make_step(m, mode, x, y, args.precision) for name, m in models.items()}
-    for step in steps.values():
+    for name, step in steps.items():
+        t0 = time.perf_counter()
         for _ in range(args.warmup):
             step()
+        if args.compile:
+            print(f"  {mode} {name}: compile + {args.warmup} warm-up steps {time.perf_counter() - t0:.0f} s")
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, step in steps.items():
@@ -104,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--no-official", action="store_true", help="skip the official-code reference")
+    ap.add_argument("--compile", action="store_true", help="torch.compile every model (ours and the references)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -113,11 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     ours = dhvtlib.create_model(args.model).to(device)
     cfg = ours.config
     models: dict[str, nn.Module] = {"dhvtlib": ours, "timm_vit": reference_vit(cfg).to(device)}
-    models["timm_vit"].config = cfg
     if is_default_dhvt(cfg) and not args.no_official:
         official = OfficialDHVT.from_dhvt(ours.cpu()).to(device)
         ours.to(device)
-        official.config = cfg
         xs = torch.randn(4, 3, cfg["img_size"], cfg["img_size"], device=device)
         with torch.no_grad():
             diff = (ours.eval()(xs) - official.eval()(xs)).abs().max().item()
@@ -125,20 +129,37 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"outputs differ from the official forward by {diff:.2e}; fix the model first.")
         print(f"outputs equal the official forward (max abs diff {diff:.1e})")
         models["official"] = official
-    if args.channels_last:
-        for m in models.values():
-            m.to(memory_format=torch.channels_last)
+    infer_only: dict[str, nn.Module] = {}
+    if "infer" in args.mode and any(isinstance(m, nn.BatchNorm2d) for m in ours.modules()):
+        fused = dhvtlib.models.fuse_batchnorm(ours.eval())
+        xs = torch.randn(4, 3, cfg["img_size"], cfg["img_size"], device=device)
+        with torch.no_grad():
+            diff = (fused(xs) - ours(xs)).abs().max().item()
+        if diff > 1e-4:
+            raise SystemExit(f"fuse_batchnorm changed the logits by {diff:.2e}; fix it first.")
+        print(f"fuse_batchnorm logits equal the model's (max abs diff {diff:.1e})")
+        infer_only["dhvtlib_fused_bn"] = fused
+    for group in (models, infer_only):
+        for name, m in group.items():
+            if args.channels_last:
+                m.to(memory_format=torch.channels_last)
+            if args.compile:
+                group[name] = torch.compile(m)
 
     print(f"{args.model} | device {device} | threads {args.threads} | batch {args.batch} | {args.precision} | "
           f"torch {torch.__version__} | timm {timm.__version__} | {platform.processor() or platform.machine()}")
     result = dict(model=args.model, batch=args.batch, threads=args.threads, precision=args.precision,
-                  device=str(device), torch=torch.__version__, timm=timm.__version__, modes={})
+                  compile=args.compile, device=str(device), torch=torch.__version__, timm=timm.__version__, modes={})
     for mode in args.mode:
-        ips = bench(models, mode, args, device)
+        ips = bench({**models, **infer_only} if mode == "infer" else models, mode, args, device, cfg)
         row = {f"{k}_img_s": round(v, 1) for k, v in ips.items()}
         row["ratio_vs_timm_vit"] = round(ips["dhvtlib"] / ips["timm_vit"], 3)
         line = (f"{mode:5s}: dhvtlib {ips['dhvtlib']:8.1f} img/s | timm ViT {ips['timm_vit']:8.1f} img/s | "
                 f"ratio {row['ratio_vs_timm_vit']:.3f}")
+        if "dhvtlib_fused_bn" in ips:
+            row["fused_bn_ratio_vs_timm_vit"] = round(ips["dhvtlib_fused_bn"] / ips["timm_vit"], 3)
+            line += (f" | fuse_batchnorm {ips['dhvtlib_fused_bn']:8.1f} img/s "
+                     f"(ratio {row['fused_bn_ratio_vs_timm_vit']:.3f})")
         if "official" in ips:
             row["official_ratio_vs_timm_vit"] = round(ips["official"] / ips["timm_vit"], 3)
             row["speedup_vs_official"] = round(ips["dhvtlib"] / ips["official"], 3)

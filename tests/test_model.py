@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dhvtlib
-from dhvtlib.models import DHVT, VARIANTS, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
+from dhvtlib.models import (DHVT, VARIANTS, convert_sope_sync_batchnorm, create_model, fuse_batchnorm,
+                            param_groups_weight_decay)
 from dhvtlib.models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows, build_ablation_model
 from dhvtlib.models.profile import profile
 
@@ -318,6 +319,30 @@ def test_sync_batchnorm_conversion_keeps_layout():
     assert isinstance(m.patch_embed.proj[0][1], nn.SyncBatchNorm)
     assert isinstance(m.blocks[0].mlp.bn1, nn.BatchNorm2d) and not isinstance(m.blocks[0].mlp.bn1, nn.SyncBatchNorm)
     assert list(m.state_dict()) == keys
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("dhvt_tiny_cifar_patch4", {}), ("dhvt_tiny_cifar_patch2", {}), ("dhvt_tiny_domain_patch16", {"img_size": 64}),
+    ("dhvt_tiny_cifar_patch4", {"daff_token_mixer": "avgpool"}), ("dhvt_tiny_cifar_patch4", {"daff_norm": "ln"}),
+    ("deit_tiny_cifar_patch4", {})])
+def test_fuse_batchnorm_keeps_eval_logits(name, overrides):
+    torch.manual_seed(0)
+    m = create_model(name, depth=2, **overrides).train()
+    size = m.config["img_size"]
+    with torch.no_grad():
+        for _ in range(3):  # move the running statistics away from their initial values
+            m(torch.randn(8, 3, size, size) * 2 + 0.5)
+    m.eval()
+    x = torch.randn(4, 3, size, size)
+    n_bn = sum(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    fused = fuse_batchnorm(m)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), m(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in fused.modules())
+    assert sum(isinstance(mod, nn.BatchNorm2d) for mod in m.modules()) == n_bn  # the original is untouched
+    with pytest.raises(ValueError, match="folded into its convs"):
+        fused.train()
+    m.train()  # and still trains
 
 
 def test_reset_classifier():

@@ -6,6 +6,7 @@ head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -13,11 +14,13 @@ import torch
 from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
+from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, ConvNorm, LinearPatchEmbed, Mlp
 
 __all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
-           "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm", "fuse_batchnorm"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +91,12 @@ class DHVT(nn.Module):
         self.init_weights()
 
     # ---- initialisation and optimiser groups (spec 1.7, 1.8) ----
+    def train(self, mode: bool = True) -> DHVT:
+        if mode and getattr(self, "bn_fused", False):
+            raise ValueError("this model's BatchNorms are folded into its convs for inference (fuse_batchnorm); "
+                             "train the original, unfused model instead.")
+        return super().train(mode)
+
     def init_weights(self) -> None:
         """trunc_normal(0.02) for every Linear (head included), cls_token, pos_embed and each E_head; zero Linear
         biases; norms at 1/0; Conv2d at PyTorch's default (as the official `_init_vit_weights`)."""
@@ -207,6 +216,23 @@ def convert_sope_sync_batchnorm(model: DHVT) -> DHVT:
     if isinstance(model.patch_embed, SOPE):
         model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
     return model
+
+
+def fuse_batchnorm(model: DHVT) -> DHVT:
+    """An inference copy of `model` with every BatchNorm folded into the conv before it (SOPE stages, DAFF
+    conv1/conv2/conv3), using the running statistics: the same logits in eval mode (to float rounding) with three
+    fewer passes over DAFF's hidden tensor per block. The copy is eval-only (its state_dict has no BN keys);
+    train and save the original."""
+    fused = copy.deepcopy(model).eval()
+    pairs = [(m, "0", "1") for m in fused.modules() if isinstance(m, ConvNorm)]
+    pairs += [(m, f"conv{i}", f"bn{i}") for m in fused.modules() if isinstance(m, DAFF) for i in (1, 2, 3)]
+    for parent, conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
+            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(parent, bn_name, nn.Identity())
+    fused.bn_fused = True
+    return fused
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

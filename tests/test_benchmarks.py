@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end (tiny settings: the numbers are not checked, only that they are made)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bounds  # noqa: E402
+import throughput  # noqa: E402
+
+TINY = ["--batch", "2", "--threads", "1"]
+
+
+def test_throughput_reports_ratios_with_fused_inference(tmp_path):
+    out = tmp_path / "tp.json"
+    res = throughput.main(["--model", "dhvt_tiny_cifar_patch4", *TINY, "--steps", "1", "--rounds", "1",
+                           "--warmup", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == res
+    train, infer = res["modes"]["train"], res["modes"]["infer"]
+    assert train["ratio_vs_timm_vit"] > 0 and "official_ratio_vs_timm_vit" in train
+    assert "dhvtlib_fused_bn_img_s" in infer and "dhvtlib_fused_bn_img_s" not in train
+
+
+def test_bounds_reports_one_ratio_per_row(tmp_path):
+    res = bounds.main(["--model", "dhvt_tiny_cifar_patch4", *TINY, "--rounds", "1",
+                       "--rows", "dhvt", "daff_no_bn", "--json", str(tmp_path / "b.json")])
+    rows = res["modes"]["train"]["rows"]
+    assert list(rows) == ["dhvt", "daff_no_bn"] and all(r["ratio_vs_timm_vit"] > 0 for r in rows.values())
+    assert res["bandwidth_gb_s"]["copy"] > 0
