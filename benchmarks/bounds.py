@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dhvtlib  # noqa: E402
-from throughput import make_step, reference_vit  # noqa: E402
+from throughput import make_step, provenance, reference_vit  # noqa: E402
 
 # name -> ablation overrides; each removes DHVT parts from the full model
 ROWS = {
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {name: dhvtlib.create_model(args.model, **ROWS[name]) for name in args.rows}
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{mode:5s} {name:22s} {1e3 * t:8.1f} ms/step  ratio {ref / t:.3f}")
         print(f"{mode:5s} {'timm_vit':22s} {1e3 * ref:8.1f} ms/step")
         result["modes"][mode] = {"timm_vit_ms_per_step": round(1e3 * ref, 1), "rows": rows}
+    result.update(provenance(torch.device("cpu"), started))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

@@ -27,7 +27,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dhvtlib  # noqa: E402
+from dhvtlib.train import environment, git_state  # noqa: E402
 from official_dhvt import OfficialDHVT  # noqa: E402
+
+
+def provenance(device: torch.device, started: float) -> dict:
+    """Commit, versions, hardware and wall time for a benchmark's JSON record."""
+    commit, dirty = git_state()
+    return {"git_commit": commit, "git_dirty": dirty, **environment(device),
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def reference_vit(cfg: dict) -> nn.Module:
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="torch.compile every model (ours and the references)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -167,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                      f"ours/official {row['speedup_vs_official']:.2f}x")
         print(line)
         result["modes"][mode] = row
+    result.update(provenance(device, started))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

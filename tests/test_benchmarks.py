@@ -20,6 +20,7 @@ def test_throughput_reports_ratios_with_fused_inference(tmp_path):
     train, infer = res["modes"]["train"], res["modes"]["infer"]
     assert train["ratio_vs_timm_vit"] > 0 and "official_ratio_vs_timm_vit" in train
     assert "dhvtlib_fused_bn_img_s" in infer and "dhvtlib_fused_bn_img_s" not in train
+    assert {"git_commit", "versions", "hardware", "wall_s"} <= set(res)
 
 
 def test_bounds_reports_one_ratio_per_row(tmp_path):
