@@ -218,8 +218,8 @@ class DAFF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         s = _grid_side(N - 1)
-        cls, tokens = x[:, :1], x[:, 1:].contiguous()
-        y = rearrange(tokens, "b (h w) c -> b c h w", h=s)  # a channels_last view: no copy
+        cls, tokens = x[:, :1], x[:, 1:]
+        y = rearrange(tokens, "b (h w) c -> b c h w", h=s)  # a channels_last view of x: no copy
         y = self.act1(self.bn1(self.conv1(y)))
         if self.token_mixer != "none":
             z = self.conv2(y)
