@@ -37,7 +37,8 @@ figures: setup
 	$(VPY) -m dhvtlib.results figures --root results
 
 benchmark: setup
-	$(VPY) benchmarks/throughput.py --model dhvt_tiny_cifar_patch4
+	$(VPY) benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --rounds 7 --json results/benchmarks/throughput_dhvt_tiny_cifar_patch4_fp32.json
+	$(VPY) benchmarks/bounds.py --mode train infer --json results/benchmarks/bounds_dhvt_tiny_cifar_patch4_fp32.json
 	$(VPY) benchmarks/data_overhead.py
 
 clean:
