@@ -221,6 +221,7 @@ def test_weights_for_another_model_fail_clearly(tmp_path):
     assert torch.equal(ten.blocks[0].attn.qkv.weight, tiny.blocks[0].attn.qkv.weight)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the evil pickle's protocol
 def test_official_state_dict_loads_and_unsafe_pickles_are_refused(tmp_path):
     g = torch.load(FIX / "sope_p4_img32.pt", weights_only=True)
     cfg = json.loads(g["config"])
