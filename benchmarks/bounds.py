@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dhvtlib  # noqa: E402
-from throughput import make_step, provenance, reference_vit  # noqa: E402
+from throughput import bench, provenance, reference_vit  # noqa: E402
 
 # name -> ablation overrides; each removes DHVT parts from the full model
 ROWS = {
@@ -42,15 +41,13 @@ def bandwidth_gb_s(numel: int, reps: int = 30) -> dict[str, float]:
     res = {}
     for name, fn, passes in (("copy", lambda: out.copy_(a), 2), ("add", lambda: torch.add(a, b, out=out), 3)):
         fn()
-        best = min(_timed(fn) for _ in range(reps))
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
         res[name] = round(passes * numel * 4 / best / 1e9, 1)
     return res
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,8 +66,6 @@ def main(argv: list[str] | None = None) -> dict:
     models = {name: dhvtlib.create_model(args.model, **ROWS[name]) for name in args.rows}
     cfg = models[args.rows[0]].config
     models["timm_vit"] = reference_vit(cfg)
-    x = torch.randn(args.batch, 3, cfg["img_size"], cfg["img_size"])
-    y = torch.randint(0, cfg["num_classes"], (args.batch,))
     hidden = args.batch * (cfg["img_size"] // cfg["patch_size"]) ** 2 * int(cfg["embed_dim"] * cfg["mlp_ratio"])
     bw = bandwidth_gb_s(hidden)
     print(f"{args.model} | threads {args.threads} | batch {args.batch} | fp32 | torch {torch.__version__} | "
@@ -78,23 +73,20 @@ def main(argv: list[str] | None = None) -> dict:
           f"tensor: copy {bw['copy']} GB/s, add {bw['add']} GB/s")
     result = dict(model=args.model, batch=args.batch, threads=args.threads, torch=torch.__version__,
                   timm=timm.__version__, bandwidth_gb_s=bw, modes={})
+    # throughput.bench's protocol: 1 warm-up step, then interleaved rounds of 1 step, median round per model
+    timing = argparse.Namespace(batch=args.batch, channels_last=False, precision="fp32", warmup=1, compile=False,
+                                rounds=args.rounds, steps=1)
     for mode in args.mode:
-        steps = {name: make_step(m, mode, x, y, "fp32") for name, m in models.items()}
-        for step in steps.values():
-            step()
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.rounds):  # interleaved rounds, median per model
-            for name, step in steps.items():
-                times[name].append(_timed(step))
-        ref = statistics.median(times["timm_vit"])
+        ips = bench(models, mode, timing, torch.device("cpu"), cfg)
+        ms = {name: 1e3 * args.batch / v for name, v in ips.items()}
+        ref = ms["timm_vit"]
         rows = {}
         for name in args.rows:
-            t = statistics.median(times[name])
-            rows[name] = {"ms_per_step": round(1e3 * t, 1), "ratio_vs_timm_vit": round(ref / t, 3),
+            rows[name] = {"ms_per_step": round(ms[name], 1), "ratio_vs_timm_vit": round(ref / ms[name], 3),
                           "overrides": ROWS[name]}
-            print(f"{mode:5s} {name:22s} {1e3 * t:8.1f} ms/step  ratio {ref / t:.3f}")
-        print(f"{mode:5s} {'timm_vit':22s} {1e3 * ref:8.1f} ms/step")
-        result["modes"][mode] = {"timm_vit_ms_per_step": round(1e3 * ref, 1), "rows": rows}
+            print(f"{mode:5s} {name:22s} {ms[name]:8.1f} ms/step  ratio {ref / ms[name]:.3f}")
+        print(f"{mode:5s} {'timm_vit':22s} {ref:8.1f} ms/step")
+        result["modes"][mode] = {"timm_vit_ms_per_step": round(ref, 1), "rows": rows}
     result.update(provenance(torch.device("cpu"), started))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
