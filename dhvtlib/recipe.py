@@ -11,10 +11,12 @@ the paper's wording differs (DHVT-S on CIFAR, ImageNet at batch 512) pass `batch
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Recipe", "PRESETS", "resolve", "list_presets"]
+__all__ = ["Recipe", "PRESETS", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
+           "recipe_from_dict", "recipe_diff", "describe_diff"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -67,6 +69,7 @@ class Recipe:
     num_workers: int = 4  # DataLoader workers for file data sets; in-memory data sets use none
     eval_every: int = 1
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: epoch ends only)
+    checkpoint_every_minutes: float = 10.0  # also checkpoint mid-epoch when this much wall time passed (0: off)
     seed: int = 0
 
     @property
@@ -92,10 +95,12 @@ PRESETS: dict[str, Recipe] = {
     "imagenet": dataclasses.replace(_PAPER, name="imagenet", model="dhvt_tiny_imagenet_patch16", dataset="imagenet",
                                     batch_size=256, eval_batch_size=128, lr=5e-4, warmup_epochs=10),
     # finetune.sh: IN-1K -> Clipart etc., 128 x 2, --lr 5e-4, warmup 2, 100 epochs, wd 1e-8, min-lr 1e-6,
-    # no repeated augmentation (Tables 7, 14). Needs finetune=<checkpoint>.
+    # no repeated augmentation (Tables 7, 14). Needs finetune=<checkpoint>. The official engine fine-tunes with the
+    # model in eval mode (BatchNorm frozen at the pre-training statistics, drop path off): finetune_eval_mode.
     "finetune": dataclasses.replace(_PAPER, name="finetune", model="dhvt_small_imagenet_patch16",
                                     dataset="domainnet_clipart", batch_size=256, eval_batch_size=128, lr=5e-4,
-                                    warmup_epochs=2, epochs=100, weight_decay=1e-8, min_lr=1e-6, repeated_aug=False),
+                                    warmup_epochs=2, epochs=100, weight_decay=1e-8, min_lr=1e-6, repeated_aug=False,
+                                    finetune_eval_mode=True),
     # The embedded data set on a CPU in a few minutes: a narrow DHVT on 100 Fashion-MNIST images per class, the
     # paper's recipe at the paper's effective lr (8e-3 * 64 / 512 = 1e-3).
     "quick": dataclasses.replace(_PAPER, name="quick", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
@@ -115,8 +120,22 @@ def list_presets() -> list[str]:
     return list(PRESETS)
 
 
+# The value that turns an optional recipe value off explicitly (None in an override means "not given"): the string
+# "none", as typed on the command line (`--rand-augment none`, `--samples-per-class none`).
+NONE = "none"
+# Recipe fields that never change the maths (how fast, how often to save): a completed run is reused and an
+# interrupted one resumed across changes to these.
+EXECUTION_FIELDS = frozenset({"num_workers", "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_minutes"})
+
+
+def optional_fields() -> frozenset[str]:
+    """The recipe values that may be None (turned off with "none")."""
+    return frozenset(f.name for f in dataclasses.fields(Recipe) if "None" in str(f.type))
+
+
 def resolve(preset: str | Recipe = "quick", **overrides: Any) -> Recipe:
-    """The named preset with `overrides` applied (None values are ignored), checked for consistency."""
+    """The named preset with `overrides` applied, checked for consistency. None means "not given" (the preset's
+    value stays); the string "none" turns an optional value off (e.g. `rand_augment="none"`)."""
     if isinstance(preset, Recipe):
         base = preset
     elif preset in PRESETS:
@@ -128,6 +147,14 @@ def resolve(preset: str | Recipe = "quick", **overrides: Any) -> Recipe:
     if unknown:
         raise ValueError(f"unknown recipe value(s) {unknown}; valid names are: {', '.join(sorted(names))}.")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    optional = optional_fields()
+    for k, v in list(overrides.items()):
+        if isinstance(v, str) and v.lower() == NONE:
+            if k not in optional:
+                raise ValueError(f"{k} cannot be turned off with {v!r}; give a value of type "
+                                 f"{_FIELD_TYPES[k]}.")
+            overrides[k] = None
+    _check_types(overrides)
     if "model_kwargs" in overrides:  # merged into the preset's architecture overrides, not replacing them
         overrides["model_kwargs"] = {**base.model_kwargs, **overrides["model_kwargs"]}
     if "opt_betas" in overrides:
@@ -135,6 +162,39 @@ def resolve(preset: str | Recipe = "quick", **overrides: Any) -> Recipe:
     r = dataclasses.replace(base, **overrides)
     _check(r)
     return r
+
+
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Recipe)}
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each override has its field's type (ints are accepted for floats): run(epochs='3') is one sentence."""
+    for k, v in values.items():
+        t = _FIELD_TYPES[k]
+        if v is None:
+            continue
+        base = t.split("|")[0].strip()
+        if base.startswith("dict"):
+            ok = isinstance(v, dict)
+        elif base.startswith("tuple"):
+            ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v)
+        elif base == "bool":
+            ok = isinstance(v, bool)
+        elif base == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif base == "float":
+            ok = _is_number(v)
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            kind = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
+                base, "a JSON object" if base.startswith("dict") else "two numbers")
+            raise ValueError(f"{k} must be {kind}"
+                             f"{' or None' if 'None' in t else ''}, got {v!r} ({type(v).__name__}).")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _check(r: Recipe) -> None:
@@ -148,9 +208,24 @@ def _check(r: Recipe) -> None:
     if (r.mixup > 0 or r.cutmix > 0) and r.batch_size % 2:
         raise ValueError(f"batch_size {r.batch_size} must be even with mixup/cutmix (timm's Mixup pairs images); "
                          "use an even batch or mixup=0, cutmix=0.")
-    for name in ("lr", "min_lr", "warmup_lr", "weight_decay"):
-        if getattr(r, name) < 0:
-            raise ValueError(f"{name} must be non-negative, got {getattr(r, name)}.")
+    for name in ("lr", "min_lr", "warmup_lr", "weight_decay", "opt_eps", "checkpoint_every_minutes"):
+        v = getattr(r, name)
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite non-negative number, got {v}.")
+    if r.clip_grad is not None and (not math.isfinite(r.clip_grad) or r.clip_grad <= 0):
+        raise ValueError(f"clip_grad must be a positive number (or none), got {r.clip_grad}.")
+    if r.effective_lr > 1.0:
+        raise ValueError(f"lr {r.lr} gives an effective learning rate of {r.effective_lr:.3g} "
+                         f"(lr x batch_size {r.batch_size} / {r.lr_scale_batch}), which diverges at once; the paper "
+                         "uses 1e-3 or 5e-4.")
+    if r.img_size is not None and r.img_size < 1:
+        raise ValueError(f"img_size must be a positive number of pixels, or none for the data set's own size, got "
+                         f"{r.img_size}.")
+    if r.num_workers < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {r.num_workers}.")
+    if r.name == "finetune" and not r.finetune:
+        raise ValueError("the finetune preset needs the checkpoint to start from: pass finetune=<path> "
+                         "(--finetune runs/.../model.safetensors); to train from scratch use another preset.")
     for name in ("random_erasing", "hflip", "mixup_prob", "mixup_switch_prob", "drop_path", "drop", "smoothing"):
         if not 0 <= getattr(r, name) <= 1:
             raise ValueError(f"{name} must lie in [0, 1], got {getattr(r, name)}.")
@@ -158,3 +233,31 @@ def _check(r: Recipe) -> None:
         v = getattr(r, name)
         if v is not None and v < 1:
             raise ValueError(f"{name} must be a positive number of images per class (or None for all), got {v}.")
+
+
+def recipe_from_dict(saved: dict[str, Any]) -> Recipe:
+    """The Recipe a run saved (config.json, a checkpoint's 'config'); fields added since take their defaults (the
+    behaviour before they existed) and fields since removed are dropped."""
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    values = {k: v for k, v in saved.items() if k in names}
+    if "opt_betas" in values:
+        values["opt_betas"] = tuple(values["opt_betas"])
+    return Recipe(**values)
+
+
+def recipe_diff(saved: dict[str, Any], recipe: Recipe, ignore: frozenset[str] | set[str] = EXECUTION_FIELDS
+                ) -> dict[str, tuple[Any, Any]]:
+    """{field: (saved value, asked value)} for every recipe value that differs, `ignore`d fields aside. `saved` is a
+    stored config dict; a field it lacks is compared at its default."""
+    import json
+
+    def norm(d: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+    old, new = norm(recipe_from_dict(saved).to_dict()), norm(recipe.to_dict())
+    return {k: (old[k], new[k]) for k in new if k not in ignore and old.get(k) != new[k]}
+
+
+def describe_diff(diff: dict[str, tuple[Any, Any]]) -> str:
+    """'epochs 5 -> 300, lr 0.001 -> 0.0005' for a `recipe_diff`."""
+    return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))

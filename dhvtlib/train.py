@@ -17,13 +17,13 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import math
 import os
 import platform
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,14 @@ from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indice
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
 from .models.profile import count_params
-from .recipe import PRESETS, Recipe, resolve
+from .recipe import NONE, PRESETS, Recipe, describe_diff, recipe_diff, recipe_from_dict, resolve
+from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, make_run_dir, nonfinite_tensors,
+                     remove_stale_temp)
 
 __all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
 
-# Recipe fields that may change between a run and its resume (they do not change the maths).
-RESUMABLE_CHANGES = {"num_workers", "eval_batch_size", "checkpoint_every_steps", "epochs"}
+# Recipe fields that may change when a diverged run is resumed from its last finite checkpoint on purpose.
+RECIPE_CHANGES_ON_RESUME = frozenset({"lr", "clip_grad", "precision"})  # with change_recipe=True (after divergence)
 
 
 # ------------------------------------------------------------------------------------------------ environment
@@ -62,15 +64,34 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cpu', 'cuda', 'cuda:N' and 'mps' are checked against
+    what this torch build and machine have, with one sentence when they cannot work."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+        raise ValueError(f"device {device!r} was asked for but no CUDA GPU is visible ({build}); use device='auto' "
+                         "or 'cpu'.")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) are visible.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for but MPS is not available here; use device='auto' or 'cpu'.")
+    return name
+
+
 def init_distributed(device: str) -> tuple[Dist, torch.device]:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: NCCL on CUDA, gloo on CPU. A plain launch is one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if world == 1:
         return Dist(), torch.device(device)
     d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    dev = torch.device(device, d.local_rank) if device == "cuda" else torch.device(device)
+    dev = torch.device("cuda", d.local_rank) if device.startswith("cuda") else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
@@ -135,32 +156,15 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
         f.write(buf.getvalue())
 
 
-class _StopFlag:
-    """First Ctrl-C: finish the current step, checkpoint, stop. Second Ctrl-C: interrupt at once."""
-
-    def __init__(self):
-        self.set = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.set = True
-        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
-        print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 # ------------------------------------------------------------------------------------------------ building
 def build_model(recipe: Recipe, info) -> DHVT:
     """The recipe's model at the data set's image size, channels and classes, with its drop path."""
+    data = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
+    for k, v in data.items():
+        if k in recipe.model_kwargs and recipe.model_kwargs[k] != v:
+            fix = "set img_size instead" if k == "img_size" else "drop it (the data set decides it)"
+            raise ValueError(f"model_kwargs {k}={recipe.model_kwargs[k]!r} does not match the data set "
+                             f"{info.name!r} ({k} {v}); {fix}.")
     return create_model(recipe.model, **{"img_size": info.img_size, "in_chans": info.in_chans,
                                          "num_classes": info.num_classes, "drop_path_rate": recipe.drop_path,
                                          "drop_rate": recipe.drop, **recipe.model_kwargs})
@@ -222,13 +226,15 @@ def _test_loader(info, test, batch_size: int, device: torch.device, *, eval_size
     return FileLoader(test, batch_size, device, num_workers=num_workers, channels_last=channels_last)
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe):
+def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Optimizer | None = None):
     """AdamW over the official decay groups at lr * batch / 512, and timm's cosine schedule with linear warmup,
-    to be stepped as `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr)."""
+    to be stepped as `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr).
+    With `optimizer`, only a new schedule for it (from its groups' `initial_lr`)."""
     from timm.scheduler import CosineLRScheduler
 
-    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay), lr=recipe.effective_lr,
-                                  eps=recipe.opt_eps, betas=recipe.opt_betas)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay),
+                                      lr=recipe.effective_lr, eps=recipe.opt_eps, betas=recipe.opt_betas)
     scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
                                   warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
                                   t_in_epochs=True)
@@ -250,35 +256,104 @@ def _criterion_and_mixup(recipe: Recipe, num_classes: int):
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = None, data_dir: str | None = None,
+def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None = None, data_dir: str | None = None,
         download: bool = False, resume: bool = False, device: str = "auto", experiment: str | None = None,
         tag: str | None = None, progress: bool = True, tensorboard: bool = False, verbose: bool = True,
-        **overrides: Any) -> dict[str, Any]:
+        change_recipe: bool = False, **overrides: Any) -> dict[str, Any]:
     """Train one model with a preset recipe (any recipe value can be overridden) and return its manifest.
 
-    `output`: the run directory (default runs/<preset>/<model>-<dataset>-s<seed>). `resume=True` continues from
-    its checkpoint-last.pt (model, optimiser, scheduler, scaler, EMA, every RNG state, sampler position) and ends
-    bitwise equal to an uninterrupted run on CPU. `experiment` and `tag` label the run for results tables.
+    `preset`: a name from PRESETS or a Recipe; None is 'quick' for a new run and the run's own saved recipe when
+    resuming. `output`: the run directory (default runs/<preset>/<model>-<dataset>-s<seed>); one process writes
+    it at a time (a lock). `resume=True` continues from its checkpoint-last.pt (model, optimiser, scheduler,
+    scaler, EMA, every RNG state, sampler position) and ends bitwise equal to an uninterrupted run on CPU; the
+    recipe must equal the saved one (values not given are taken from it), except `EXECUTION_FIELDS`. A completed
+    run is never reopened: resuming it returns its manifest unchanged. After a divergence, `change_recipe=True`
+    resumes the last finite checkpoint with another lr, clip_grad or precision; the manifest records the change.
+    `experiment` and `tag` label the run for results tables.
     """
-    recipe = resolve(preset, **overrides)
     d, dev = init_distributed(device)
-    out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
-    last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
-    ckpt = None
+    ckpt, saved = None, None
     if resume:
+        if output is None:
+            raise ValueError("resume needs the run directory: pass output= (--output runs/...).")
+        last = Path(output) / "checkpoint-last.pt"
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or point "
                                     "output at the run directory to continue.")
         ckpt = load_checkpoint(last)
-        _check_resume(ckpt["config"], recipe, last)
-    elif d.main and (out / "manifest.json").exists() and last.exists():
-        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
-                              "another output directory.")
+        saved = ckpt["config"]
+    recipe = resolve(recipe_from_dict(saved) if preset is None and saved else preset or "quick", **overrides)
+    out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
+    last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
+    if not d.main:
+        return _train(recipe, out, d, dev, ckpt, data_dir=data_dir, download=download, experiment=experiment,
+                      tag=tag, progress=progress, tensorboard=tensorboard, verbose=verbose, changes={})
+    created = make_run_dir(out)
+    try:
+        with RunLock(out):
+            previous = _read_manifest(out)
+            changes = _check_reuse(out, previous, saved, recipe, resume, change_recipe)
+            if resume and previous.get("status") == "completed":
+                if verbose:
+                    print(f"{out} is already completed; nothing to resume.", flush=True)
+                return previous
+            remove_stale_temp(out)
+            return _train(recipe, out, d, dev, ckpt, data_dir=data_dir, download=download, experiment=experiment,
+                          tag=tag, progress=progress, tensorboard=tensorboard, verbose=verbose, changes=changes)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):  # nothing was written: leave no empty folder
+            with contextlib.suppress(OSError):
+                out.rmdir()
 
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | None, recipe: Recipe, resume: bool,
+                 change_recipe: bool) -> dict[str, tuple[Any, Any]]:
+    """Refuse to overwrite a run, or to continue one with another recipe; returns the allowed changes."""
+    if not resume:
+        if previous or (out / "checkpoint-last.pt").exists():
+            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
+                                  "another output directory.")
+        return {}
+    diff = recipe_diff(saved, recipe)
+    if not diff:
+        return {}
+    if previous.get("status") == "completed":
+        raise ValueError(f"{out} is a completed run of another recipe ({describe_diff(diff)}); a completed run is "
+                         "never reopened: train the new recipe into another output directory.")
+    if change_recipe and set(diff) <= RECIPE_CHANGES_ON_RESUME:
+        return diff
+    if change_recipe:
+        raise ValueError(f"cannot resume {out} with {describe_diff(diff)}: only "
+                         f"{', '.join(sorted(RECIPE_CHANGES_ON_RESUME))} may change on resume (change_recipe); "
+                         "train the new recipe into another output directory.")
+    hint = ("a run's cosine schedule is fixed by its epochs: train the new length into another output directory"
+            if "epochs" in diff else
+            "omit them (and the preset) to continue with the saved recipe; after a divergence, pass change_recipe="
+            "True (--change-recipe) to continue with another lr, clip_grad or precision")
+    raise ValueError(f"cannot resume {out}: the recipe differs in {sorted(diff)} ({describe_diff(diff)}); {hint}.")
+
+
+def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str, Any] | None, *, data_dir,
+           download: bool, experiment, tag, progress: bool, tensorboard: bool, verbose: bool,
+           changes: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
     seed_everything(recipe.seed + d.rank)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
-    info, train_loader, test_loader, generators = _build_data(recipe, data_dir, download, d, dev)
+    try:
+        info, train_loader, test_loader, generators = _build_data(recipe, data_dir, download, d, dev)
+    except OSError as e:
+        if not download or isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"downloading {recipe.dataset} failed ({type(e).__name__}: {e}); without network, put the "
+                         "files in data_dir yourself and drop download (--download).") from None
     model = build_model(recipe, info)
     if recipe.finetune and ckpt is None:
         skipped = load_weights(model, recipe.finetune, new_head_ok=True)
@@ -319,6 +394,17 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         epoch_state = EpochState(**ckpt["epoch_state"]) if ckpt.get("epoch_state") else None
         started, wall_before = ckpt.get("started", started), ckpt.get("wall_s", 0.0)
         set_rng_state(ckpt["rng"][d.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], generators)
+    recipe_changes = list(ckpt.get("recipe_changes", [])) if ckpt is not None else []
+    if changes:  # change_recipe after a divergence: the new lr takes effect from the resumed epoch on
+        if "lr" in changes:
+            for g in optimizer.param_groups:
+                g["initial_lr"] = recipe.effective_lr
+            _, scheduler = build_optimizer(model, recipe, optimizer=optimizer)
+            scheduler.step(max(start_epoch - 1, 0))  # the lr DeiT's per-epoch stepping gives the resumed epoch
+        recipe_changes.append({"epoch": start_epoch, "step": epoch_state.step if epoch_state else 0, "at": _now(),
+                               "changes": {k: list(v) for k, v in changes.items()}})
+        if verbose and d.main:
+            print(f"resuming with a changed recipe: {describe_diff(changes)} (recorded in the manifest)", flush=True)
 
     env = environment(dev)
     commit, dirty = git_state()
@@ -330,15 +416,19 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         "params": count_params(model), "model_config": model.config,
         "git_commit": commit, "git_dirty": dirty, **env, "device": str(dev), "world_size": d.world_size,
         "sync_bn": sync_bn, "precision": recipe.precision, "effective_lr": recipe.effective_lr,
-        "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out)}
+        "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out),
+        "recipe_changes": recipe_changes}
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", recipe.to_dict())
         _write_json(out / "manifest.json", manifest)
     writer = _tensorboard(out) if tensorboard and d.main else None
     t_start = time.perf_counter()
+    saved_at = [time.monotonic()]
 
     def checkpoint(epoch: int, state: EpochState | None, path: Path = last) -> None:
+        """Save (rank 0) unless the weights are no longer finite: then the last finite checkpoint stays."""
+        _check_finite(model, ema, epoch, state.step if state else None, out)
+        saved_at[0] = time.monotonic()
         rngs = rng_state(generators)
         if d.world_size > 1:  # every rank's RNG state, gathered to rank 0
             gathered: list[Any] = [None] * d.world_size
@@ -351,11 +441,12 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
                          "scaler": scaler.state_dict() if scaler else None,
                          "ema": ema.module.state_dict() if ema else None, "rng": rngs, "epoch": epoch,
                          "epoch_state": state.to_dict() if state else None, "history": history, "best": best,
-                         "config": recipe.to_dict(), "started": started,
+                         "config": recipe.to_dict(), "started": started, "recipe_changes": recipe_changes,
                          "wall_s": wall_before + time.perf_counter() - t_start}, path)
 
-    status = "running"
-    stop = _StopFlag()
+    status, error = "running", None
+    stop = StopSignals()
+    due = _checkpoint_due(recipe, saved_at, dev)
     try:
         with stop:
             for epoch in range(start_epoch, recipe.epochs):
@@ -372,10 +463,11 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
                 state = train_one_epoch(
                     net, batches, criterion, optimizer, device=dev, precision=recipe.precision, mixup_fn=mixup_fn,
                     ema=ema, scaler=scaler, clip_grad=recipe.clip_grad, state=state, epoch=epoch, progress=bar,
-                    on_step=lambda s: _after_step(s, epoch, every, checkpoint),
+                    on_step=lambda s: _after_step(s, epoch, every, due, checkpoint),
                     stop_requested=lambda: stop.set, train_mode=not (recipe.finetune and recipe.finetune_eval_mode))
                 if bar is not None:
                     bar.close()
+                _check_finite(model, ema, epoch, state.step, out)  # before evaluating diverged weights
                 scheduler.step(epoch)  # as DeiT: lr_scheduler.step(epoch) after each epoch
                 row = {"epoch": epoch, "train_loss": state.loss_sum / max(state.samples, 1), "lr": lr,
                        "epoch_s": state.data_s + state.compute_s,
@@ -384,6 +476,11 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
                 if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
                     ev = evaluate(net, test_loader.batches(eval_indices(len(test_loader), d.rank, d.world_size),
                                                            train=False), device=dev, precision=recipe.precision)
+                    if not math.isfinite(ev["test_loss"]):
+                        raise NonFiniteLossError(
+                            f"the test loss is {ev['test_loss']} after epoch {epoch + 1} although the weights are "
+                            f"finite (an overflow); the run stopped and keeps its last good checkpoint: lower lr "
+                            f"or use precision='fp32' ({_resume_hint(out)}).")
                     row.update(test_loss=ev["test_loss"], top1=ev["top1"], top5=ev["top5"])
                     if ema is not None and recipe.eval_ema:
                         ev_ema = evaluate(ema.module, test_loader.batches(
@@ -410,8 +507,13 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
     except StopRequested as e:
         checkpoint(epoch, e.state)
         status = "interrupted"
-    except NonFiniteLossError:
-        status = "diverged"
+    except NonFiniteLossError as e:
+        status, error = "diverged", str(e)
+        if "--change-recipe" not in str(e):
+            raise NonFiniteLossError(f"{e} ({_resume_hint(out)})") from None
+        raise
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
         raise
     finally:
         if status == "running":
@@ -421,19 +523,52 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         if d.main:
             wall = wall_before + time.perf_counter() - t_start
             manifest.update(_summary(history, best), ended=_now(), wall_s=round(wall, 1), status=status)
+            if error:
+                manifest["error"] = error
             if status == "completed":
                 manifest["weights"] = "model.safetensors"
                 manifest["weights_sha256"] = export_safetensors(model, out / "model.safetensors")
+            _write_metrics(out, history)  # the manifest and metrics always describe the same epochs
             _write_json(out / "manifest.json", manifest)
     if status == "interrupted":
         if verbose and d.main:
             print(f"stopped at a step boundary; resume with resume=True (--resume --output {out})", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise RunInterrupted(stop.signum or signal.SIGINT, out)
     return manifest
 
 
-def _after_step(state: EpochState, epoch: int, every: int, checkpoint) -> None:
-    if every and state.step % every == 0:
+def _resume_hint(out: Path) -> str:
+    return (f"to continue from it with a lower lr: dhvt-train --resume --output {out} --lr <lower> "
+            "--change-recipe, or run(..., resume=True, change_recipe=True, lr=...)")
+
+
+def _check_finite(model: nn.Module, ema: Any, epoch: int, step: int | None, out: Path) -> None:
+    bad = nonfinite_tensors(model.state_dict(), ema.module.state_dict() if ema is not None else None)
+    if bad:
+        where = f"epoch {epoch + 1}" + (f", step {step}" if step is not None else "")
+        raise NonFiniteLossError(f"the weights became non-finite in {where} ({len(bad)} tensors, e.g. {bad[0]}); "
+                                 f"the run stopped and keeps its last finite checkpoint ({_resume_hint(out)}).")
+
+
+def _checkpoint_due(recipe: Recipe, saved_at: list[float], dev: torch.device):
+    """() -> whether checkpoint_every_minutes have passed since the last checkpoint, agreed over all ranks (rank 0's
+    clock decides, so every rank checkpoints at the same step)."""
+    minutes = recipe.checkpoint_every_minutes
+
+    def due() -> bool:
+        if not minutes:
+            return False
+        flag = time.monotonic() - saved_at[0] >= 60 * minutes
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([float(flag)], device=dev)
+            dist.broadcast(t, 0)
+            flag = bool(t.item())
+        return flag
+    return due
+
+
+def _after_step(state: EpochState, epoch: int, every: int, due, checkpoint) -> None:
+    if (every and state.step % every == 0) or due():
         checkpoint(epoch, state)
     # Tests deliver a real signal at an exact step ("KILL:e:s" or "INT:e:s") to check crash and Ctrl-C resume.
     sig = os.environ.get("DHVTLIB_TEST_SIGNAL")
@@ -476,14 +611,6 @@ def _tensorboard(out: Path):
     except ImportError as e:
         raise ImportError("tensorboard=True needs the tensorboard package; pip install tensorboard.") from e
     return SummaryWriter(str(out / "tensorboard"))
-
-
-def _check_resume(saved: dict[str, Any], recipe: Recipe, path: Path) -> None:
-    now = recipe.to_dict()
-    differ = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if differ:
-        raise ValueError(f"cannot resume from {path}: the recipe differs in {differ} (saved "
-                         f"{ {k: saved.get(k) for k in differ} }); pass the same preset and overrides as the run.")
 
 
 def _check_params_in_sync(model: nn.Module) -> None:
@@ -537,26 +664,29 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dhvt-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="quick", choices=list(PRESETS))
+    ap.add_argument("--preset", choices=list(PRESETS), help="recipe preset (default: 'ablation' with --ablation, the "
+                    "run's own recipe with --resume, else 'quick')")
     ap.add_argument("--output", type=Path, help="run directory (default runs/<preset>/<model>-<dataset>-s<seed>)")
     ap.add_argument("--data-dir", help="data set folder (default: the data set's usual place)")
     ap.add_argument("--download", action="store_true", help="download the data set if torchvision can")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output from checkpoint-last.pt")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--change-recipe", action="store_true", help="with --resume after a divergence: continue from "
+                    "the last finite checkpoint with another --lr, --clip-grad or --precision (recorded)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     ap.add_argument("--experiment", help="label for results tables")
     ap.add_argument("--tag", help="row label for results tables (e.g. table5/sope)")
     ap.add_argument("--ablation", metavar="ROW", help="train one ablation row, e.g. table5/sope (sets --model, "
                     "--model-kwargs, the row's recipe values and --tag)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--tensorboard", action="store_true")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads")
+    ap.add_argument("--threads", type=_positive_int, help="torch intra-op threads")
     g = ap.add_argument_group("recipe overrides (default: the preset's value)")
     for f in dataclasses.fields(Recipe):
         if f.name == "name":
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_kwargs":
-            g.add_argument(flag, type=json.loads, help='JSON object of model arguments, e.g. \'{"depth": 6}\'')
+            g.add_argument(flag, type=_json_object, help='JSON object of model arguments, e.g. \'{"depth": 6}\'')
         elif f.type in ("bool", bool):
             g.add_argument(flag, type=_bool, metavar="BOOL")
         elif f.name == "opt_betas":
@@ -575,11 +705,34 @@ def _bool(s: str) -> bool:
 
 
 def _type_of(annotation: str):
-    """Command-line converter for a Recipe annotation such as 'int', 'float | None' or 'str | None'."""
+    """Command-line converter for a Recipe annotation such as 'int', 'float | None' or 'str | None'. 'none' turns an
+    optional value off (kept as the string, which `resolve` reads as an explicit None)."""
     base = {"int": int, "float": float, "str": str}[annotation.split("|")[0].strip()]
     if "None" not in annotation:
         return base
-    return lambda s: None if s.lower() == "none" else base(s)
+    return lambda s: NONE if s.lower() == NONE else base(s)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a positive integer")
+    return v
+
+
+def _json_object(s: str) -> dict[str, Any]:
+    try:
+        v = json.loads(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{s!r} is not valid JSON ({e.msg} at character {e.pos}); write an object "
+                                         'such as \'{"depth": 6}\'') from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"{s!r} is a JSON {type(v).__name__}, not an object; write an object such "
+                                         'as \'{"depth": 6}\'')
+    return v
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -598,12 +751,15 @@ def main(argv: list[str] | None = None) -> None:
         overrides["model"] = overrides["model"] or row.base
         overrides["model_kwargs"] = {**row.model_kwargs, **(overrides["model_kwargs"] or {})}
         args.tag = args.tag or row.key
+    preset = args.preset or ("ablation" if args.ablation and not args.resume else None)
     try:
-        m = run(args.preset, output=args.output, data_dir=args.data_dir, download=args.download, resume=args.resume,
+        m = run(preset, output=args.output, data_dir=args.data_dir, download=args.download, resume=args.resume,
                 device=args.device, experiment=args.experiment, tag=args.tag, progress=not args.no_progress,
-                tensorboard=args.tensorboard, **overrides)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+                tensorboard=args.tensorboard, change_recipe=args.change_recipe, **overrides)
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunLockedError) as e:
         raise SystemExit(f"dhvt-train: {e}") from None
+    except RunInterrupted as e:
+        raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     finally:
@@ -612,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
     if m.get("status") == "completed" and (int(os.environ.get("RANK", "0")) == 0):
         print(f"best top-1 {m['best_top1']:.2f} (epoch {m['best_epoch'] + 1}), final {m['final_top1']:.2f}; "
               f"{m['wall_s']}s; run in {m['output']}")
+
 
 
 def eval_main(argv: list[str] | None = None) -> None:

@@ -26,21 +26,22 @@ FIX = Path(__file__).parent / "fixtures"
 
 # dhvt-spec.md section 3.3: the official scripts (per-GPU batch x 2 GPUs, --lr, warmup, epochs, wd, ...)
 SPEC_PRESETS = {
-    "cifar100": dict(batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=5, epochs=300, weight_decay=0.05,
+    "cifar100": dict(finetune_eval_mode=False, batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=5, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
-    "ablation": dict(batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=10, epochs=300, weight_decay=0.05,
+    "ablation": dict(finetune_eval_mode=False, batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=10, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
-    "domainnet": dict(batch_size=256, lr=1e-3, effective_lr=5e-4, warmup_epochs=20, epochs=300, weight_decay=0.05,
+    "domainnet": dict(finetune_eval_mode=False, batch_size=256, lr=1e-3, effective_lr=5e-4, warmup_epochs=20, epochs=300, weight_decay=0.05,
                       min_lr=1e-5, repeated_aug=True),
-    "imagenet": dict(batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=10, epochs=300, weight_decay=0.05,
+    "imagenet": dict(finetune_eval_mode=False, batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=10, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
     "finetune": dict(batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=2, epochs=100, weight_decay=1e-8,
-                     min_lr=1e-6, repeated_aug=False),
+                     min_lr=1e-6, repeated_aug=False,
+                     finetune_eval_mode=True),  # spec 3.4: set_training_mode = (args.finetune == '') is False
 }
 SPEC_COMMON = dict(opt_eps=1e-8, opt_betas=(0.9, 0.999), warmup_lr=1e-6, mixup=0.8, cutmix=1.0, mixup_prob=1.0,
                    mixup_switch_prob=0.5, smoothing=0.1, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
                    hflip=0.5, ra_repeats=3, drop_path=0.1, drop=0.0, model_ema=True, model_ema_decay=0.99996,
-                   eval_ema=False, finetune_eval_mode=False, clip_grad=None, lr_scale_batch=512, seed=0)
+                   eval_ema=False, clip_grad=None, lr_scale_batch=512, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,8 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
         assert ev["top1"] == pytest.approx(rows[-1]["top1"]) and ev["test_images"] == 40
     with pytest.raises(FileExistsError, match="already holds a run; pass resume=True"):
         run("smoke", output=out, data_dir=fmnist, progress=False, verbose=False)
-    with pytest.raises(ValueError, match=r"recipe differs in \['lr'\]"):
+    with pytest.raises(ValueError, match=r"completed run of another recipe \(lr 0.001 -> 0.5\); a completed run is "
+                       r"never reopened"):
         run("smoke", output=out, data_dir=fmnist, progress=False, verbose=False, resume=True, lr=0.5)
 
 

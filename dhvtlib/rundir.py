@@ -1,0 +1,178 @@
+"""A run directory's safety: one writer at a time, graceful stops on signals, no stale temp files, finite weights.
+
+- `RunLock(out)`: an exclusive `flock` on `<out>/.lock` for the whole run. A second writer is refused with one
+  sentence naming the holder (pid, host, start time). The kernel drops the lock when its process dies, so a lock
+  left by a killed run is simply taken over; the file is removed when the run ends.
+- `StopSignals()`: SIGINT (Ctrl-C), SIGTERM (what SLURM and most schedulers send first) and SIGUSR1 (a common
+  requeue signal) ask the loop to stop at the next step boundary, with a resumable checkpoint. A second SIGINT
+  interrupts at once; a second SIGTERM/SIGUSR1 is handled by the default action.
+- `remove_stale_temp(out)`: temp files that a SIGKILL during an atomic write left behind.
+- `nonfinite_tensors(state_dict)`: names of tensors holding NaN or infinity (checked before any checkpoint is written).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
+           "make_run_dir"]
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run stopped at a step boundary after a signal and left a resumable checkpoint; `signum` is the signal."""
+
+    def __init__(self, signum: int, output: str | os.PathLike):
+        self.signum, self.output = signum, str(output)
+        super().__init__(f"stopped by {signal.Signals(signum).name} at a step boundary; resume with resume=True "
+                         f"(--resume --output {output})")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def make_run_dir(out: Path) -> bool:
+    """Create the run directory (and parents); returns whether it was created. An unwritable place is one sentence."""
+    existed = out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                  errno.ENOTDIR: "a path component is a regular file, not a folder",
+                  errno.EEXIST: "a file of that name exists", errno.ENOSPC: "the disk is full"}.get(
+                      e.errno, e.strerror or type(e).__name__)
+        raise ValueError(f"cannot write the run directory {out} ({reason}); choose a writable output "
+                         "(--output).") from None
+    return not existed
+
+
+class RunLock:
+    """Exclusive lock on a run directory for as long as the `with` block runs (see the module docstring)."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.path = Path(out) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise RunLockedError(
+                    f"{self.path.parent} is in use by another run ({holder}); wait for it to finish, or choose "
+                    "another output directory.") from None
+            # The file may have been removed (and recreated) by the previous holder between our open and flock.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return f"pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}"
+
+
+class StopSignals:
+    """Within the block, SIGINT/SIGTERM/SIGUSR1 set `signum` (checked by the loop between steps) instead of killing
+    the process. Only the main thread can install handlers; elsewhere the block does nothing."""
+
+    SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def set(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        old = self._old.get(signum)
+        fallback = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, old if callable(old) and old is not self._handle else fallback)
+        again = "Ctrl-C again to interrupt at once" if signum == signal.SIGINT else "a second signal ends it at once"
+        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint ({again})",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+
+def remove_stale_temp(out: Path) -> list[str]:
+    """Delete `.<name>.*.tmp` files left by an atomic write that was killed (call while holding the lock)."""
+    removed = []
+    for p in out.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def nonfinite_tensors(*state_dicts: Mapping[str, torch.Tensor] | None) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity, over all given state_dicts."""
+    bad = []
+    for sd in state_dicts:
+        for k, v in (sd or {}).items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                bad.append(k)
+    return bad
