@@ -295,8 +295,8 @@ def test_paper_vs_reproduced(runs_root):
     with pytest.warns(UserWarning):
         agg = results.aggregate(results.load_runs(runs_root))
     table = results.paper_vs_reproduced(agg, baseline="table5/pe").set_index("tag")
-    assert list(table.columns) == ["label", "paper_top1", "ours_mean", "ours_std", "n_seeds", "ours_best_of_n",
-                                   "ours_final_mean", "delta", "paper_delta_vs_baseline", "ours_delta_vs_baseline",
+    assert list(table.columns) == ["label", "paper_top1", "paper_statistic", "ours_mean", "ours_std", "n_seeds",
+                                   "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline", "ours_delta_vs_baseline",
                                    "seeds", "note"]
     sope = table.loc["table5/sope"]
     assert sope["paper_top1"] == 69.65 and sope["label"] == "SOPE"
@@ -385,3 +385,16 @@ def test_baseline_falls_back_to_an_identical_run_row():
     assert _ablation_baselines(ladder) == {t: "table5/pe" for t in ladder}  # table6/pe (not run) is DeiT-T too
     assert _ablation_baselines(["table6/pe", "table6/sope_daff_ht"])["table6/sope_daff_ht"] == "table6/pe"
     assert _ablation_baselines(["table9/se_all"]) == {"table9/se_all": "table9/dhvt"}  # not run: no fallback
+
+
+def test_delta_uses_the_papers_statistic_per_table():
+    """Table 4 reports the best of 5 seeds, the ablations the mean of 4: delta compares like with like."""
+    runs = pd.DataFrame({"tag": ["table4/dhvt_tiny_cifar_patch4"] * 2 + ["table5/sope"] * 2,
+                         "seed": [0, 1, 0, 1], "best_top1": [80.0, 82.0, 79.0, 81.0], "final_top1": [79.0, 81.0, 78.0, 80.0],
+                         "status": ["completed"] * 4, "run_dir": ["a", "b", "c", "d"], "dataset": ["cifar100"] * 4,
+                         "preset": ["cifar100"] * 4, "model": ["m"] * 4, "git_commit": ["c"] * 4})
+    table = results.paper_vs_reproduced(results.aggregate(runs)).set_index("tag")
+    t4, t5 = table.loc["table4/dhvt_tiny_cifar_patch4"], table.loc["table5/sope"]
+    assert t4["paper_statistic"] == "best of 5" and t4["delta"] == pytest.approx(82.0 - 80.93)
+    assert t5["paper_statistic"] == "mean of 4" and t5["delta"] == pytest.approx(80.0 - t5["paper_top1"])
+    assert t4["ours_final_mean"] == pytest.approx(80.0)
