@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
-           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "CHECKPOINT_FORMAT"]
+           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "build_recorded_model",
+           "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
 
@@ -35,6 +36,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results folder shared with a group needs the umask's mode
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
@@ -53,6 +55,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
             os.close(dfd)
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored at once)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Save a training checkpoint atomically (see `atomic_write`)."""
     buf = io.BytesIO()
@@ -65,9 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint with weights_only=True. Official-format files (a bare state_dict or {'model': ...}) load
     too; the caller checks the layout against its model (`load_weights`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (runs keep checkpoint-last.pt "
-                                "and checkpoint-best.pt in their output folder).")
+    _check_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError for disallowed globals, RuntimeError for a corrupt zip
@@ -130,12 +141,32 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
 
 
 def safetensors_info(path: str | os.PathLike) -> dict[str, Any]:
-    """{'model': name, 'config': DHVT kwargs} recorded by `export_safetensors` (empty for other files)."""
-    from safetensors import safe_open
+    """{'model': name, 'config': DHVT kwargs, 'shapes': {key: shape}} recorded by `export_safetensors` (model and
+    config empty for other files). Reads the header only; a file that is not safetensors is one sentence."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["dhvtlib"]) if "dhvtlib" in meta else {"model": None, "config": {}}
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        info = json.loads(meta["dhvtlib"]) if "dhvtlib" in meta else {"model": None, "config": {}}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); it may be truncated "
+                         "or another format renamed: export it again (dhvtlib.checkpoint.export_safetensors).") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config", {}), dict):
+        raise ValueError(f"{path} has malformed dhvtlib metadata; export it again.")
+    return {**info, "shapes": shapes}
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass a file inside it, e.g. {path / 'model.safetensors'} or "
+                         f"{path / 'checkpoint-last.pt'}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (runs keep model.safetensors, "
+                                "checkpoint-last.pt and checkpoint-best.pt in their output folder).")
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
@@ -144,13 +175,38 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     from .models import DHVT
 
     path = Path(path)
-    _, info = _read_weights(path)
+    state, info = _read_weights(path)
     if not info.get("config"):
         raise ValueError(f"{path} does not record its model config; build the model yourself and use load_weights.")
-    model = DHVT(**info["config"])
-    model.variant = info.get("model")
+    model = build_recorded_model(info, {k: tuple(v.shape) for k, v in state.items()}, path)
     load_weights(model, path)
     return model.eval()
+
+
+def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]], path: str | os.PathLike
+                         ) -> nn.Module:
+    """The model a file's metadata describes, built only after its parameter shapes were checked against the
+    file's tensors on the meta device (no memory): crafted or mismatched metadata is one sentence, not a huge
+    allocation."""
+    from .models import DHVT
+
+    cfg = info["config"]
+    try:
+        with torch.device("meta"):
+            skeleton = DHVT(**cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{Path(path).name} records a model config that cannot be built ({e}); export it again."
+                         ) from None
+    ours = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    wrong = sorted(k for k in set(ours) | set(shapes) if ours.get(k) != shapes.get(k))
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{Path(path).name}'s metadata describes another model than its tensors hold ({len(wrong)} "
+                         f"tensors differ, e.g. {k}: metadata {ours.get(k)}, file {shapes.get(k)}); the file is "
+                         "damaged or crafted: export it again.")
+    model = DHVT(**cfg)
+    model.variant = info.get("model")
+    return model
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -158,7 +214,8 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path)), safetensors_info(path)
+        info = safetensors_info(path)  # checks the file first
+        return load_file(str(path)), info
     ckpt = load_checkpoint(path)
     if "model" in ckpt and isinstance(ckpt["model"], dict):  # dhvtlib and official DeiT-style checkpoints
         return ckpt["model"], {"model": ckpt.get("model_name"), "config": ckpt.get("model_config", {})}
@@ -193,6 +250,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, new_head_ok: bool
         hint = ("build the model with its class count, or fine-tune (new_head_ok=True / finetune=) for a new head"
                 if head_only else "build the model it was saved from")
         raise ValueError(f"{path.name} holds {theirs} but the model is {mine} ({detail}); {hint}.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path.name} holds {len(bad)} tensors with NaN or infinity (e.g. {bad[0]}); it comes from a "
+                         "diverged run: use an earlier checkpoint, or train again with a lower lr.")
     model.load_state_dict(state, strict=not skipped)
     return skipped
 

@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
-from .checkpoint import (atomic_write, export_safetensors, load_checkpoint, load_weights, rng_state, safetensors_info,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (atomic_write, build_recorded_model, export_safetensors, load_checkpoint, load_weights,
+                         rng_state, safetensors_info, save_checkpoint, set_rng_state)
 from .data import dataset_info, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
@@ -613,6 +613,13 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def _check_finite_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{path.name} holds {len(bad)} EMA tensors with NaN or infinity (e.g. {bad[0]}); it comes "
+                         "from a diverged run.")
+
+
 def _check_params_in_sync(model: nn.Module) -> None:
     """DDP keeps replicas equal; verify it (cheap: one all-reduce of a checksum)."""
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
@@ -628,28 +635,40 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
                         model: str | None = None, batch_size: int = 256, device: str = "auto",
                         precision: str = "fp32", test_samples_per_class: int | None = None,
                         use_ema: bool = False) -> dict[str, Any]:
-    """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`)."""
+    """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`); a run
+    folder means its model.safetensors. Shapes are checked against the recorded config before anything is built."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     d, dev = init_distributed(device)
     info = dataset_info(dataset, data_dir)
     path = Path(checkpoint)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
     if path.suffix == ".safetensors":
         if use_ema:
             raise ValueError(f"{path} holds the final weights only; pass the run's checkpoint-last.pt for use_ema.")
-        info_ = safetensors_info(path)
-        name, cfg = info_["model"], info_["config"]
+        rec = safetensors_info(path)
+        shapes = rec["shapes"]
     else:
         ck = load_checkpoint(path)
-        name, cfg = ck.get("model_name"), ck.get("model_config")
+        state = ck["ema"] if use_ema else ck.get("model", ck) if isinstance(ck.get("model"), dict) else ck
         if use_ema and ck.get("ema") is None:
             raise ValueError(f"{path} holds no EMA weights; drop use_ema.")
-    if cfg:
-        net = DHVT(**cfg)
+        rec = {"model": ck.get("model_name"), "config": ck.get("model_config")}
+        shapes = {k: tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
+    if rec.get("config"):
+        net = build_recorded_model(rec, shapes, path)
     elif model:
         net = create_model(model, img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
     else:
         raise ValueError(f"{path} does not say which model it holds; pass model= (--model) with its variant name.")
-    net.variant = name or model
+    net.variant = rec.get("model") or model
+    classes = net.config.get("num_classes")
+    if classes != info.num_classes:
+        raise ValueError(f"{path.name} has a {classes}-class head but {dataset} has {info.num_classes} classes; "
+                         "evaluate it on the data set it was trained on (or fine-tune it: finetune=).")
     if use_ema:
+        _check_finite_state(ck["ema"], path)
         net.load_state_dict(ck["ema"])
     else:
         load_weights(net, path)
@@ -777,10 +796,10 @@ def eval_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--data-dir")
     ap.add_argument("--model", help="variant name, for official checkpoints that do not record it")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=_positive_int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--test-samples-per-class", type=int)
+    ap.add_argument("--test-samples-per-class", type=_positive_int)
     ap.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)

@@ -73,7 +73,7 @@ class DHVT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim)) if pos_embed else None
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # rises linearly, 0 in block 0
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # rises linearly, 0 in block 0
         hidden = int(embed_dim * mlp_ratio)
         blocks = []
         for i in range(depth):
