@@ -1,0 +1,273 @@
+"""Probe bad inputs and faults as a user would, and classify what each one does.
+
+    python scripts/probe_faults.py --out probe.md            # this checkout (imports dhvtlib from PYTHONPATH/venv)
+
+Each case runs `dhvt-train`, `dhvt-eval` or a short Python snippet in a subprocess on a small fake Fashion-MNIST and
+is classified as:
+- `sentence`: refused (non-zero exit) with one short message and no traceback;
+- `handled`: the run did the right thing (e.g. SIGTERM left a resumable checkpoint; a completed run kept);
+- `silent`: exit 0 although the input was wrong or a value was ignored;
+- `traceback`: a Python traceback (or an error message of many lines);
+- `lost`: data was lost or a wrong result recorded.
+Prints a Markdown table and the counts. Needs no GPU and no real data; takes a few minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fakedata import fake_fashion_mnist  # noqa: E402
+
+PY = sys.executable
+SMOKE = ["--preset", "smoke", "--no-progress", "--threads", "1"]
+
+
+def sh(args: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def train(*args: str, **kw) -> subprocess.CompletedProcess:
+    return sh([PY, "-m", "dhvtlib.train", *args], **kw)
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    return sh([PY, "-c", "from dhvtlib.train import eval_main; eval_main()", *args])
+
+
+def refused(r: subprocess.CompletedProcess, expect: str | None = None) -> str:
+    err = r.stderr.strip()
+    if r.returncode == 0:
+        return "silent"
+    if "Traceback" in err:
+        return "traceback"
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("usage:") and not ln.startswith(" ")]
+    if len(lines) > 2:
+        return "traceback"
+    return "sentence" if expect is None or expect in err else "sentence (other)"
+
+
+def config(out: Path) -> dict:
+    return json.loads((out / "config.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="probe-"))
+    data = fake_fashion_mnist(tmp / "fmnist", train_per_class=16, test_per_class=4)
+    base = [*SMOKE, "--data-dir", str(data)]
+    n = iter(range(1000))
+
+    def out() -> Path:
+        return tmp / f"run{next(n)}"
+
+    ok_run = out()
+    assert train(*base, "--output", str(ok_run), "--epochs", "1").returncode == 0
+    weights = ok_run / "model.safetensors"
+    cases: list[tuple[str, callable]] = []
+
+    def case(name):
+        def deco(f):
+            cases.append((name, f))
+            return f
+        return deco
+
+    for flag, value in (("--model-kwargs", "[1,2]"), ("--model-kwargs", "{bad"), ("--threads", "-1"),
+                        ("--device", "cuda"), ("--device", "tpu"), ("--lr", "1e300"), ("--lr", "nan"),
+                        ("--img-size", "-8")):
+        case(f"`{flag} {value}`")(lambda f=flag, v=value: refused(train(*base, "--output", str(out()), f, v)))
+
+    @case("`--img-size 0`")
+    def _():
+        o = out()
+        r = train(*base, "--output", str(o), "--img-size", "0", "--epochs", "1")
+        return "silent" if r.returncode == 0 else refused(r)
+
+    for flag, key in (("--samples-per-class", "samples_per_class"), ("--rand-augment", "rand_augment"),
+                      ("--test-samples-per-class", "test_samples_per_class")):
+        @case(f"`{flag} none`")
+        def _(flag=flag, key=key):
+            o = out()
+            r = train(*base, "--output", str(o), flag, "none", "--epochs", "1")
+            if r.returncode != 0:
+                return refused(r)
+            return "handled" if config(o)[key] is None else "silent"
+
+    @case("`--model-kwargs '{\"num_classes\": 100}'` on 10 classes")
+    def _():
+        return refused(train(*base, "--output", str(out()), "--model-kwargs", '{"num_classes": 100}', "--epochs", "1"))
+
+    @case("`--output` under a regular file")
+    def _():
+        f = tmp / "regular"
+        f.write_text("x")
+        return refused(train(*base, "--output", str(f / "run")))
+
+    @case("`--lr inf`, one step per epoch")
+    def _():
+        o = out()
+        r = train(*base, "--output", str(o), "--lr", "inf", "--samples-per-class", "2", "--batch-size", "16")
+        if r.returncode != 0:
+            return refused(r)
+        return "lost" if json.loads((o / "manifest.json").read_text())["status"] == "completed" else "handled"
+
+    @case("API `run(epochs='3')`")
+    def _():
+        return refused(sh([PY, "-c", f"from dhvtlib.train import run; run('smoke', data_dir={str(data)!r}, "
+                                     f"output={str(out())!r}, epochs='3', progress=False)"]))
+
+    @case("API `run(model_kwargs=[1])`")
+    def _():
+        return refused(sh([PY, "-c", f"from dhvtlib.train import run; run('smoke', data_dir={str(data)!r}, "
+                                     f"output={str(out())!r}, model_kwargs=[1], progress=False)"]))
+
+    @case("`--ablation table5/sope` without `--preset`")
+    def _():
+        o = out()
+        r = train("--ablation", "table5/sope", "--output", str(o), "--no-progress", "--data-dir", str(data),
+                  "--epochs", "1", "--samples-per-class", "8", "--test-samples-per-class", "4", "--batch-size", "16")
+        if r.returncode == 0:
+            return "silent" if config(o)["dataset"] == "fashion_mnist" else "handled"
+        return "sentence" if "cifar" in r.stderr.lower() else refused(r)
+
+    @case("`--preset finetune` without a checkpoint")
+    def _():
+        r = train("--preset", "finetune", "--output", str(out()), "--data-dir", str(data), "--dataset",
+                  "fashion_mnist", "--epochs", "1", "--no-progress")
+        return refused(r)
+
+    @case("`dhvt-eval --batch-size 0`")
+    def _():
+        return refused(evaluate("--checkpoint", str(weights), "--dataset", "fashion_mnist", "--data-dir", str(data),
+                                "--batch-size", "0"))
+
+    @case("`dhvt-eval` with a folder as `--checkpoint`")
+    def _():
+        r = evaluate("--checkpoint", str(tmp), "--dataset", "fashion_mnist", "--data-dir", str(data))
+        return refused(r)
+
+    @case("`dhvt-eval` with a pickle renamed `.safetensors`")
+    def _():
+        f = tmp / "renamed.safetensors"
+        shutil.copy(ok_run / "checkpoint-last.pt", f)
+        return refused(evaluate("--checkpoint", str(f), "--dataset", "fashion_mnist", "--data-dir", str(data)))
+
+    @case("`dhvt-eval` with a truncated safetensors")
+    def _():
+        f = tmp / "cut.safetensors"
+        f.write_bytes(weights.read_bytes()[:1000])
+        return refused(evaluate("--checkpoint", str(f), "--dataset", "fashion_mnist", "--data-dir", str(data)))
+
+    for classes in (100, 5):
+        @case(f"`dhvt-eval`: a {classes}-class checkpoint on a 10-class set")
+        def _(classes=classes):
+            f = tmp / f"c{classes}.safetensors"
+            sh([PY, "-c", "from dhvtlib.models import create_model; from dhvtlib.checkpoint import "
+                f"export_safetensors as e; e(create_model('dhvt_tiny_cifar_patch4', img_size=28, in_chans=1, "
+                f"num_classes={classes}, embed_dim=32, depth=1), {str(f)!r})"])
+            return refused(evaluate("--checkpoint", str(f), "--dataset", "fashion_mnist", "--data-dir", str(data)))
+
+    @case("`dhvt-eval`: metadata claims width 16384, depth 64")
+    def _():
+        f = tmp / "crafted.safetensors"
+        sh([PY, "-c", "import json; from safetensors.torch import save_file; from dhvtlib.models import "
+            "create_model\nm = create_model('dhvt_tiny_cifar_patch4', img_size=28, in_chans=1, num_classes=10, "
+            "embed_dim=32, depth=1)\ncfg = {**m.config, 'embed_dim': 16384, 'depth': 64}\nsave_file({k: "
+            f"v.contiguous() for k, v in m.state_dict().items()}}, {str(f)!r}, metadata={{'dhvtlib': json.dumps("
+            "{'model': 'x', 'config': cfg})})"])
+        t0 = time.perf_counter()
+        r = evaluate("--checkpoint", str(f), "--dataset", "fashion_mnist", "--data-dir", str(data))
+        return refused(r) + ("" if time.perf_counter() - t0 < 30 else " (slow)")
+
+    @case("`--resume` a completed run with another `--epochs`")
+    def _():
+        o = out()
+        train(*base, "--output", str(o), "--epochs", "1")
+        digest = (o / "model.safetensors").read_bytes()
+        r = train(*base, "--output", str(o), "--resume", "--epochs", "2")
+        if r.returncode == 0:
+            return "lost" if (o / "model.safetensors").read_bytes() != digest else "handled"
+        return refused(r)
+
+    @case("`--resume` an interrupted 3-epoch run, forgetting `--epochs`")
+    def _():
+        o = out()
+        p = subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o), "--epochs", "3",
+                              "--checkpoint-every-steps", "1"], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (o / "checkpoint-last.pt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        p.wait(120)
+        r = train(*base, "--output", str(o), "--resume")
+        if r.returncode != 0:
+            return refused(r)
+        return "lost" if json.loads((o / "manifest.json").read_text())["config"]["epochs"] != 3 else "handled"
+
+    @case("two runs on one `--output` at once")
+    def _():
+        o = out()
+        procs = [subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                 for _ in range(2)]
+        codes = [p.wait(300) for p in procs]
+        errs = [p.stderr.read() for p in procs]
+        if codes == [0, 0]:
+            return "lost"
+        return "sentence" if any("in use by another run" in e for e in errs) else "traceback"
+
+    @case("SIGTERM mid-epoch")
+    def _():
+        o = out()
+        p = subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o), "--epochs", "20",
+                              "--checkpoint-every-steps", "0"], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (o / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        p.wait(120)
+        status = json.loads((o / "manifest.json").read_text())["status"]
+        resumed = train(*base, "--output", str(o), "--resume", "--epochs", "20", timeout=600)
+        return "handled" if status == "interrupted" and resumed.returncode == 0 else f"lost (status {status})"
+
+    @case("files of a run under umask 022")
+    def _():
+        mode = (ok_run / "manifest.json").stat().st_mode & 0o777
+        return "handled" if mode == 0o644 else f"lost (mode {oct(mode)})"
+
+    rows = []
+    for name, f in cases:
+        try:
+            outcome = f()
+        except Exception as e:  # the probe itself failed on this case
+            outcome = f"probe error: {type(e).__name__}"
+        rows.append((name, outcome))
+        print(f"{outcome:12s} {name}", flush=True)
+    counts: dict[str, int] = {}
+    for _, o in rows:
+        key = o.split()[0]
+        counts[key] = counts.get(key, 0) + 1
+    table = "| case | outcome |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+    table += "\n" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "\n"
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
