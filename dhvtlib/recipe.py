@@ -14,9 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Recipe", "PRESETS", "resolve", "list_presets"]
+from .precision import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+__all__ = ["Recipe", "PRESETS", "resolve", "list_presets"]
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,22 @@ class Recipe:
     # fine-tuning
     finetune: str | None = None  # checkpoint or safetensors to start from (head re-initialised on mismatch)
     finetune_eval_mode: bool = False  # the official quirk: fine-tune with the model in eval mode (spec 3.4)
+    # the official GPUs' statistics on any devices (spec 1.6, 3.1): the total batch is split into `virtual_gpus`
+    # groups of `per_gpu_batch` images; DAFF's BatchNorms and Mixup work per group, SOPE's BatchNorm over the whole
+    # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
+    virtual_gpus: int = 2  # the shipped scripts ran on 2 GPUs
     # execution (not part of the paper's recipe; never changes the maths except precision)
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.precision
     channels_last: bool = False
     num_workers: int = 4  # DataLoader workers for file data sets; in-memory data sets use none
     eval_every: int = 1
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: epoch ends only)
     seed: int = 0
+
+    @property
+    def per_gpu_batch(self) -> int:
+        """Images per (virtual) GPU: the batch each DAFF BatchNorm and each Mixup draw sees."""
+        return self.batch_size // self.virtual_gpus
 
     @property
     def effective_lr(self) -> float:
@@ -101,12 +110,12 @@ PRESETS: dict[str, Recipe] = {
     "quick": dataclasses.replace(_PAPER, name="quick", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
                                  model_kwargs=dict(embed_dim=96, depth=6, num_heads=4), samples_per_class=100,
                                  test_samples_per_class=200, epochs=10, batch_size=64, eval_batch_size=250, lr=8e-3,
-                                 warmup_epochs=1, repeated_aug=False),
+                                 warmup_epochs=1, repeated_aug=False, virtual_gpus=1),
     # Tests: seconds on one core.
     "smoke": dataclasses.replace(_PAPER, name="smoke", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
                                  model_kwargs=dict(embed_dim=32, depth=2, num_heads=4, patch_size=4), samples_per_class=8,
                                  test_samples_per_class=4, epochs=2, batch_size=16, eval_batch_size=20,
-                                 warmup_epochs=1, repeated_aug=False, checkpoint_every_steps=2),
+                                 warmup_epochs=1, repeated_aug=False, checkpoint_every_steps=2, virtual_gpus=1),
 }
 PAPER_PRESETS = ("cifar100", "ablation", "domainnet", "imagenet", "finetune")
 
@@ -148,6 +157,12 @@ def _check(r: Recipe) -> None:
     if (r.mixup > 0 or r.cutmix > 0) and r.batch_size % 2:
         raise ValueError(f"batch_size {r.batch_size} must be even with mixup/cutmix (timm's Mixup pairs images); "
                          "use an even batch or mixup=0, cutmix=0.")
+    if not isinstance(r.virtual_gpus, int) or r.virtual_gpus < 1 or r.batch_size % r.virtual_gpus:
+        raise ValueError(f"virtual_gpus {r.virtual_gpus!r} must be a positive integer dividing batch_size "
+                         f"{r.batch_size}; use 1 to turn per-GPU statistics off.")
+    if (r.mixup > 0 or r.cutmix > 0) and r.per_gpu_batch % 2:
+        raise ValueError(f"the per-GPU batch {r.per_gpu_batch} (batch_size {r.batch_size} / virtual_gpus "
+                         f"{r.virtual_gpus}) must be even with mixup/cutmix; change virtual_gpus or batch_size.")
     for name in ("lr", "min_lr", "warmup_lr", "weight_decay"):
         if getattr(r, name) < 0:
             raise ValueError(f"{name} must be non-negative, got {getattr(r, name)}.")
