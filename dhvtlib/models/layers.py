@@ -81,12 +81,12 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return super().extra_repr() + (f", num_splits={self.num_splits}" if self.num_splits != 1 else "")
 
 
-def make_norm2d(kind: str, channels: int) -> nn.Module:
-    """Channel norm for [B, C, H, W] maps: 'bn' (BatchNorm2d, the official choice; a SplitBatchNorm2d, which is
-    BatchNorm2d until its groups are set), 'ln' (LayerNorm over C, Table 11's alternative) or 'none' (identity, for
-    Table 8's BN-free FFN forms)."""
+def make_norm2d(kind: str, channels: int, split: bool = False) -> nn.Module:
+    """Channel norm for [B, C, H, W] maps: 'bn' (BatchNorm2d, the official choice; with `split` a SplitBatchNorm2d,
+    which is BatchNorm2d until its groups are set), 'ln' (LayerNorm over C, Table 11's alternative) or 'none'
+    (identity, for Table 8's BN-free FFN forms)."""
     if kind == "bn":
-        return SplitBatchNorm2d(channels)
+        return SplitBatchNorm2d(channels) if split else nn.BatchNorm2d(channels)
     if kind == "ln":
         return LayerNorm2d(channels, eps=1e-6)
     if kind == "none":
@@ -274,18 +274,18 @@ class DAFF(nn.Module):
         if se not in ("cls", "all", "none"):
             raise ValueError(f"DAFF se {se!r} is not supported; use 'cls', 'all' or 'none'.")
         self.conv1 = nn.Conv2d(dim, hidden_dim, 1)
-        self.bn1 = make_norm2d(norm, hidden_dim)
+        self.bn1 = make_norm2d(norm, hidden_dim, split=True)
         self.act1 = nn.GELU()
         self.token_mixer = token_mixer
         if token_mixer == "dwconv":
             self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
-            self.bn2 = make_norm2d(norm, hidden_dim)
+            self.bn2 = make_norm2d(norm, hidden_dim, split=True)
             self.act2 = nn.GELU()
         elif token_mixer == "avgpool":
             self.conv2 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         self.dw_shortcut = dw_shortcut
         self.conv3 = nn.Conv2d(hidden_dim, dim, 1)
-        self.bn3 = make_norm2d(norm, dim)
+        self.bn3 = make_norm2d(norm, dim, split=True)
         self.se = se
         if se != "none":
             self.compress = nn.Linear(dim, dim // se_ratio)
