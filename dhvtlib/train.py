@@ -287,9 +287,9 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         skipped = load_weights(model, recipe.finetune, new_head_ok=True)
         if verbose and d.main and skipped:
             print(f"fine-tuning from {recipe.finetune}: new head ({', '.join(skipped)} re-initialised)")
-    sync_bn = d.world_size > 1 and dev.type == "cuda"
-    if sync_bn:
-        convert_sope_sync_batchnorm(model)
+    sync_bn = d.world_size > 1
+    if sync_bn:  # SOPE's BatchNorm over all processes: torch's SyncBatchNorm on CUDA, all_reduce-based elsewhere
+        convert_sope_sync_batchnorm(model, native=dev.type == "cuda")
     model.to(dev)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)

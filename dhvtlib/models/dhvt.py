@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, ConvNorm, LinearPatchEmbed, Mlp
+from .layers import (DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, AllReduceSyncBatchNorm2d, Attention, Block, ConvNorm,
+                     LinearPatchEmbed, Mlp)
 
 __all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
            "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm", "fuse_batchnorm"]
@@ -225,11 +226,22 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
                          f"position embedding fixes; resize the images to {cfg['img_size']}.")
 
 
-def convert_sope_sync_batchnorm(model: DHVT) -> DHVT:
-    """Under DDP, make SOPE's BatchNorm2d layers SyncBatchNorm, as the official model (DAFF keeps per-device BN).
+def convert_sope_sync_batchnorm(model: DHVT, native: bool = True) -> DHVT:
+    """Under DDP, make SOPE's BatchNorm2d layers synchronised, as the official model (DAFF keeps per-device BN):
+    torch's SyncBatchNorm (`native`, CUDA only) or AllReduceSyncBatchNorm2d (any backend, e.g. gloo on CPU).
     The state_dict layout is unchanged."""
-    if isinstance(model.patch_embed, SOPE):
+    if not isinstance(model.patch_embed, SOPE):
+        return model
+    if native:
         model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
+        return model
+    for stage in model.patch_embed.proj:
+        if isinstance(stage, ConvNorm) and type(stage[1]) is nn.BatchNorm2d:
+            bn = stage[1]
+            sync = AllReduceSyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                                            device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+            sync.load_state_dict(bn.state_dict())
+            stage[1] = sync
     return model
 
 

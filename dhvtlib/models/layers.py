@@ -12,6 +12,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
@@ -19,6 +20,7 @@ from timm.layers import DropPath, LayerNorm2d
 
 __all__ = [
     "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d", "SplitBatchNorm2d",
+    "AllReduceSyncBatchNorm2d",
     "SOPE_PATCH_SIZES", "ATTN_IMPLS", "DAFF_LAYOUTS",
 ]
 
@@ -79,6 +81,37 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", num_splits={self.num_splits}" if self.num_splits != 1 else "")
+
+
+class AllReduceSyncBatchNorm2d(nn.BatchNorm2d):
+    """SyncBatchNorm on any process-group backend (torch's needs CUDA): in training under an initialised process
+    group of several processes, the statistics are those of every process's batch together (two differentiable
+    all_reduces: the mean, then the centred sum of squares); the running variance is unbiased over the global
+    count, as SyncBatchNorm's. Otherwise it is BatchNorm2d; same state_dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        C = x.shape[1]
+        local = torch.cat([xf.sum((0, 2, 3)), xf.new_full((1,), x.numel() // C)])
+        sums = all_reduce(local)
+        count = sums[C]
+        mean = sums[:C] / count
+        var = all_reduce(((xf - mean[:, None, None]) ** 2).sum((0, 2, 3))) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * var * count / (count - 1))
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return torch.addcmul(shift[:, None, None], xf, scale[:, None, None]).to(x.dtype)
 
 
 def make_norm2d(kind: str, channels: int, split: bool = False) -> nn.Module:
