@@ -4,7 +4,9 @@ The reference is timm's `vit_tiny_patch16_224` built at the model's image size, 
 For default DHVT variants the official code's forward (benchmarks/official_dhvt.py, same weights, checked equal
 first) is timed too; inference also times `fuse_batchnorm(model)` (BatchNorms folded into the convs, logits checked
 equal). Timings interleave the models round by round and report the median round. `--compile` wraps every model
-in torch.compile (compile time excluded, reported).
+in torch.compile (compile time excluded, reported). `--precision auto` (the default) resolves as training does
+(dhvtlib.precision: fp16 + grad scaler on CUDA, bf16 on CPUs with native bf16, fp32 elsewhere); the CPU's bf16
+capability and the choice are printed and recorded.
 
     python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --batch 128 --threads 2 --precision fp32
     python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --precision bf16 --mode train infer
@@ -13,7 +15,6 @@ in torch.compile (compile time excluded, reported).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
@@ -27,6 +28,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dhvtlib  # noqa: E402
+from dhvtlib.engine import autocast  # noqa: E402
+from dhvtlib.groups import set_bn_splits  # noqa: E402
+from dhvtlib.precision import PRECISIONS, cpu_bf16_capability, resolve_precision  # noqa: E402
 from dhvtlib.train import environment, git_state  # noqa: E402
 from official_dhvt import OfficialDHVT  # noqa: E402
 
@@ -52,25 +56,29 @@ def is_default_dhvt(cfg: dict) -> bool:
 
 
 def make_step(model: nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor, precision: str):
-    device_type = x.device.type
-    amp = (torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16"
-           else torch.autocast(device_type, dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext())
+    """One training step (AdamW; fp16 with a grad scaler, as the official AMP) or one inference batch."""
     if mode == "train":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         loss_fn = nn.CrossEntropyLoss()
+        scaler = torch.amp.GradScaler(x.device.type) if precision == "fp16" else None
 
         def step():
-            with amp:
+            with autocast(x.device, precision):
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
     else:
         model.eval()
 
         def step():
-            with torch.no_grad(), amp:
+            with torch.no_grad(), autocast(x.device, precision):
                 model(x)
     return step
 
@@ -109,13 +117,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="dhvt_tiny_cifar_patch4", choices=dhvtlib.list_models())
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto")
     ap.add_argument("--mode", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bn-groups", type=int, default=1, help="split dhvtlib's DAFF BatchNorms into this many "
+                    "per-GPU groups (the paper presets' virtual_gpus=2 on one device); the official reference is not")
     ap.add_argument("--no-official", action="store_true", help="skip the official-code reference")
     ap.add_argument("--compile", action="store_true", help="torch.compile every model (ours and the references)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -124,8 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    requested = args.precision
+    args.precision, reason = resolve_precision(requested, device)
+    native, bf16_what = cpu_bf16_capability()
+    print(f"CPU bf16: {bf16_what} | precision {requested} -> {args.precision} ({reason})")
 
     ours = dhvtlib.create_model(args.model).to(device)
+    set_bn_splits(ours, args.bn_groups)
     cfg = ours.config
     models: dict[str, nn.Module] = {"dhvtlib": ours, "timm_vit": reference_vit(cfg).to(device)}
     if is_default_dhvt(cfg) and not args.no_official:
@@ -158,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.model} | device {device} | threads {args.threads} | batch {args.batch} | {args.precision} | "
           f"torch {torch.__version__} | timm {timm.__version__} | {platform.processor() or platform.machine()}")
     result = dict(model=args.model, batch=args.batch, threads=args.threads, precision=args.precision,
-                  compile=args.compile, device=str(device), torch=torch.__version__, timm=timm.__version__, modes={})
+                  precision_requested=requested, precision_reason=reason,
+                  cpu_bf16=dict(native=native, detail=bf16_what), bn_groups=args.bn_groups, compile=args.compile, device=str(device), torch=torch.__version__, timm=timm.__version__, modes={})
     for mode in args.mode:
         ips = bench({**models, **infer_only} if mode == "infer" else models, mode, args, device, cfg)
         row = {f"{k}_img_s": round(v, 1) for k, v in ips.items()}

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .precision import PRECISIONS
+
 __all__ = ["Recipe", "PRESETS", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
            "recipe_from_dict", "recipe_diff", "describe_diff"]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,23 @@ class Recipe:
     # fine-tuning
     finetune: str | None = None  # checkpoint or safetensors to start from (head re-initialised on mismatch)
     finetune_eval_mode: bool = False  # the official quirk: fine-tune with the model in eval mode (spec 3.4)
+    # the official GPUs' statistics on any devices (spec 1.6, 3.1): the total batch is split into `virtual_gpus`
+    # groups of `per_gpu_batch` images; DAFF's BatchNorms and Mixup work per group, SOPE's BatchNorm over the whole
+    # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
+    virtual_gpus: int = 2  # the shipped scripts ran on 2 GPUs
     # execution (not part of the paper's recipe; never changes the maths except precision)
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.precision
     channels_last: bool = False
     num_workers: int = 4  # DataLoader workers for file data sets; in-memory data sets use none
     eval_every: int = 1
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: epoch ends only)
     checkpoint_every_minutes: float = 10.0  # also checkpoint mid-epoch when this much wall time passed (0: off)
     seed: int = 0
+
+    @property
+    def per_gpu_batch(self) -> int:
+        """Images per (virtual) GPU: the batch each DAFF BatchNorm and each Mixup draw sees."""
+        return self.batch_size // self.virtual_gpus
 
     @property
     def effective_lr(self) -> float:
@@ -106,12 +115,12 @@ PRESETS: dict[str, Recipe] = {
     "quick": dataclasses.replace(_PAPER, name="quick", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
                                  model_kwargs=dict(embed_dim=96, depth=6, num_heads=4), samples_per_class=100,
                                  test_samples_per_class=200, epochs=10, batch_size=64, eval_batch_size=250, lr=8e-3,
-                                 warmup_epochs=1, repeated_aug=False),
+                                 warmup_epochs=1, repeated_aug=False, virtual_gpus=1),
     # Tests: seconds on one core.
     "smoke": dataclasses.replace(_PAPER, name="smoke", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
                                  model_kwargs=dict(embed_dim=32, depth=2, num_heads=4, patch_size=4), samples_per_class=8,
                                  test_samples_per_class=4, epochs=2, batch_size=16, eval_batch_size=20,
-                                 warmup_epochs=1, repeated_aug=False, checkpoint_every_steps=2),
+                                 warmup_epochs=1, repeated_aug=False, checkpoint_every_steps=2, virtual_gpus=1),
 }
 PAPER_PRESETS = ("cifar100", "ablation", "domainnet", "imagenet", "finetune")
 
@@ -208,6 +217,12 @@ def _check(r: Recipe) -> None:
     if (r.mixup > 0 or r.cutmix > 0) and r.batch_size % 2:
         raise ValueError(f"batch_size {r.batch_size} must be even with mixup/cutmix (timm's Mixup pairs images); "
                          "use an even batch or mixup=0, cutmix=0.")
+    if not isinstance(r.virtual_gpus, int) or r.virtual_gpus < 1 or r.batch_size % r.virtual_gpus:
+        raise ValueError(f"virtual_gpus {r.virtual_gpus!r} must be a positive integer dividing batch_size "
+                         f"{r.batch_size}; use 1 to turn per-GPU statistics off.")
+    if (r.mixup > 0 or r.cutmix > 0) and r.per_gpu_batch % 2:
+        raise ValueError(f"the per-GPU batch {r.per_gpu_batch} (batch_size {r.batch_size} / virtual_gpus "
+                         f"{r.virtual_gpus}) must be even with mixup/cutmix; change virtual_gpus or batch_size.")
     for name in ("lr", "min_lr", "warmup_lr", "weight_decay", "opt_eps", "checkpoint_every_minutes"):
         v = getattr(r, name)
         if not math.isfinite(v) or v < 0:
@@ -235,11 +250,16 @@ def _check(r: Recipe) -> None:
             raise ValueError(f"{name} must be a positive number of images per class (or None for all), got {v}.")
 
 
+# What a config saved before a field existed meant, where that differs from the field's default today.
+LEGACY_VALUES = {"virtual_gpus": 1}  # before per-GPU statistics, one device's BatchNorm saw the whole batch
+
+
 def recipe_from_dict(saved: dict[str, Any]) -> Recipe:
-    """The Recipe a run saved (config.json, a checkpoint's 'config'); fields added since take their defaults (the
-    behaviour before they existed) and fields since removed are dropped."""
+    """The Recipe a run saved (config.json, a checkpoint's 'config'); fields added since take the value that meant
+    the behaviour before they existed (`LEGACY_VALUES`, else the default) and fields since removed are dropped."""
     names = {f.name for f in dataclasses.fields(Recipe)}
-    values = {k: v for k, v in saved.items() if k in names}
+    values = {**{k: v for k, v in LEGACY_VALUES.items() if k not in saved},
+              **{k: v for k, v in saved.items() if k in names}}
     if "opt_betas" in values:
         values["opt_betas"] = tuple(values["opt_betas"])
     return Recipe(**values)
@@ -255,7 +275,9 @@ def recipe_diff(saved: dict[str, Any], recipe: Recipe, ignore: frozenset[str] | 
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 
     old, new = norm(recipe_from_dict(saved).to_dict()), norm(recipe.to_dict())
-    return {k: (old[k], new[k]) for k in new if k not in ignore and old.get(k) != new[k]}
+    # precision 'auto' asks for no particular precision: any the run used matches (the manifest records which)
+    return {k: (old[k], new[k]) for k in new if k not in ignore and old.get(k) != new[k]
+            and not (k == "precision" and new[k] == "auto")}
 
 
 def describe_diff(diff: dict[str, tuple[Any, Any]]) -> str:

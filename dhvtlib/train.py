@@ -40,8 +40,10 @@ from .data import dataset_info, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
+from .groups import use_virtual_gpus
 from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
 from .models.profile import count_params
+from .precision import resolve_precision
 from .recipe import NONE, PRESETS, Recipe, describe_diff, recipe_diff, recipe_from_dict, resolve
 from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, make_run_dir, nonfinite_tensors,
                      remove_stale_temp)
@@ -283,6 +285,8 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
         ckpt = load_checkpoint(last)
         saved = ckpt["config"]
     recipe = resolve(recipe_from_dict(saved) if preset is None and saved else preset or "quick", **overrides)
+    if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
+        recipe = dataclasses.replace(recipe, precision=saved["precision"])  # a run continues as it started
     out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
     last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
     if not d.main:
@@ -344,6 +348,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
            download: bool, experiment, tag, progress: bool, tensorboard: bool, verbose: bool,
            changes: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
+    precision, precision_reason = resolve_precision(recipe.precision, dev, ckpt.get("precision") if ckpt else None)
     seed_everything(recipe.seed + d.rank)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -359,18 +364,19 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         skipped = load_weights(model, recipe.finetune, new_head_ok=True)
         if verbose and d.main and skipped:
             print(f"fine-tuning from {recipe.finetune}: new head ({', '.join(skipped)} re-initialised)")
-    sync_bn = d.world_size > 1 and dev.type == "cuda"
-    if sync_bn:
-        convert_sope_sync_batchnorm(model)
+    sync_bn = d.world_size > 1
+    if sync_bn:  # SOPE's BatchNorm over all processes: torch's SyncBatchNorm on CUDA, all_reduce-based elsewhere
+        convert_sope_sync_batchnorm(model, native=dev.type == "cuda")
     model.to(dev)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, recipe)
     from timm.utils import ModelEmaV3
 
-    scaler = torch.amp.GradScaler(dev.type) if recipe.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
     criterion, mixup_fn = _criterion_and_mixup(recipe, info.num_classes)
+    mixup_fn, bn_groups = use_virtual_gpus(model, mixup_fn, recipe.virtual_gpus, d.world_size)
     net: nn.Module = model
     if d.world_size > 1:
         # Table 8's "split CLS" rows without SE leave the last block's patch FFN unused (see ablations.py).
@@ -415,7 +421,8 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         "train_images": len(train_loader), "test_images": len(test_loader),
         "params": count_params(model), "model_config": model.config,
         "git_commit": commit, "git_dirty": dirty, **env, "device": str(dev), "world_size": d.world_size,
-        "sync_bn": sync_bn, "precision": recipe.precision, "effective_lr": recipe.effective_lr,
+        "sync_bn": sync_bn, "precision": precision, "precision_reason": precision_reason,
+        "bn_groups_per_process": bn_groups, "effective_lr": recipe.effective_lr,
         "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out),
         "recipe_changes": recipe_changes}
     if d.main:
@@ -441,7 +448,8 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                          "scaler": scaler.state_dict() if scaler else None,
                          "ema": ema.module.state_dict() if ema else None, "rng": rngs, "epoch": epoch,
                          "epoch_state": state.to_dict() if state else None, "history": history, "best": best,
-                         "config": recipe.to_dict(), "started": started, "recipe_changes": recipe_changes,
+                         "config": recipe.to_dict(), "precision": precision, "started": started,
+                         "recipe_changes": recipe_changes,
                          "wall_s": wall_before + time.perf_counter() - t_start}, path)
 
     status, error = "running", None
@@ -461,7 +469,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                 bar = _progress(progress and d.main, train_loader.steps(idx), state.step,
                                 f"epoch {epoch + 1}/{recipe.epochs}")
                 state = train_one_epoch(
-                    net, batches, criterion, optimizer, device=dev, precision=recipe.precision, mixup_fn=mixup_fn,
+                    net, batches, criterion, optimizer, device=dev, precision=precision, mixup_fn=mixup_fn,
                     ema=ema, scaler=scaler, clip_grad=recipe.clip_grad, state=state, epoch=epoch, progress=bar,
                     on_step=lambda s: _after_step(s, epoch, every, due, checkpoint),
                     stop_requested=lambda: stop.set, train_mode=not (recipe.finetune and recipe.finetune_eval_mode))
@@ -475,7 +483,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                        "data_s": state.data_s, "compute_s": state.compute_s}
                 if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
                     ev = evaluate(net, test_loader.batches(eval_indices(len(test_loader), d.rank, d.world_size),
-                                                           train=False), device=dev, precision=recipe.precision)
+                                                           train=False), device=dev, precision=precision)
                     if not math.isfinite(ev["test_loss"]):
                         raise NonFiniteLossError(
                             f"the test loss is {ev['test_loss']} after epoch {epoch + 1} although the weights are "
@@ -485,7 +493,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                     if ema is not None and recipe.eval_ema:
                         ev_ema = evaluate(ema.module, test_loader.batches(
                             eval_indices(len(test_loader), d.rank, d.world_size), train=False), device=dev,
-                            precision=recipe.precision)
+                            precision=precision)
                         row.update(ema_top1=ev_ema["top1"], ema_top5=ev_ema["top5"])
                 history.append(row)
                 if "top1" in row and row["top1"] > best["top1"]:
@@ -633,13 +641,14 @@ def _check_params_in_sync(model: nn.Module) -> None:
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
                         model: str | None = None, batch_size: int = 256, device: str = "auto",
-                        precision: str = "fp32", test_samples_per_class: int | None = None,
+                        precision: str = "auto", test_samples_per_class: int | None = None,
                         use_ema: bool = False) -> dict[str, Any]:
     """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`); a run
     folder means its model.safetensors. Shapes are checked against the recorded config before anything is built."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     d, dev = init_distributed(device)
+    precision = resolve_precision(precision, dev)[0]
     info = dataset_info(dataset, data_dir)
     path = Path(checkpoint)
     if path.is_dir() and (path / "model.safetensors").is_file():
@@ -798,7 +807,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="variant name, for official checkpoints that do not record it")
     ap.add_argument("--batch-size", type=_positive_int, default=256)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--test-samples-per-class", type=_positive_int)
     ap.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     ap.add_argument("--json", type=Path, help="also write the result here")

@@ -21,6 +21,11 @@ def test_throughput_reports_ratios_with_fused_inference(tmp_path):
     assert train["ratio_vs_timm_vit"] > 0 and "official_ratio_vs_timm_vit" in train
     assert "dhvtlib_fused_bn_img_s" in infer and "dhvtlib_fused_bn_img_s" not in train
     assert {"git_commit", "versions", "hardware", "wall_s"} <= set(res)
+    # precision: auto by default, resolved as training resolves it, with the CPU's bf16 capability recorded
+    from dhvtlib.precision import cpu_bf16_capability, resolve_precision
+
+    assert res["precision_requested"] == "auto" and res["precision"] == resolve_precision("auto", res["device"])[0]
+    assert res["cpu_bf16"] == dict(zip(("native", "detail"), cpu_bf16_capability()))
 
 
 def test_bounds_reports_one_ratio_per_row(tmp_path):

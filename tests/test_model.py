@@ -239,6 +239,9 @@ def test_headless_model_and_other_image_size_without_pos_embed():
     (lambda: create_model("dhvt_tiny_cifar_patch4", embed_layer="conv"), "embed_layer 'conv' is not supported"),
     (lambda: create_model("dhvt_tiny_cifar_patch4", daff_norm="gn"), "daff_norm 'gn' is not supported"),
     (lambda: create_model("dhvt_tiny_cifar_patch4", daff_se="x"), "DAFF se 'x' is not supported"),
+    (lambda: create_model("dhvt_tiny_cifar_patch4", attn_impl="flash"), "attention impl 'flash' is not supported"),
+    (lambda: create_model("dhvt_tiny_cifar_patch4", daff_layout="nhwc"), "DAFF layout 'nhwc' is not supported"),
+    (lambda: create_model("dhvt_tiny_cifar_patch4", daff_conv_init="xavier"), "daff_conv_init 'xavier' is not"),
     (lambda: create_model("dhvt_tiny_cifar_patch4", in_chans=0), "in_chans 0 must be a positive integer"),
     (lambda: create_model("dhvt_tiny_cifar_patch4", colour=True), r"unknown argument\(s\) \['colour'\]"),
     (lambda: create_model("dhvt_tiny_cifar_patch4")(torch.randn(1, 1, 32, 32)), r"input of shape \(1, 1, 32, 32\)"),
@@ -304,6 +307,74 @@ def test_bf16_autocast_close_to_fp32():
     assert torch.nn.functional.cosine_similarity(low.float(), ref, dim=-1).min() > 0.99
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_kernel_choices_compute_the_same_function(mode):
+    """attn_impl and daff_layout change kernels, not maths: every combination gives the default's logits and
+    gradients in fp32 (the golden tests pin the default)."""
+    torch.manual_seed(0)
+    ref = create_model("dhvt_tiny_cifar_patch4", depth=2).train(mode == "train")
+    x = torch.randn(4, 3, 32, 32)
+    out = ref(x)
+    out.square().sum().backward()
+    for impl in ("sdpa", "explicit"):
+        for layout in ("channels_last", "nchw"):
+            m = create_model("dhvt_tiny_cifar_patch4", depth=2, attn_impl=impl, daff_layout=layout)
+            m.load_state_dict(ref.state_dict())
+            m.train(mode == "train")
+            o = m(x)
+            o.square().sum().backward()
+            torch.testing.assert_close(o, out, rtol=1e-5, atol=1e-5)
+            for (name, p), q in zip(m.named_parameters(), ref.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_auto_kernels_follow_device_and_precision(monkeypatch):
+    """'auto': SDPA and the channels_last DAFF view in fp32; the official explicit attention (training) and NCHW
+    DAFF under CPU bf16 autocast (issue 12's profile); NCHW DAFF when its BatchNorms are split into GPU groups."""
+    from dhvtlib.groups import set_bn_splits
+    from dhvtlib.models import layers
+
+    calls = {"sdpa": 0, "nchw": 0}
+    sdpa = layers.F.scaled_dot_product_attention
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.__setitem__("sdpa", calls["sdpa"] + 1) or sdpa(*a, **k))
+    nchw = layers.DAFF._nchw
+    monkeypatch.setattr(layers.DAFF, "_nchw", lambda self, x: calls.__setitem__("nchw", calls["nchw"] + nchw(self, x))
+                        or nchw(self, x))
+
+    def count(model, grad, bf16):
+        calls.update(sdpa=0, nchw=0)
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(torch.randn(4, 3, 32, 32))
+        return calls["sdpa"], calls["nchw"]
+
+    torch.manual_seed(0)
+    m = create_model("dhvt_tiny_cifar_patch4", depth=2)
+    assert count(m.train(), True, False) == (2, 0)  # fp32 training: SDPA, channels_last
+    assert count(m.train(), True, True) == (0, 2)  # CPU bf16 training: explicit, NCHW
+    assert count(m.eval(), False, True) == (2, 2)  # CPU bf16 inference: SDPA, NCHW
+    assert count(m.eval(), False, False) == (2, 0)
+    set_bn_splits(m, 2)
+    assert count(m.train(), True, False) == (2, 2)  # per-GPU BN groups: NCHW (split without a copy)
+    forced = create_model("dhvt_tiny_cifar_patch4", depth=2, attn_impl="sdpa", daff_layout="channels_last")
+    assert count(forced.train(), True, True) == (2, 0)
+
+
+def test_table8_ffn_forms_init_their_1x1_convs_as_vit_linears():
+    torch.manual_seed(0)
+    dhvt = create_model("dhvt_tiny_cifar_patch4")  # the official DAFF: PyTorch's conv default (kaiming uniform)
+    bound = 1 / dhvt.blocks[0].mlp.conv1.in_channels ** 0.5
+    assert 0.035 < dhvt.blocks[0].mlp.conv1.weight.std() < 0.05 and dhvt.blocks[0].mlp.conv1.bias.abs().max() > 0
+    assert dhvt.blocks[0].mlp.conv1.weight.abs().max() <= bound
+    for key in ("table8/split_cls", "table8/split_cls_se", "table8/split_cls_avgpool"):
+        m = build_ablation_model(key)
+        for blk in m.blocks:
+            for conv in (blk.mlp.conv1, blk.mlp.conv3):  # fc1/fc2 as 1x1 convs: trunc_normal(0.02), zero bias
+                assert 0.018 < conv.weight.std() < 0.022  # timm trunc_normal_(std=.02), as every Linear
+                assert torch.all(conv.bias == 0)
+    assert "num_heads=6" in VARIANTS["deit_small_cifar_patch4"].notes  # the DeiT-S head count is stated
+
+
 def test_channels_last_input_gives_same_output():
     torch.manual_seed(0)
     m = create_model("dhvt_tiny_cifar_patch4", depth=2).eval()
@@ -319,6 +390,16 @@ def test_sync_batchnorm_conversion_keeps_layout():
     assert isinstance(m.patch_embed.proj[0][1], nn.SyncBatchNorm)
     assert isinstance(m.blocks[0].mlp.bn1, nn.BatchNorm2d) and not isinstance(m.blocks[0].mlp.bn1, nn.SyncBatchNorm)
     assert list(m.state_dict()) == keys
+    # any backend (gloo on CPU): the all_reduce-based one, BatchNorm2d outside a multi-process group
+    from dhvtlib.models.layers import AllReduceSyncBatchNorm2d
+
+    ref = create_model("dhvt_tiny_cifar_patch4", depth=1)
+    m = convert_sope_sync_batchnorm(create_model("dhvt_tiny_cifar_patch4", depth=1), native=False)
+    m.load_state_dict(ref.state_dict())
+    assert isinstance(m.patch_embed.proj[0][1], AllReduceSyncBatchNorm2d) and list(m.state_dict()) == \
+        list(ref.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(m.train()(x), ref.train()(x))
 
 
 @pytest.mark.parametrize("name,overrides", [

@@ -11,6 +11,8 @@ Interpretations (the paper is terse here):
   (the patch tokens go through fc1-GELU-fc2 as 1x1 convs); "+ Agg on CLS (SE)" = the class token is re-weighted by
   DAFF's squeeze-excitation; "+ AvgPool" = Split CLS plus a 3x3 average pool with shortcut in place of DWConv.
   Without SE the last block's patch-token FFN cannot reach the class token, so its weights get no gradient.
+  The 1x1 convs standing for fc1/fc2 get ViT's Linear init (trunc_normal 0.02, zero bias; the official DAFF keeps
+  PyTorch's conv default), so each row's gain over ViT is the named operation's, not an initialisation change.
 - Table 9 "re-calibrating all tokens" multiplies the SE weight into every token, not only the class token.
 - Table 11's (A-B) is (SOPE norm - DAFF norm); LN is a LayerNorm over channels at each position.
 """
@@ -26,7 +28,9 @@ __all__ = ["AblationRow", "ABLATIONS", "ABLATION_TABLES", "ablation_rows", "buil
 
 DEIT = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 NO_HT = dict(head_tokens=False)
-FFN_FORMS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="daff", daff_norm="none")
+# ViT's FFN built from DAFF's parts: no BatchNorm, and 1x1 convs initialised as ViT's fc1/fc2 (trunc_normal 0.02)
+FFN_FORMS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="daff", daff_norm="none",
+                 daff_conv_init="trunc_normal")
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ _ROWS = [
     AblationRow("table10", "dhvt_s_h6", "DHVT-S, 6 heads", S, dict(num_heads=6)),
     AblationRow("table10", "dhvt_s_h8", "DHVT-S, 8 heads", S, dict(num_heads=8)),
 ]
-# Table 11: norm in SOPE x norm in DAFF x batch size
+# Table 11: norm in SOPE x norm in DAFF x total batch size over the official 2 GPUs: with the paper presets'
+# virtual_gpus=2, DAFF's BatchNorm sees batch/2 images per group (64, 128, 256), as on the official GPUs.
 _ROWS += [AblationRow("table11", f"{a}_{b}_bs{bs}", f"{a.upper()}-{b.upper()}, batch {bs}", T,
                       dict(sope_norm=a, daff_norm=b), dict(batch_size=bs))
           for a in ("bn", "ln") for b in ("bn", "ln") for bs in (128, 256, 512)]

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, ConvNorm, LinearPatchEmbed, Mlp
+from .layers import (DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, AllReduceSyncBatchNorm2d, Attention, Block, ConvNorm,
+                     LinearPatchEmbed, Mlp)
 
 __all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
            "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm", "fuse_batchnorm"]
@@ -46,6 +47,11 @@ class DHVT(nn.Module):
       sope_conv_bias bool                     the appendix pseudo-code's biased convs (official: False)
       daff_token_mixer 'dwconv'|'avgpool'|'none', daff_dw_shortcut bool, daff_se 'cls'|'all'|'none'  Tables 8-9
       ht_norm      bool                       group-wise LayerNorm in head tokens (paper Eq. 6 has none)
+      daff_conv_init 'default' | 'trunc_normal'  DAFF's 1x1 convs (conv1, conv3): PyTorch's default init, as the
+                                          official code (spec 1.7), or ViT's Linear init, trunc_normal(0.02) and
+                                          zero bias (Table 8's FFN forms, whose 1x1 convs stand for fc1/fc2)
+    Kernel choices (the same maths, see layers.py): attn_impl 'auto'|'sdpa'|'explicit', daff_layout
+    'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
     """
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
@@ -55,11 +61,12 @@ class DHVT(nn.Module):
                  head_tokens: bool = True, mlp_layer: str = "daff", sope_norm: str = "bn", sope_affine: bool = True,
                  sope_last_act: bool | None = None, sope_conv_bias: bool = False, daff_norm: str = "bn",
                  daff_token_mixer: str = "dwconv", daff_dw_shortcut: bool = True, daff_se: str = "cls",
-                 ht_norm: bool = True):
+                 ht_norm: bool = True, daff_conv_init: str = "default", attn_impl: str = "auto",
+                 daff_layout: str = "auto"):
         super().__init__()
         _check_args(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                     embed_dim=embed_dim, depth=depth, num_heads=num_heads, embed_layer=embed_layer,
-                    mlp_layer=mlp_layer, sope_norm=sope_norm, daff_norm=daff_norm)
+                    mlp_layer=mlp_layer, sope_norm=sope_norm, daff_norm=daff_norm, daff_conv_init=daff_conv_init)
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
@@ -78,10 +85,10 @@ class DHVT(nn.Module):
         blocks = []
         for i in range(depth):
             attn = Attention(embed_dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate,
-                             head_tokens=head_tokens, ht_norm=ht_norm)
+                             head_tokens=head_tokens, ht_norm=ht_norm, impl=attn_impl)
             if mlp_layer == "daff":
                 mlp = DAFF(embed_dim, hidden, norm=daff_norm, token_mixer=daff_token_mixer,
-                           dw_shortcut=daff_dw_shortcut, se=daff_se)
+                           dw_shortcut=daff_dw_shortcut, se=daff_se, layout=daff_layout)
             else:
                 mlp = Mlp(embed_dim, hidden, drop=drop_rate)
             blocks.append(Block(embed_dim, attn, mlp, drop_path=dpr[i]))
@@ -99,7 +106,9 @@ class DHVT(nn.Module):
 
     def init_weights(self) -> None:
         """trunc_normal(0.02) for every Linear (head included), cls_token, pos_embed and each E_head; zero Linear
-        biases; norms at 1/0; Conv2d at PyTorch's default (as the official `_init_vit_weights`)."""
+        biases; norms at 1/0; Conv2d at PyTorch's default (as the official `_init_vit_weights`), except DAFF's 1x1
+        convs with daff_conv_init='trunc_normal' (Table 8's FFN forms): initialised as the Linears they replace,
+        so that those rows differ from ViT in the named operation only, not in the initialisation."""
         trunc_normal_(self.cls_token, std=0.02)
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
@@ -113,6 +122,10 @@ class DHVT(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, Attention) and m.head_tokens:
                 trunc_normal_(m.pos_embed, std=0.02)
+            elif isinstance(m, DAFF) and self.config["daff_conv_init"] == "trunc_normal":
+                for conv in (m.conv1, m.conv3):
+                    trunc_normal_(conv.weight, std=0.02)
+                    nn.init.zeros_(conv.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -172,7 +185,10 @@ class DHVT(nn.Module):
 
 
 def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
-                mlp_layer, sope_norm, daff_norm) -> None:
+                mlp_layer, sope_norm, daff_norm, daff_conv_init) -> None:
+    if daff_conv_init not in ("default", "trunc_normal"):
+        raise ValueError(f"daff_conv_init {daff_conv_init!r} is not supported; use 'default' (official) or "
+                         "'trunc_normal'.")
     if embed_layer not in EMBED_LAYERS:
         raise ValueError(f"embed_layer {embed_layer!r} is not supported; use one of {EMBED_LAYERS}.")
     if mlp_layer not in MLP_LAYERS:
@@ -210,11 +226,22 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
                          f"position embedding fixes; resize the images to {cfg['img_size']}.")
 
 
-def convert_sope_sync_batchnorm(model: DHVT) -> DHVT:
-    """Under DDP, make SOPE's BatchNorm2d layers SyncBatchNorm, as the official model (DAFF keeps per-device BN).
+def convert_sope_sync_batchnorm(model: DHVT, native: bool = True) -> DHVT:
+    """Under DDP, make SOPE's BatchNorm2d layers synchronised, as the official model (DAFF keeps per-device BN):
+    torch's SyncBatchNorm (`native`, CUDA only) or AllReduceSyncBatchNorm2d (any backend, e.g. gloo on CPU).
     The state_dict layout is unchanged."""
-    if isinstance(model.patch_embed, SOPE):
+    if not isinstance(model.patch_embed, SOPE):
+        return model
+    if native:
         model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
+        return model
+    for stage in model.patch_embed.proj:
+        if isinstance(stage, ConvNorm) and type(stage[1]) is nn.BatchNorm2d:
+            bn = stage[1]
+            sync = AllReduceSyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                                            device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+            sync.load_state_dict(bn.state_dict())
+            stage[1] = sync
     return model
 
 
@@ -275,6 +302,9 @@ def _deit(dim, heads, patch, img):
                 mlp_layer="mlp")
 
 
+DEIT_S_HEADS = ("8 heads as DHVT-S on CIFAR (a choice: standard DeiT-S has 6, same parameter count); "
+                "num_heads=6 gives the standard DeiT-S")
+
 VARIANTS: dict[str, VariantCfg] = {
     "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
                                          paper_params_m=6.0, paper_gflops=0.4, official_params=6008650),
@@ -293,15 +323,17 @@ VARIANTS: dict[str, VariantCfg] = {
     "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "imagenet", (3, 224, 224), 1000,
                                               paper_params_m=24.1, paper_gflops=4.7, official_params=24040606,
                                               notes="Table 3 prints 24.0M"),
-    # DeiT baselines of Table 4 (the paper's re-implementation, 32 px): timm ViT layout.
+    # DeiT baselines of Table 4 (the paper's re-implementation, 32 px): timm ViT layout. DeiT-S here has 8 heads,
+    # the head count of DHVT-S on CIFAR, where the standard DeiT-S has 6 (same parameter count; the paper does not
+    # say which it trained): pass num_heads=6 for the standard one.
     "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
                                          paper_params_m=5.4, paper_gflops=0.4),
     "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
                                          paper_params_m=5.4, paper_gflops=1.4),
     "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=1.4),
+                                          paper_params_m=21.4, paper_gflops=1.4, notes=DEIT_S_HEADS),
     "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=5.5),
+                                          paper_params_m=21.4, paper_gflops=5.5, notes=DEIT_S_HEADS),
 }
 
 

@@ -12,25 +12,114 @@ import math
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from timm.layers import DropPath, LayerNorm2d
 
 __all__ = [
-    "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d",
-    "SOPE_PATCH_SIZES",
+    "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d", "SplitBatchNorm2d",
+    "AllReduceSyncBatchNorm2d",
+    "SOPE_PATCH_SIZES", "ATTN_IMPLS", "DAFF_LAYOUTS",
 ]
 
 SOPE_PATCH_SIZES = (2, 4, 8, 16)
 NORMS_2D = ("bn", "ln", "none")
+ATTN_IMPLS = ("auto", "sdpa", "explicit")
+DAFF_LAYOUTS = ("auto", "channels_last", "nchw")
 
 
-def make_norm2d(kind: str, channels: int) -> nn.Module:
-    """Channel norm for [B, C, H, W] maps: 'bn' (BatchNorm2d, the official choice), 'ln' (LayerNorm over C,
-    Table 11's alternative) or 'none' (identity, for Table 8's BN-free FFN forms)."""
+def _cpu_low_precision(x: torch.Tensor) -> bool:
+    """x is on the CPU and computed in bf16/fp16 (its dtype, or the CPU autocast dtype when autocast is on)."""
+    if x.device.type != "cpu":
+        return False
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are computed per group of `num_splits` interleaved sub-batches, as
+    `num_splits` GPUs with plain (unsynchronised) BatchNorm would compute them: group g is items g, g + G, g + 2G, ...
+    of the batch, which are exactly the images the official sampler (rank::world_size) gives GPU g at each step.
+
+    One native batch_norm over a [B/G, G*C, H, W] view (no Python loop; a free view for NCHW-contiguous input).
+    The running statistics are group 0's: under DDP (broadcast_buffers) every GPU runs on rank 0's buffers, and
+    rank 0's model is the one the official code saves and evaluates. num_splits = 1 (the default) is BatchNorm2d.
+    The state_dict is BatchNorm2d's.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.num_splits
+        if g == 1 or not self.training:
+            return super().forward(x)
+        B, C, H, W = x.shape
+        if B % g:
+            raise ValueError(f"a batch of {B} images cannot be split into {g} per-GPU groups; use a batch size "
+                             f"divisible by {g} (or set the groups with dhvtlib.groups.set_bn_splits).")
+        factor = self.momentum
+        stats = self.track_running_stats
+        if stats:
+            self.num_batches_tracked.add_(1)
+            if factor is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        mean = self.running_mean.repeat(g) if stats else None
+        var = self.running_var.repeat(g) if stats else None
+        w = self.weight.repeat(g) if self.weight is not None else None
+        b = self.bias.repeat(g) if self.bias is not None else None
+        y = F.batch_norm(x.reshape(B // g, g * C, H, W), mean, var, w, b, True, factor or 0.0, self.eps)
+        if stats:
+            with torch.no_grad():
+                self.running_mean.copy_(mean[:C])
+                self.running_var.copy_(var[:C])
+        return y.reshape(B, C, H, W)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", num_splits={self.num_splits}" if self.num_splits != 1 else "")
+
+
+class AllReduceSyncBatchNorm2d(nn.BatchNorm2d):
+    """SyncBatchNorm on any process-group backend (torch's needs CUDA): in training under an initialised process
+    group of several processes, the statistics are those of every process's batch together (two differentiable
+    all_reduces: the mean, then the centred sum of squares); the running variance is unbiased over the global
+    count, as SyncBatchNorm's. Otherwise it is BatchNorm2d; same state_dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        C = x.shape[1]
+        local = torch.cat([xf.sum((0, 2, 3)), xf.new_full((1,), x.numel() // C)])
+        sums = all_reduce(local)
+        count = sums[C]
+        mean = sums[:C] / count
+        var = all_reduce(((xf - mean[:, None, None]) ** 2).sum((0, 2, 3))) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * var * count / (count - 1))
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return torch.addcmul(shift[:, None, None], xf, scale[:, None, None]).to(x.dtype)
+
+
+def make_norm2d(kind: str, channels: int, split: bool = False) -> nn.Module:
+    """Channel norm for [B, C, H, W] maps: 'bn' (BatchNorm2d, the official choice; with `split` a SplitBatchNorm2d,
+    which is BatchNorm2d until its groups are set), 'ln' (LayerNorm over C, Table 11's alternative) or 'none'
+    (identity, for Table 8's BN-free FFN forms)."""
     if kind == "bn":
-        return nn.BatchNorm2d(channels)
+        return SplitBatchNorm2d(channels) if split else nn.BatchNorm2d(channels)
     if kind == "ln":
         return LayerNorm2d(channels, eps=1e-6)
     if kind == "none":
@@ -124,16 +213,22 @@ class Attention(nn.Module):
     shared Linear(d -> C) -> [B, h, C], group-wise LayerNorm(d) over [B, h, h, d], GELU, + E_head (`pos_embed`,
     [1, h, C]); append after the N tokens, attend over N + h tokens, project, then add the mean of the h projected
     head tokens to the class token and drop them. `ht_norm=False` gives the paper's Eq. 6 (no LayerNorm).
-    Attention is fused (scaled_dot_product_attention) unless `keep_attn` is set, in which case the softmax map
-    [B, h, N+h, N+h] (head tokens last) is stored in `self.attn_map`.
+    `impl` picks the kernel (the same maths): 'sdpa' (scaled_dot_product_attention: flash/efficient on CUDA, the
+    fused CPU kernel, fastest in fp32 on a CPU), 'explicit' (the official `q @ k^T -> softmax -> @ v`; on a CPU in
+    bf16 its backward is ~10x cheaper than the CPU flash kernel's) or 'auto' (explicit when training on a CPU in
+    bf16/fp16, sdpa otherwise). With `keep_attn` set the explicit path runs and the softmax map [B, h, N+h, N+h]
+    (head tokens last) is stored in `self.attn_map`.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, head_tokens: bool = False, ht_norm: bool = True):
+                 proj_drop: float = 0.0, head_tokens: bool = False, ht_norm: bool = True, impl: str = "auto"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; pick a head count "
                              f"that divides it.")
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"attention impl {impl!r} is not supported; use one of {ATTN_IMPLS}.")
+        self.impl = impl
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -158,15 +253,21 @@ class Attention(nn.Module):
         t = self.ht_act(self.ht_norm(t)).flatten(2)  # [B, h, C]
         return t + self.pos_embed
 
+    def _explicit(self, q: torch.Tensor) -> bool:
+        if self.impl == "auto":
+            return q.requires_grad and _cpu_low_precision(q)
+        return self.impl == "explicit"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         if self.head_tokens:
             x = torch.cat([x, self.make_head_tokens(x)], dim=1)  # [B, N + h, C]
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         drop = self.attn_drop if self.training else 0.0
-        if self.keep_attn:
+        if self.keep_attn or self._explicit(q):
             attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
-            self.attn_map = attn.detach()
+            if self.keep_attn:
+                self.attn_map = attn.detach()
             out = F.dropout(attn, drop) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
@@ -186,29 +287,38 @@ class DAFF(nn.Module):
     Ablations: `norm` 'bn'|'ln'|'none' (Table 11; Table 8 forms use 'none'); `token_mixer` 'dwconv' |
     'avgpool' (Table 8, 3x3 average pool) | 'none'; `dw_shortcut` (Table 9); `se` 'cls' (official) | 'all'
     (re-calibrate every token, Table 9) | 'none' (class token passes through unchanged, Table 8 "split CLS").
-    Like the official code, DAFF has no dropout. The patch path runs on channels_last views of the token tensor.
+    Like the official code, DAFF has no dropout.
+
+    `layout` (the same maths): 'channels_last' reads the patch tokens as a channels_last view of x (no copy; the
+    fastest fp32 CPU path), 'nchw' copies them to an NCHW map as the official code does (the official layout's
+    GELU, depthwise conv and BatchNorm kernels are the faster ones in bf16 on a CPU, and a SplitBatchNorm2d splits
+    NCHW maps without a copy), 'auto' is nchw on a CPU in bf16/fp16 or when the BatchNorms are split into per-GPU
+    groups, channels_last otherwise.
     """
 
     def __init__(self, dim: int, hidden_dim: int, norm: str = "bn", token_mixer: str = "dwconv",
-                 dw_shortcut: bool = True, se: str = "cls", se_ratio: int = 4):
+                 dw_shortcut: bool = True, se: str = "cls", se_ratio: int = 4, layout: str = "auto"):
         super().__init__()
+        if layout not in DAFF_LAYOUTS:
+            raise ValueError(f"DAFF layout {layout!r} is not supported; use one of {DAFF_LAYOUTS}.")
+        self.layout = layout
         if token_mixer not in ("dwconv", "avgpool", "none"):
             raise ValueError(f"DAFF token_mixer {token_mixer!r} is not supported; use 'dwconv', 'avgpool' or 'none'.")
         if se not in ("cls", "all", "none"):
             raise ValueError(f"DAFF se {se!r} is not supported; use 'cls', 'all' or 'none'.")
         self.conv1 = nn.Conv2d(dim, hidden_dim, 1)
-        self.bn1 = make_norm2d(norm, hidden_dim)
+        self.bn1 = make_norm2d(norm, hidden_dim, split=True)
         self.act1 = nn.GELU()
         self.token_mixer = token_mixer
         if token_mixer == "dwconv":
             self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
-            self.bn2 = make_norm2d(norm, hidden_dim)
+            self.bn2 = make_norm2d(norm, hidden_dim, split=True)
             self.act2 = nn.GELU()
         elif token_mixer == "avgpool":
             self.conv2 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         self.dw_shortcut = dw_shortcut
         self.conv3 = nn.Conv2d(hidden_dim, dim, 1)
-        self.bn3 = make_norm2d(norm, dim)
+        self.bn3 = make_norm2d(norm, dim, split=True)
         self.se = se
         if se != "none":
             self.compress = nn.Linear(dim, dim // se_ratio)
@@ -220,6 +330,8 @@ class DAFF(nn.Module):
         s = _grid_side(N - 1)
         cls, tokens = x[:, :1], x[:, 1:]
         y = rearrange(tokens, "b (h w) c -> b c h w", h=s)  # a channels_last view of x: no copy
+        if self._nchw(x):
+            y = y.contiguous()
         y = self.act1(self.bn1(self.conv1(y)))
         if self.token_mixer != "none":
             z = self.conv2(y)
@@ -234,6 +346,13 @@ class DAFF(nn.Module):
             if self.se == "all":
                 tokens = tokens * w
         return torch.cat([cls, tokens], dim=1)
+
+
+    def _nchw(self, x: torch.Tensor) -> bool:
+        if self.layout == "auto":
+            split = getattr(self.bn1, "num_splits", 1) > 1 and self.training
+            return split or _cpu_low_precision(x)
+        return self.layout == "nchw"
 
 
 class Mlp(nn.Module):
