@@ -132,7 +132,7 @@ def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderSca
         raise FileNotFoundError(f"data folder {root} does not exist; pass --data-dir with a folder of class folders "
                                 "(root/<class>/*.png) or of train/ and val/ (or test/) class folders.")
     if not 0.0 < val_fraction < 1.0:
-        raise FolderError(f"val_fraction {val_fraction} must lie strictly between 0 and 1 (e.g. 0.2 keeps a fifth "
+        raise FolderError(f"val_fraction {val_fraction} must lie strictly between 0 and 1 (0.2 keeps a fifth "
                           "of each class for testing).")
     train_dir = root / "train"
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
@@ -273,7 +273,7 @@ def infer_img_size(shorter_sides: Sequence[int], patch: int) -> tuple[int, str]:
     min(224, 16 patches)]."""
     med = statistics.median(shorter_sides)
     lo, hi = 2 * patch, min(224 // patch * patch, 16 * patch)
-    size = min(max(int(round(med / patch)) * patch, lo), hi)
+    size = min(max(int(med / patch + 0.5) * patch, lo), hi)  # half up
     why = (f"the median shorter side of the {len(shorter_sides)} training images is {med:g} px, rounded to a "
            f"multiple of the patch size {patch}")
     if size == hi and med > hi:
@@ -491,13 +491,13 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
               "resize": RULE_TEXT, "rule": RULE, "val_fraction": val_fraction, "split_seed": SPLIT_SEED,
               "classes": scan.classes}
     if not in_memory:
-        _say(verbose, f"{root}: {need / 2**30:.1f} GiB decoded exceeds the memory budget of {budget / 2**30:.1f} "
-                      "GiB; reading the files every epoch (raise --memory-budget-gb to decode once).")
+        _say(verbose, f"{root}: {_size(need)} decoded exceeds the memory budget of {_size(budget)}; reading the "
+                      "files every epoch (raise --memory-budget-gb to decode once).")
         mean, std = _imagenet(chans) if stats is None else stats
         choice = "imagenet" if stats is None else "given"
         if mean_std == "train" and stats is None:
-            raise FolderError(f"mean_std 'train' needs the decoded training split in memory, but {need / 2**30:.1f} "
-                              "GiB exceeds the budget; raise --memory-budget-gb or use mean_std 'imagenet'.")
+            raise FolderError(f"mean_std 'train' needs the decoded training split in memory, but {_size(need)} "
+                              "exceeds the budget; raise --memory-budget-gb or use mean_std 'imagenet'.")
         details["mean_std"] = {"choice": choice, "mean": list(mean), "std": list(std)}
         config.update(mean=list(mean), std=list(std))
         return OwnData(FileImages(root, train, scan.classes, chans), FileImages(root, test, scan.classes, chans),
@@ -529,6 +529,10 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     details["mean_std"] = {"choice": choice, "mean": list(mean), "std": list(std)}
     config.update(mean=list(mean), std=list(std))
     return OwnData(train_ds, test_ds, scan.classes, img_size, chans, tuple(mean), tuple(std), True, config, details)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _imagenet(chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
