@@ -180,7 +180,7 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
             dist.barrier()
         train = load_split(recipe.dataset, data_dir, train=True, download=download)
         test = _test_split(recipe.dataset, data_dir, recipe.test_samples_per_class, download)
-    if recipe.samples_per_class:
+    if recipe.samples_per_class and recipe.dataset != "imagefolder":  # (_own_data takes its own subsets)
         train = subset_per_class(train, recipe.samples_per_class, seed=recipe.seed)
     per_rank = recipe.batch_size // d.world_size
     if per_rank * d.world_size != recipe.batch_size:
@@ -230,11 +230,22 @@ def _own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: 
                    val_fraction=saved.get("val_fraction") or recipe.val_fraction, mean_std=recipe.mean_std,
                    skip_bad_files=recipe.skip_bad_files, memory_budget_gb=recipe.memory_budget_gb,
                    cache_dir=recipe.cache_dir, device=device, stats=stats, verbose=verbose)
-    test = own.test
-    if recipe.test_samples_per_class:
-        test = subset_per_class(test, recipe.test_samples_per_class, seed=0, flag="test_samples_per_class",
-                                split="test")
-    return own.info(), own.train, test
+    train, test = own.train, own.test
+    # The presets' per-class subsets are sized for their data sets (quick: 100 / 200 Fashion-MNIST images per
+    # class); a folder with fewer images in some class uses all of that split instead, and says so.
+    for split, n, flag, seed in (("training", recipe.samples_per_class, "samples_per_class", recipe.seed),
+                                 ("test", recipe.test_samples_per_class, "test_samples_per_class", 0)):
+        ds = train if split == "training" else test
+        smallest = min(torch.bincount(torch.as_tensor(ds.targets), minlength=len(own.classes)).tolist())
+        if n and n > smallest:
+            if verbose:
+                print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using "
+                      f"every {split} image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).",
+                      file=sys.stderr)
+        elif n:
+            ds = subset_per_class(ds, n, seed=seed, flag=flag, split=split)
+        train, test = (ds, test) if split == "training" else (train, ds)
+    return own.info(), train, test
 
 
 def _test_split(dataset: str, data_dir, per_class: int | None, download: bool = False):

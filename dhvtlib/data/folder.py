@@ -357,6 +357,21 @@ class OwnData:
     config: dict[str, Any]  # what evaluation needs to rebuild the same test split (recorded in checkpoints)
     details: dict[str, Any]  # split, counts, skipped files, choices and reasons (recorded in the manifest)
 
+    def examples(self, n: int = 4) -> tuple[torch.Tensor, list[int]]:
+        """The first n test images as the model sees them (uint8 [n, C, img_size, img_size], centre crop of the
+        stored square) and their labels, e.g. for head-token maps."""
+        from .augment import resize_center_crop
+
+        n = min(n, len(self.test))
+        if self.in_memory:
+            x = self.test.images[:n]
+        else:
+            x = torch.stack([torch.from_numpy(_decode(self.test.root, self.test.samples[i][0], self.in_chans,
+                                                      stored_size(self.img_size))) for i in range(n)])
+        if x.shape[-1] != self.img_size:
+            x = resize_center_crop(x, self.img_size).to(torch.uint8)
+        return x, [int(self.test.targets[i]) for i in range(n)]
+
     def info(self):
         """The `DatasetInfo` a model and the engine read."""
         from .datasets import DatasetInfo
