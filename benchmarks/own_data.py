@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = [a / b for a, b in zip(speeds["folder_in_memory"], speeds["fashion_mnist_in_memory"])]
     result = {"images": n, "write_s": round(write_s, 2), "first_own_data_s": round(first["own_data_s"], 2),
               "cached_reload_s": round(reload["own_data_s"], 3), "import_s": round(reload["import_s"], 2),
+              "reload_read_the_cache": "loaded_s" in reload["cache"],
               "img_size_inferred": first["img_size"], "threads": args.threads, "rounds": args.rounds,
               "img_s": {k: [round(x, 1) for x in v] for k, v in speeds.items()},
               "median_img_s": {k: round(v, 1) for k, v in med.items()},

@@ -20,7 +20,8 @@ from .paper import reported_value
 from .recipe import PRESETS
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs", "imagenet_runs",
-           "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "LADDER", "TABLE4_MODELS"]
+           "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "LADDER",
+           "TABLE4_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",

@@ -228,24 +228,27 @@ def _own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: 
                    model_kwargs=recipe.model_kwargs, img_size=saved.get("img_size") or recipe.img_size,
                    in_chans=saved.get("in_chans") or recipe.in_chans,
                    val_fraction=saved.get("val_fraction") or recipe.val_fraction, mean_std=recipe.mean_std,
-                   skip_bad_files=recipe.skip_bad_files, memory_budget_gb=recipe.memory_budget_gb,
-                   cache_dir=recipe.cache_dir, device=device, stats=stats, verbose=verbose)
-    train, test = own.train, own.test
-    # The presets' per-class subsets are sized for their data sets (quick: 100 / 200 Fashion-MNIST images per
-    # class); a folder with fewer images in some class uses all of that split instead, and says so.
-    for split, n, flag, seed in (("training", recipe.samples_per_class, "samples_per_class", recipe.seed),
-                                 ("test", recipe.test_samples_per_class, "test_samples_per_class", 0)):
-        ds = train if split == "training" else test
-        smallest = min(torch.bincount(torch.as_tensor(ds.targets), minlength=len(own.classes)).tolist())
-        if n and n > smallest:
-            if verbose:
-                print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using "
-                      f"every {split} image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).",
-                      file=sys.stderr)
-        elif n:
-            ds = subset_per_class(ds, n, seed=seed, flag=flag, split=split)
-        train, test = (ds, test) if split == "training" else (train, ds)
+                   skip_bad_files=saved.get("skip_bad_files") or recipe.skip_bad_files,
+                   memory_budget_gb=recipe.memory_budget_gb, cache_dir=recipe.cache_dir, device=device, stats=stats,
+                   verbose=verbose)
+    train = _folder_subset(own.train, recipe.samples_per_class, "samples_per_class", "training", recipe.seed,
+                           verbose)
+    test = _folder_subset(own.test, recipe.test_samples_per_class, "test_samples_per_class", "test", 0, verbose)
     return own.info(), train, test
+
+
+def _folder_subset(ds, n: int | None, flag: str, split: str, seed: int, verbose: bool):
+    """n images per class of a folder's split. The presets' subsets are sized for their data sets (quick: 100 /
+    200 Fashion-MNIST images per class): a folder with fewer in some class uses the whole split and says so."""
+    if not n:
+        return ds
+    smallest = int(torch.bincount(torch.as_tensor(ds.targets)).min())
+    if n <= smallest:
+        return subset_per_class(ds, n, seed=seed, flag=flag, split=split)
+    if verbose:
+        print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using every {split} "
+              f"image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).", file=sys.stderr)
+    return ds
 
 
 def _test_split(dataset: str, data_dir, per_class: int | None, download: bool = False):

@@ -159,7 +159,8 @@ def test_bad_folders_get_one_sentence_each(tmp_path):
     Image.new("L", (8, 8)).save(extra / "val" / "zebra" / "z.png")
     _raises(extra, f"{extra / 'val'} has class folder\\(s\\) \\['zebra'\\] that {extra / 'train'} lacks, so they "
                    "could never be predicted; add them to train/ or remove them from val/.")
-    _raises(extra, r"val_fraction 1.5 must lie strictly between 0 and 1 \(0.2 keeps a fifth of each class for testing\).", val_fraction=1.5)
+    _raises(extra, r"val_fraction 1.5 must lie strictly between 0 and 1 \(0.2 keeps a fifth of each class for "
+                   r"testing\).", val_fraction=1.5)
     with pytest.raises(FileNotFoundError, match="data folder .*nowhere does not exist; pass --data-dir"):
         own_data(tmp_path / "nowhere", **QUIET)
 
@@ -179,6 +180,8 @@ def test_unreadable_and_non_image_files_are_named_and_skippable(tmp_path):
     (root / "train" / "class_1" / "garbage.png").unlink()
     _raises(root, r"1 file\(s\) in .* are not readable images: val/class_0/0001.png \((OSError|SyntaxError): .*\); "
                   r"delete or fix them, or pass skip_bad_files=True .*")
+    assert own_data(root, skip_bad_files=True, **QUIET).details["skipped"] == ["val/class_0/0001.png"]
+    _raises(root, r"1 file\(s\) in .* are not readable images: val/class_0/0001.png .*")  # the cache says it too
     (root / "train" / "class_1" / "garbage.png").write_bytes(b"\x00" * 64)
     o = own_data(root, skip_bad_files=True, **QUIET)
     assert o.details["skipped"] == ["train/class_1/garbage.png", "val/class_0/0001.png"]
@@ -272,3 +275,39 @@ def test_file_loader_draws_are_a_function_of_the_position(tmp_path):
     assert len(full) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(full[1:], tail))
     other = list(loader.batches(idx, train=True, epoch=2))
     assert not torch.equal(full[0][0], other[0][0])
+
+
+def test_benchmark_script_runs_end_to_end(tmp_path):
+    """benchmarks/own_data.py on a fake Fashion-MNIST (tiny settings: the numbers are not checked, only made)."""
+    from fakedata import fake_fashion_mnist
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import own_data as bench
+
+    fm = fake_fashion_mnist(tmp_path / "fm", train_per_class=4, test_per_class=4)
+    res = bench.main(["--data-dir", str(fm), "--rounds", "1", "--limit", "40", "--json", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == res and res["images"] == 40
+    assert res["ratio_folder_vs_fashion_mnist"] > 0 and res["reload_read_the_cache"]
+    assert {"git_commit", "versions", "hardware", "wall_s"} <= set(res)
+
+
+def test_file_loader_workers_persist_and_a_bad_file_is_one_sentence(tmp_path):
+    """Worker processes are kept across passes; an undecodable file in a worker surfaces as the one sentence naming
+    it (not the worker's traceback)."""
+    from dhvtlib.data.augment import build_pil_transform
+
+    root = image_folder(tmp_path / "data", classes=2, per_class=4, sizes=(20, 40))
+    scan = scan_folder(root)
+    ds = FileImages(root, scan.train, scan.classes, 1, build_pil_transform(24, (0.5,), (0.5,), train=False))
+    loader = FileLoader(ds, 4, torch.device("cpu"), num_workers=1)
+    idx = torch.arange(len(ds))
+    first = [x for x, _ in loader.batches(idx, train=False)]
+    workers = loader._loaders[False][0]._iterator._workers
+    again = [x for x, _ in loader.batches(idx, train=False)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and first[0].shape == (4, 1, 24, 24)
+    assert loader._loaders[False][0]._iterator._workers == workers  # the same processes
+    victim = root / scan.train[5][0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(FolderError) as e:
+        list(loader.batches(idx, train=False))
+    assert str(e.value).startswith(f"cannot decode image {victim} (") and "\n" not in str(e.value)

@@ -504,7 +504,7 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     details["memory"] = {"decoded_bytes": need, "budget_bytes": budget, "in_memory": in_memory}
     config = {"dataset": "imagefolder", "img_size": img_size, "in_chans": chans, "stored_size": size,
               "resize": RULE_TEXT, "rule": RULE, "val_fraction": val_fraction, "split_seed": SPLIT_SEED,
-              "classes": scan.classes}
+              "skip_bad_files": skip_bad_files, "classes": scan.classes}
     if not in_memory:
         _say(verbose, f"{root}: {_size(need)} decoded exceeds the memory budget of {_size(budget)}; reading the "
                       "files every epoch (raise --memory-budget-gb to decode once).")
@@ -530,9 +530,11 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
         details["cache"] = {"path": str(path), "built_s": round(time.perf_counter() - t0, 2)}
     else:
         details["cache"] = {"path": str(path), "loaded_s": round(time.perf_counter() - t0, 2)}
-    late = json.loads(data["late_skipped"])
+    late = json.loads(data["late_skipped"])  # [path, reason]: headers fine, decoding failed
+    if late and not skip_bad_files:  # (a cache built with skip_bad_files=True)
+        raise FolderError(_bad_sentence(root, [tuple(x) for x in late]))
     if late:
-        details["skipped"] = skipped + late
+        details["skipped"] = skipped + [p for p, _ in late]
     train_ds = InMemoryImages(data["train_images"], data["train_targets"], scan.classes)
     test_ds = InMemoryImages(data["test_images"], data["test_targets"], scan.classes)
     if stats is not None:
@@ -582,5 +584,5 @@ def _decode_all(root: Path, train: list[tuple[str, int]], test: list[tuple[str, 
     flat = x.transpose(0, 1).reshape(chans, -1).double() / 255.0
     out["mean"] = flat.mean(dim=1).float()
     out["std"] = flat.std(dim=1).clamp_min(1e-3).float()
-    out["late_skipped"] = json.dumps([p for p, _ in late])
+    out["late_skipped"] = json.dumps(late)
     return out

@@ -2,9 +2,9 @@
 
 Every epoch's order is a pure function of (seed, epoch, rank, world size), so a run resumed at step s of an epoch
 rebuilds the same order and skips the first s batches. Two loaders yield (images, labels) on the device:
-- `InMemoryLoader` (CIFAR, Fashion-MNIST, image folders that fit in memory): the uint8 data set lives on the device and a batch is gathered,
-  augmented by `BatchAugment` (batched tensor ops, per-sample randomness from one torch.Generator) and normalised
-  there: no worker processes, the cores stay on the model.
+- `InMemoryLoader` (CIFAR, Fashion-MNIST, image folders that fit in memory): the uint8 data set lives on the
+  device and a batch is gathered, augmented by `BatchAugment` (batched tensor ops, per-sample randomness from one
+  torch.Generator) and normalised there: no worker processes, the cores stay on the model.
 - `FileLoader` (ImageNet, DomainNet, image folders over the memory budget): a DataLoader over PIL transforms with
   persistent workers and per-image seeds.
 """
