@@ -129,8 +129,11 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
 
     path = Path(path)
     # One metadata key: safetensors writes several keys in random order, and the file's sha256 must be repeatable.
+    # "data": what evaluation needs (image size, channels, mean/std, resize rule), set by training as
+    # model.data_config (see DatasetInfo.eval_config).
     meta = {"dhvtlib": json.dumps({"model": str(getattr(model, "variant", type(model).__name__)),
-                                   "config": getattr(model, "config", {})}, sort_keys=True)}
+                                   "config": getattr(model, "config", {}),
+                                   "data": getattr(model, "data_config", None)}, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as f:
         f.write(save(tensors, metadata=meta))
@@ -141,8 +144,9 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
 
 
 def safetensors_info(path: str | os.PathLike) -> dict[str, Any]:
-    """{'model': name, 'config': DHVT kwargs, 'shapes': {key: shape}} recorded by `export_safetensors` (model and
-    config empty for other files). Reads the header only; a file that is not safetensors is one sentence."""
+    """{'model': name, 'config': DHVT kwargs, 'data': the training data's eval config or None, 'shapes': {key:
+    shape}} recorded by `export_safetensors` (model and config empty for other files). Reads the header only; a
+    file that is not safetensors is one sentence."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)

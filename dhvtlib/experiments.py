@@ -23,8 +23,9 @@ from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS, Recipe, resolve
 
-__all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs", "table16_runs", "imagenet_runs",
-           "finetune_runs", "execute", "run_dir", "validate", "LADDER", "TABLE4_MODELS"]
+__all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
+           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir",
+           "validate", "LADDER", "TABLE4_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -149,6 +150,18 @@ def finetune_runs(checkpoints: dict[str, str], targets: Sequence[str] = ("clipar
     return specs
 
 
+def own_data_models() -> list[str]:
+    """The models 06_your_data compares by default: DHVT-T/4 and DeiT-T/4, and a CNN baseline (the first `resnet*`
+    variant) when the registry has one."""
+    return ["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"] + [m for m in VARIANTS if m.startswith("resnet")][:1]
+
+
+def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_data") -> list[RunSpec]:
+    """Each model on your own image folder (dataset 'imagefolder'; no paper number to compare with)."""
+    return [RunSpec(experiment, m, m, m, recipe={"dataset": "imagefolder"}, preset="quick")
+            for m in (models or own_data_models())]
+
+
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
     return Path(results_root) / spec.experiment / spec.tag.replace("/", "__") / f"s{seed}"
 
@@ -228,6 +241,7 @@ _NOTEBOOKS: dict[str, dict[str, tuple]] = {
     "04_imagenet": {"models": ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16"),
                     "finetune_targets": ("clipart", "painting", "sketch", "cifar100")},
     "05_head_tokens": {"method": ("integrated_gradients", "occlusion", "layer_integrated_gradients")},
+    "06_your_data": {"models": tuple(VARIANTS)},
 }
 
 
@@ -259,6 +273,8 @@ def validate(notebook: str, **params: Any) -> dict[str, Any]:
     epochs = params.get("epochs")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs {epochs!r} must be a positive integer, or None for the preset's value.")
+    if notebook == "06_your_data":
+        _validate_your_data(params)
     rows = params.get("rows")
     if rows and params.get("table") == "ladder":
         bad = [r for r in rows if r not in LADDER]
@@ -270,3 +286,18 @@ def validate(notebook: str, **params: Any) -> dict[str, Any]:
         if bad:
             raise ValueError(f"row {bad[0]!r} is not in {params['table']}; choose from: {', '.join(valid)}.")
     return params
+
+
+def _validate_your_data(params: dict[str, Any]) -> None:
+    """06_your_data: sizes are positive integers or None, and the folder's problems surface (one sentence each)
+    before any training."""
+    from .data.folder import scan_folder
+
+    for name in ("img_size", "samples_per_class"):
+        v = params.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} {v!r} must be a positive integer, or None (inferred from the data / all images).")
+    if not params.get("data_dir"):
+        raise ValueError("data_dir is not set; point it at your folder of class folders (root/<class>/*.png, or "
+                         "root/train/<class>/ and root/val/<class>/).")
+    scan_folder(params["data_dir"], params.get("val_fraction", 0.2))

@@ -30,6 +30,16 @@ class Recipe:
     img_size: int | None = None  # None: the data set's size; else images are resized (CIFAR fine-tuned at 224)
     samples_per_class: int | None = None  # deterministic per-class subset of the training set
     test_samples_per_class: int | None = None  # subset of the test set (smoke runs only)
+    # your own image folder (dataset='imagefolder', data/folder.py): channels (None: 1 if every image is greyscale,
+    # else 3), the stratified test split of a folder without val/ or test/ (seed 0), normalisation ('auto': the
+    # training split's statistics in memory, ImageNet's from files; 'train'; 'imagenet'), unreadable files, and
+    # the decode-once cache (memory budget in GiB, None: a quarter of the RAM; cache dir, None: <data>/.dhvtlib-cache)
+    in_chans: int | None = None
+    val_fraction: float = 0.2
+    mean_std: str = "auto"
+    skip_bad_files: bool = False
+    memory_budget_gb: float | None = None
+    cache_dir: str | None = None
     epochs: int = 300
     batch_size: int = 512  # total over all processes
     eval_batch_size: int = 256

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import (atomic_write, build_recorded_model, export_safetensors, load_checkpoint, load_weights,
                          rng_state, safetensors_info, save_checkpoint, set_rng_state)
-from .data import dataset_info, load_split, subset_per_class
+from .data import dataset_info, default_data_dir, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
@@ -173,16 +174,19 @@ def build_model(recipe: Recipe, info) -> DHVT:
 
 
 def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device):
-    info = dataset_info(recipe.dataset, data_dir)
-    if recipe.img_size:
-        info = dataclasses.replace(info, img_size=recipe.img_size)
-    if download and d.world_size > 1:  # rank 0 downloads, the others wait and read
-        if d.main:
-            load_split(recipe.dataset, data_dir, train=True, download=True)
-        dist.barrier()
-    train = load_split(recipe.dataset, data_dir, train=True, download=download)
-    test = _test_split(recipe.dataset, data_dir, recipe.test_samples_per_class, download)
-    if recipe.samples_per_class:
+    if recipe.dataset == "imagefolder":  # your own folder: checked, split, sized, decoded once (data/folder.py)
+        info, train, test = _own_data(recipe, data_dir, device, verbose=d.main)
+    else:
+        info = dataset_info(recipe.dataset, data_dir)
+        if recipe.img_size:
+            info = dataclasses.replace(info, img_size=recipe.img_size)
+        if download and d.world_size > 1:  # rank 0 downloads, the others wait and read
+            if d.main:
+                load_split(recipe.dataset, data_dir, train=True, download=True)
+            dist.barrier()
+        train = load_split(recipe.dataset, data_dir, train=True, download=download)
+        test = _test_split(recipe.dataset, data_dir, recipe.test_samples_per_class, download)
+    if recipe.samples_per_class and recipe.dataset != "imagefolder":  # (_own_data takes its own subsets)
         train = subset_per_class(train, recipe.samples_per_class, seed=recipe.seed)
     per_rank = recipe.batch_size // d.world_size
     if per_rank * d.world_size != recipe.batch_size:
@@ -191,11 +195,13 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
     if len(train) < recipe.batch_size:
         raise ValueError(f"the training set has {len(train)} images, fewer than batch_size {recipe.batch_size}; "
                          "lower batch_size or raise samples_per_class.")
+    workers = _workers(recipe.num_workers)
     if info.in_memory:
         native = train.images.shape[-1]
+        # DeiT: RandomCrop(padding=4) at <= 32 px when no resize is needed, else bicubic RandomResizedCrop
         aug = BatchAugment(info.img_size, info.mean, info.std, crop="pad" if info.img_size == native <= 32 else "rrc",
                            hflip=recipe.hflip, rand_augment=recipe.rand_augment,
-                           random_erasing=recipe.random_erasing)
+                           random_erasing=recipe.random_erasing, rrc_interpolation="bicubic")
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + d.rank)
         train_loader = InMemoryLoader(train, per_rank, device, info.mean, info.std, augment=aug, generator=gen,
                                       channels_last=recipe.channels_last)
@@ -203,28 +209,69 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
     else:
         train.transform = build_pil_transform(info.img_size, info.mean, info.std, train=True,
                                               rand_augment=recipe.rand_augment, random_erasing=recipe.random_erasing)
-        train_loader = FileLoader(train, per_rank, device, num_workers=recipe.num_workers, seed=recipe.seed + d.rank,
+        train_loader = FileLoader(train, per_rank, device, num_workers=workers, seed=recipe.seed + d.rank,
                                   channels_last=recipe.channels_last)
         generators = {}
-    test_loader = _test_loader(info, test, recipe.eval_batch_size, device, num_workers=recipe.num_workers,
+    test_loader = _test_loader(info, test, recipe.eval_batch_size, device, num_workers=workers,
                                channels_last=recipe.channels_last)
     return info, train_loader, test_loader, generators
+
+
+def _workers(asked: int) -> int:
+    """DataLoader workers for file data sets: the recipe's count, at most the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(asked, cpus))
+
+
+def _own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: dict | None = None):
+    """(info, train, test) of an image folder (data/folder.py); `saved` (a checkpoint's data config) pins the
+    image size, channels, split and mean/std that training used."""
+    from .data.folder import own_data
+
+    saved = saved or {}
+    stats = (saved["mean"], saved["std"]) if saved.get("mean") else None
+    own = own_data(data_dir if data_dir is not None else default_data_dir("imagefolder"), model=recipe.model,
+                   model_kwargs=recipe.model_kwargs, img_size=saved.get("img_size") or recipe.img_size,
+                   in_chans=saved.get("in_chans") or recipe.in_chans,
+                   val_fraction=saved.get("val_fraction") or recipe.val_fraction, mean_std=recipe.mean_std,
+                   skip_bad_files=saved.get("skip_bad_files") or recipe.skip_bad_files,
+                   memory_budget_gb=recipe.memory_budget_gb, cache_dir=recipe.cache_dir, device=device, stats=stats,
+                   verbose=verbose)
+    train = _folder_subset(own.train, recipe.samples_per_class, "samples_per_class", "training", recipe.seed,
+                           verbose)
+    test = _folder_subset(own.test, recipe.test_samples_per_class, "test_samples_per_class", "test", 0, verbose)
+    return own.info(), train, test
+
+
+def _folder_subset(ds, n: int | None, flag: str, split: str, seed: int, verbose: bool):
+    """n images per class of a folder's split. The presets' subsets are sized for their data sets (quick: 100 /
+    200 Fashion-MNIST images per class): a folder with fewer in some class uses the whole split and says so."""
+    if not n:
+        return ds
+    smallest = int(torch.bincount(torch.as_tensor(ds.targets)).min())
+    if n <= smallest:
+        return subset_per_class(ds, n, seed=seed, flag=flag, split=split)
+    if verbose:
+        print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using every {split} "
+              f"image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).", file=sys.stderr)
+    return ds
 
 
 def _test_split(dataset: str, data_dir, per_class: int | None, download: bool = False):
     """The test split, or its deterministic per-class subset (seed 0, the same for every run)."""
     test = load_split(dataset, data_dir, train=False, download=download)
-    return subset_per_class(test, per_class, seed=0) if per_class else test
+    return subset_per_class(test, per_class, seed=0, flag="test_samples_per_class", split="test") if per_class \
+        else test
 
 
 def _test_loader(info, test, batch_size: int, device: torch.device, *, eval_size: int | None = None,
                  num_workers: int = 4, channels_last: bool = False) -> InMemoryLoader | FileLoader:
     """Evaluation batches: in-memory images normalised (resized to eval_size, default info.img_size), or files
-    through DeiT's evaluation transform at info.img_size."""
+    through DeiT's evaluation transform at eval_size (default info.img_size)."""
     if info.in_memory:
         return InMemoryLoader(test, batch_size, device, info.mean, info.std, channels_last=channels_last,
                               eval_size=eval_size or info.img_size)
-    test.transform = build_pil_transform(info.img_size, info.mean, info.std, train=False)
+    test.transform = build_pil_transform(eval_size or info.img_size, info.mean, info.std, train=False)
     return FileLoader(test, batch_size, device, num_workers=num_workers, channels_last=channels_last)
 
 
@@ -360,6 +407,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         raise ValueError(f"downloading {recipe.dataset} failed ({type(e).__name__}: {e}); without network, put the "
                          "files in data_dir yourself and drop download (--download).") from None
     model = build_model(recipe, info)
+    model.data_config = info.eval_config()  # size, channels, mean/std, resize rule: saved for evaluation
     if recipe.finetune and ckpt is None:
         skipped = load_weights(model, recipe.finetune, new_head_ok=True)
         if verbose and d.main and skipped:
@@ -418,7 +466,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         "run_id": out.name, "experiment": experiment or recipe.name, "tag": tag, "model": recipe.model,
         "model_kwargs": recipe.model_kwargs, "dataset": recipe.dataset, "preset": recipe.name, "seed": recipe.seed,
         "config": recipe.to_dict(), "samples_per_class": recipe.samples_per_class,
-        "train_images": len(train_loader), "test_images": len(test_loader),
+        "train_images": len(train_loader), "test_images": len(test_loader), "data": info.details,
         "params": count_params(model), "model_config": model.config,
         "git_commit": commit, "git_dirty": dirty, **env, "device": str(dev), "world_size": d.world_size,
         "sync_bn": sync_bn, "precision": precision, "precision_reason": precision_reason,
@@ -448,8 +496,8 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                          "scaler": scaler.state_dict() if scaler else None,
                          "ema": ema.module.state_dict() if ema else None, "rng": rngs, "epoch": epoch,
                          "epoch_state": state.to_dict() if state else None, "history": history, "best": best,
-                         "config": recipe.to_dict(), "precision": precision, "started": started,
-                         "recipe_changes": recipe_changes,
+                         "config": recipe.to_dict(), "precision": precision, "data_config": model.data_config,
+                         "started": started, "recipe_changes": recipe_changes,
                          "wall_s": wall_before + time.perf_counter() - t_start}, path)
 
     status, error = "running", None
@@ -643,13 +691,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
                         model: str | None = None, batch_size: int = 256, device: str = "auto",
                         precision: str = "auto", test_samples_per_class: int | None = None,
                         use_ema: bool = False) -> dict[str, Any]:
-    """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`); a run
-    folder means its model.safetensors. Shapes are checked against the recorded config before anything is built."""
+    """Top-1/top-5 of a checkpoint (dhvtlib .pt, safetensors, or an official state_dict with `model=`; a run folder
+    means its model.safetensors), evaluated with the image size, channels, mean/std, resize rule and (image
+    folders) test split it was trained with, as recorded in the file; files without the record use the data set's
+    registry values at the model's size. Shapes are checked against the recorded config before anything is built."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     d, dev = init_distributed(device)
     precision = resolve_precision(precision, dev)[0]
-    info = dataset_info(dataset, data_dir)
     path = Path(checkpoint)
     if path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"
@@ -657,21 +706,35 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
         if use_ema:
             raise ValueError(f"{path} holds the final weights only; pass the run's checkpoint-last.pt for use_ema.")
         rec = safetensors_info(path)
-        shapes = rec["shapes"]
+        shapes, data_cfg = rec["shapes"], rec.get("data") or {}
     else:
         ck = load_checkpoint(path)
-        state = ck["ema"] if use_ema else ck.get("model", ck) if isinstance(ck.get("model"), dict) else ck
         if use_ema and ck.get("ema") is None:
             raise ValueError(f"{path} holds no EMA weights; drop use_ema.")
+        state = ck["ema"] if use_ema else ck["model"] if isinstance(ck.get("model"), dict) else ck
         rec = {"model": ck.get("model_name"), "config": ck.get("model_config")}
         shapes = {k: tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
-    if rec.get("config"):
+        data_cfg = ck.get("data_config") or {}
+    name, cfg = rec.get("model"), rec.get("config")
+    if data_cfg.get("dataset") and data_cfg["dataset"] != dataset:
+        warnings.warn(f"{path.name} was trained on {data_cfg['dataset']}; evaluating it on {dataset}.", stacklevel=2)
+    if dataset == "imagefolder":
+        saved = {"img_size": (cfg or {}).get("img_size"), "in_chans": (cfg or {}).get("in_chans"), **data_cfg}
+        recipe = Recipe(dataset="imagefolder", model=name or model or Recipe.model,
+                        test_samples_per_class=test_samples_per_class)
+        info, _, test = _own_data(recipe, data_dir, dev, verbose=False, saved=saved)
+    else:
+        info = dataset_info(dataset, data_dir)
+        if data_cfg.get("mean") and data_cfg.get("dataset") == dataset:
+            info = dataclasses.replace(info, mean=tuple(data_cfg["mean"]), std=tuple(data_cfg["std"]))
+        test = _test_split(dataset, data_dir, test_samples_per_class)
+    if cfg:
         net = build_recorded_model(rec, shapes, path)
     elif model:
         net = create_model(model, img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
     else:
         raise ValueError(f"{path} does not say which model it holds; pass model= (--model) with its variant name.")
-    net.variant = rec.get("model") or model
+    net.variant = name or model
     classes = net.config.get("num_classes")
     if classes != info.num_classes:
         raise ValueError(f"{path.name} has a {classes}-class head but {dataset} has {info.num_classes} classes; "
@@ -681,11 +744,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
         net.load_state_dict(ck["ema"])
     else:
         load_weights(net, path)
-    test = _test_split(dataset, data_dir, test_samples_per_class)
-    loader = _test_loader(info, test, batch_size, dev, eval_size=net.config["img_size"])
+    loader = _test_loader(info, test, batch_size, dev, eval_size=net.config["img_size"], num_workers=_workers(4))
     res = evaluate(net.to(dev), loader.batches(eval_indices(len(loader), d.rank, d.world_size), train=False),
                    device=dev, precision=precision)
-    return {"checkpoint": str(path), "model": net.variant, "dataset": dataset, **res}
+    return {"checkpoint": str(path), "model": net.variant, "dataset": dataset, "img_size": net.config["img_size"],
+            **res}
 
 
 # ------------------------------------------------------------------------------------------------ command line

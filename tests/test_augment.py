@@ -171,6 +171,21 @@ def test_resized_crop_matches_torchvision():
     assert torch.equal(ours[0], x[0].float())
 
 
+def test_resized_crop_bicubic_is_torchvisions_bicubic():
+    """DeiT's RandomResizedCrop resamples bicubic (issue 10 item 6): inside the box the taps equal torchvision's
+    tensor bicubic (a = -0.75, antialias=False); at the box edge ours may read one pixel beyond it."""
+    x = _images(3, n=3)
+    boxes = torch.tensor([[0, 0, 32, 32], [4, 6, 16, 12], [8, 2, 20, 24]])
+    ours = resized_crop(x, boxes, 64, "bicubic")
+    for i, (t, l, h, w) in enumerate(boxes.tolist()):
+        ref = TF.resized_crop(x[i].float(), t, l, h, w, [64, 64], interpolation=TF.InterpolationMode.BICUBIC,
+                              antialias=False).round().clamp(0, 255)
+        inner = (slice(None), slice(8, -8), slice(8, -8))
+        assert (ours[i][inner] - ref[inner]).abs().max() <= 1, i
+    aug = BatchAugment(64, CIFAR_MEAN, CIFAR_STD, crop="rrc")
+    assert aug.rrc_interpolation == "bicubic"  # DeiT's train_interpolation
+
+
 def test_rrc_boxes_and_fallback():
     g = torch.Generator().manual_seed(0)
     aug = BatchAugment(32, CIFAR_MEAN, CIFAR_STD, crop="rrc", rand_augment=None, random_erasing=0)
@@ -322,8 +337,9 @@ def test_build_pil_transform(size):
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (size + 8, size + 20, 3), dtype=np.uint8))
     train = build_pil_transform(size, CIFAR_MEAN, CIFAR_STD, True)
-    first = type(train.transforms[0]).__name__
-    assert first == ("RandomCrop" if size <= 32 else "RandomResizedCropAndInterpolation")
+    names = [type(t).__name__ for t in train.transforms[:3]]
+    assert names == (["Resize", "CenterCrop", "RandomCrop"] if size <= 32 else
+                     ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment"])
     ra = [t for t in train.transforms if isinstance(t, aa.RandAugment)][0]
     assert all(op.aug_fn is _pil_posterize for op in ra.ops if op.name.startswith("Posterize"))
     assert not any(type(t).__name__ == "ColorJitter" for t in train.transforms)  # timm drops it under RandAugment
@@ -333,9 +349,13 @@ def test_build_pil_transform(size):
         assert t.shape == (3, size, size) and t.dtype == torch.float32
     ev = build_pil_transform(size, CIFAR_MEAN, CIFAR_STD, False)(img if size > 32 else square)
     assert ev.shape == (3, size, size)
-    if size <= 32:
+    if size <= 32:  # images already img_size: DeiT's ToTensor + Normalize bitwise (the resize is a no-op)
         assert torch.equal(build_pil_transform(size, CIFAR_MEAN, CIFAR_STD, False)(square),
                            TF.normalize(TF.to_tensor(square), CIFAR_MEAN, CIFAR_STD))
+        # any other size: shorter side to img_size (bicubic) and the centre, in training and in evaluation
+        for im in (img, Image.fromarray(rng.integers(0, 256, (20, 27, 3), dtype=np.uint8))):
+            assert build_pil_transform(size, CIFAR_MEAN, CIFAR_STD, False)(im).shape == (3, size, size)
+            assert train(im).shape == (3, size, size)
 
 
 def test_build_pil_transform_greyscale():

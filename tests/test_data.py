@@ -238,5 +238,13 @@ def test_samples_per_class_indices():
     assert not torch.equal(a, samples_per_class_indices(targets, 3, seed=8))
     ds = InMemoryImages(torch.zeros(40, 1, 2, 2, dtype=torch.uint8), targets, list("abcd"))
     assert torch.equal(subset_per_class(ds, 3, seed=7).targets, targets[a])
-    with pytest.raises(ValueError, match="class 2 has 1 samples"):
+    with pytest.raises(ValueError, match=re.escape("samples_per_class (--samples-per-class) is 2, but the smallest "
+                                                   "class of the training split, class 2, has only 1 images; set it "
+                                                   "to at most 1")):
         samples_per_class_indices(torch.tensor([0, 0, 1, 1, 2, 3, 3]), 2, seed=0)
+    # the first short class is not the smallest: the message names the smallest (issue 15's "104 vs 84")
+    small = InMemoryImages(torch.zeros(9, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2]),
+                           ["ant", "bee", "cat"])
+    with pytest.raises(ValueError, match=r"test_samples_per_class \(--test-samples-per-class\) is 4, but the "
+                                         r"smallest class of the test split, class 2 \(cat\), has only 2 images"):
+        subset_per_class(small, 4, seed=0, flag="test_samples_per_class", split="test")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dhvtlib import experiments
-from fakedata import fake_fashion_mnist
+from fakedata import MODES, fake_fashion_mnist, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -53,7 +53,7 @@ def _table(path: Path) -> pd.DataFrame:
 
 def test_notebooks_are_committed_clean_and_parameterised():
     assert [p.stem for p in NOTEBOOKS] == ["00_quickstart", "01_cifar100", "02_ablation", "03_domainnet",
-                                          "04_imagenet", "05_head_tokens"]
+                                          "04_imagenet", "05_head_tokens", "06_your_data"]
     for p in NOTEBOOKS:
         nb = json.loads(p.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -142,3 +142,23 @@ def test_finetune_specs_cover_tables_7_and_14():
                                                       ("table7/dhvt_small_imagenet_patch16", 88.87)]
     assert specs[1].recipe == {"dataset": "cifar100", "img_size": 224, "finetune": "w.safetensors"}
     assert experiments.validate("04_imagenet", finetune_targets=["cifar100"])
+
+
+def test_06_your_data_on_a_mixed_folder(kernel, tmp_path):
+    """A flat folder of PNG/JPEG files of mixed sizes and modes: split, decoded once, two models x two seeds, the
+    mean +- std table, curves and head-token maps on the folder's own images."""
+    data = image_folder(tmp_path / "mine", classes=3, per_class=10, layout="flat", sizes=(18, 36), modes=MODES)
+    _papermill(kernel, "06_your_data", tmp_path, **SMOKE, data_dir=str(data), output_dir="res", seeds=[0, 1],
+               epochs=1, n_images=2, models=["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"])
+    df = _table(tmp_path / "res" / "your_data" / "table").set_index("tag")
+    assert set(df.index) == {"dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"} and list(df["n_seeds"]) == [2, 2]
+    assert df["paper_top1"].isna().all() and df["ours_std"].notna().all()
+    manifest = json.loads(next((tmp_path / "res" / "your_data").rglob("manifest.json")).read_text())
+    assert manifest["data"]["layout"] == "split" and manifest["model_config"]["img_size"] == 24  # inferred
+    assert len(manifest["data"]["split"]["test_files"]) == 6
+    for stem in ("your_data_curves", "your_data_head_tokens_0", "your_data_head_tokens_1"):
+        assert (tmp_path / "res" / "figures" / f"{stem}.png").is_file(), stem
+    with pytest.raises(ValueError, match="has one class folder"):
+        experiments.validate("06_your_data", data_dir=str(image_folder(tmp_path / "one", classes=1, per_class=2)))
+    with pytest.raises(ValueError, match="img_size 0 must be a positive integer"):
+        experiments.validate("06_your_data", data_dir=str(data), img_size=0)

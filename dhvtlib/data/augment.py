@@ -14,8 +14,11 @@ Choices and deviations from timm + Pillow (deliberate):
   fixes RandAugment's resample to BICUBIC (timm's random bilinear/bicubic choice applies only without it; pass
   interpolation='random' for that). Fill = timm's img_mean, round(255 * mean) of the mean given here; DeiT
   normalises with the ImageNet mean, giving (124, 116, 104): pass fill=... to pin it independently of `mean`.
-- RandomResizedCrop: timm's get_params vectorised, but resampling is `grid_sample` bilinear (crop-then-resize
-  geometry as torchvision, no antialiasing) instead of Pillow's antialiased bicubic resize.
+- RandomResizedCrop: timm's get_params vectorised, resampled bicubic as DeiT (timm's
+  RandomResizedCropAndInterpolation with interpolation='bicubic'), but with torch's bicubic (a = -0.75, as
+  torchvision's tensor resize; Pillow's has a = -0.5) through `grid_sample`, crop-then-resize geometry as
+  torchvision, no antialiasing (Pillow antialiases when shrinking). `rrc_interpolation='bilinear'` is the former
+  behaviour.
 - Random numbers come from torch, not Python's `random`, so no output is bitwise timm's for a seed; the
   distributions and the per-op arithmetic are the same. Erasing noise is drawn only for the erased pixels.
 - PosterizeIncreasing at magnitude 10 asks for 0 bits: a black image here (as older Pillow gave); Pillow 13.0
@@ -124,7 +127,10 @@ def resize_center_crop(x: torch.Tensor, size: int, crop_pct: float = 0.875) -> t
     CenterCrop(size) (tensor bicubic without antialiasing, which matters only when shrinking). Returns uint8-valued
     floats 0..255, ready for `normalize_batch`."""
     big = int(size / crop_pct)
-    y = F.interpolate(x.float(), size=(big, big), mode="bicubic", align_corners=False).round_().clamp_(0, 255)
+    if x.shape[-2:] == (big, big):  # already resized (image folders are stored at this size): the crop only
+        y = x.float()
+    else:
+        y = F.interpolate(x.float(), size=(big, big), mode="bicubic", align_corners=False).round_().clamp_(0, 255)
     top = (big - size + 1) // 2  # torchvision's CenterCrop rounding
     return y[..., top:top + size, top:top + size]
 
@@ -535,8 +541,9 @@ class BatchAugment:
     """DeiT's per-image training augmentation applied to a whole uint8 batch on its device.
 
     `BatchAugment(32, mean, std)(x_uint8, generator)` -> normalised float32 [B, C, 32, 32].
-    crop: 'pad' (RandomCrop(img_size, padding) with zero fill), 'rrc' (RandomResizedCrop, bilinear resampling,
-    see `resized_crop`) or None (images must already be img_size). `rand_augment` is a timm config string or None;
+    crop: 'pad' (RandomCrop(img_size, padding) with zero fill), 'rrc' (RandomResizedCrop, resampled with
+    `rrc_interpolation`: 'bicubic' as DeiT's train_interpolation, or 'bilinear'; see `resized_crop`) or None
+    (images must already be img_size). `rand_augment` is a timm config string or None;
     `interpolation` is the resampling of its geometric ops: 'bicubic' (what timm uses under DeiT's
     train_interpolation='bicubic'), 'bilinear', or 'random' (timm's per-op choice when no interpolation is set).
     `fill` (0..255 per channel) defaults to timm's img_mean, round(255 * mean). `random_erasing` is the
@@ -547,7 +554,7 @@ class BatchAugment:
                  padding: int = 4, rrc_scale: tuple[float, float] = (0.08, 1.0),
                  rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5,
                  rand_augment: str | None = "rand-m9-mstd0.5-inc1", random_erasing: float = 0.25,
-                 interpolation: str = "bicubic", rrc_interpolation: str = "bilinear",
+                 interpolation: str = "bicubic", rrc_interpolation: str = "bicubic",
                  fill: Sequence[float] | None = None):
         if crop not in CROPS:
             raise ValueError(f"crop {crop!r} is not supported; use 'pad', 'rrc' or None.")
@@ -753,6 +760,8 @@ def build_pil_transform(img_size: int, mean: Sequence[float], std: Sequence[floa
     transform replaced by RandomCrop(img_size, padding=4) when img_size <= 32, and RandAugment's posterize made
     safe for 0 bits (`_pil_posterize`). eval: Resize(int(img_size / 0.875), bicubic) + CenterCrop when
     img_size > 32, then ToTensor + Normalize.
+    At img_size <= 32 both put Resize(img_size, bicubic) (shorter side) + CenterCrop(img_size) first, so images of
+    any size work (a no-op for images already img_size x img_size, such as CIFAR's).
     """
     from timm.data import create_transform
     from timm.data.auto_augment import RandAugment
@@ -764,15 +773,23 @@ def build_pil_transform(img_size: int, mean: Sequence[float], std: Sequence[floa
                               interpolation="bicubic", re_prob=random_erasing, re_mode="pixel", re_count=1,
                               mean=mean, std=std)
         if img_size <= 32:
-            tf.transforms[0] = T.RandomCrop(img_size, padding=4)
+            tf.transforms[0:1] = _fit(img_size) + [T.RandomCrop(img_size, padding=4)]
         for t in tf.transforms:
             if isinstance(t, RandAugment):
                 for op in t.ops:
                     if op.name.startswith("Posterize"):
                         op.aug_fn = _pil_posterize
         return tf
-    tfl = []
+    tfl = _fit(img_size)
     if img_size > 32:
-        tfl += [T.Resize(int(img_size / 0.875), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(img_size)]
+        tfl = [T.Resize(int(img_size / 0.875), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(img_size)]
     tfl += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(tfl)
+
+
+def _fit(size: int) -> list:
+    """Resize(size, bicubic) of the shorter side + CenterCrop(size): any image to size x size (identity at that
+    size)."""
+    from torchvision import transforms as T
+
+    return [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST, ImageFolder
-from torchvision.datasets.folder import find_classes, pil_loader
+from torchvision.datasets.folder import find_classes
 from torchvision.datasets.utils import check_integrity
 
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
@@ -52,6 +52,21 @@ class DatasetInfo:
     train_images: int | None = None
     test_images: int | None = None
     description: str = ""
+    config: dict | None = None  # folder data sets: how the data was prepared (see data/folder.py), for evaluation
+    details: dict | None = None  # folder data sets: split, counts, skipped files, choices (for the run's manifest)
+
+    def eval_config(self) -> dict:
+        """What evaluating a model trained on this data needs (recorded in checkpoints and safetensors): the data
+        set, image size, channels, mean/std and the resize rule."""
+        if self.config is not None:
+            return dict(self.config)
+        if self.in_memory:
+            resize = ("stored size; other img_size: bicubic Resize(int(img_size / 0.875)) + CenterCrop(img_size)")
+        else:
+            resize = ("bicubic Resize(int(img_size / 0.875)) + CenterCrop(img_size) above 32 px, Resize(img_size) + "
+                      "CenterCrop(img_size) at or below")
+        return {"dataset": self.name, "img_size": self.img_size, "in_chans": self.in_chans, "mean": list(self.mean),
+                "std": list(self.std), "resize": resize}
 
 
 def _domainnet_info(domain: str) -> DatasetInfo:
@@ -97,9 +112,10 @@ def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     info = _check_name(name)
     if name != "imagefolder":
         return info
+    from .folder import scan_folder
+
     root = Path(data_dir) if data_dir is not None else default_data_dir(name)
-    classes, _ = find_classes(str(_split_dir(name, root, train=True)))
-    return replace(info, num_classes=len(classes))
+    return replace(info, num_classes=len(scan_folder(root).classes))
 
 
 class InMemoryImages(Dataset):
@@ -271,7 +287,9 @@ def _split_dir(name: str, root: Path, train: bool) -> Path:
 
 
 def _load_folder(name: str, root: Path, train: bool) -> ImageFolder:
-    ds = ImageFolder(str(_split_dir(name, root, train)), loader=pil_loader)  # pil_loader returns RGB
+    from .folder import load_image  # RGB from any mode (16-bit, alpha, CMYK); a bad file named in one sentence
+
+    ds = ImageFolder(str(_split_dir(name, root, train)), loader=load_image)
     expected = DATASETS[name].num_classes or len(ds.classes)
     if not train and (root / "train").is_dir():
         train_classes, _ = find_classes(str(root / "train"))
@@ -286,18 +304,24 @@ def _load_folder(name: str, root: Path, train: bool) -> ImageFolder:
 
 # --- per-class subsets ----------------------------------------------------------------------------------------------
 
-def samples_per_class_indices(targets: torch.Tensor | Sequence[int], n: int, seed: int) -> torch.Tensor:
-    """Sorted indices of n samples per class: one CPU torch.Generator(seed) permutes each class in label order."""
+def samples_per_class_indices(targets: torch.Tensor | Sequence[int], n: int, seed: int, *,
+                              flag: str = "samples_per_class", split: str = "training",
+                              classes: Sequence[str] | None = None) -> torch.Tensor:
+    """Sorted indices of n samples per class: one CPU torch.Generator(seed) permutes each class in label order.
+    `flag`, `split` and `classes` only word the error when a class has fewer than n samples."""
     if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"samples per class n={n!r} must be a positive integer.")
+        raise ValueError(f"{flag} {n!r} must be a positive integer.")
     targets = torch.as_tensor(targets, dtype=torch.long).cpu()
     counts = torch.bincount(targets)
+    if len(counts) and int(counts.min()) < n:
+        small = int(counts.argmin())
+        name = f" ({classes[small]})" if classes is not None and small < len(classes) else ""
+        raise ValueError(f"{flag} (--{flag.replace('_', '-')}) is {n}, but the smallest class of the {split} "
+                         f"split, class {small}{name}, has only {int(counts.min())} images; set it to at most "
+                         f"{int(counts.min())}, or leave it unset to use every image.")
     generator = torch.Generator().manual_seed(seed)
     kept = []
     for cls, count in enumerate(counts.tolist()):
-        if count < n:
-            raise ValueError(f"class {cls} has {count} samples, fewer than the {n} per class asked for; lower n to "
-                             f"at most {int(counts.min())}.")
         members = (targets == cls).nonzero().flatten()
         kept.append(members[torch.randperm(count, generator=generator)[:n]])
     return torch.cat(kept).sort().values
@@ -320,9 +344,11 @@ class _FolderSubset(Subset):
         self.dataset.transform = value
 
 
-def subset_per_class(dataset: InMemoryImages | ImageFolder, n: int, seed: int) -> InMemoryImages | Subset:
+def subset_per_class(dataset: InMemoryImages | ImageFolder, n: int, seed: int, *, flag: str = "samples_per_class",
+                     split: str = "training") -> InMemoryImages | Subset:
     """n samples per class of `dataset` (see samples_per_class_indices), same type for InMemoryImages."""
-    indices = samples_per_class_indices(dataset.targets, n, seed)
+    indices = samples_per_class_indices(dataset.targets, n, seed, flag=flag, split=split,
+                                        classes=getattr(dataset, "classes", None))
     if isinstance(dataset, InMemoryImages):
         return dataset.subset(indices)
     return _FolderSubset(dataset, indices.tolist())

@@ -2,10 +2,11 @@
 
 Every epoch's order is a pure function of (seed, epoch, rank, world size), so a run resumed at step s of an epoch
 rebuilds the same order and skips the first s batches. Two loaders yield (images, labels) on the device:
-- `InMemoryLoader` (CIFAR, Fashion-MNIST): the uint8 data set lives on the device and a batch is gathered,
-  augmented by `BatchAugment` (batched tensor ops, per-sample randomness from one torch.Generator) and normalised
-  there: no worker processes, the cores stay on the model.
-- `FileLoader` (ImageFolder data sets): a DataLoader over PIL transforms with seeded workers.
+- `InMemoryLoader` (CIFAR, Fashion-MNIST, image folders that fit in memory): the uint8 data set lives on the
+  device and a batch is gathered, augmented by `BatchAugment` (batched tensor ops, per-sample randomness from one
+  torch.Generator) and normalised there: no worker processes, the cores stay on the model.
+- `FileLoader` (ImageNet, DomainNet, image folders over the memory budget): a DataLoader over PIL transforms with
+  persistent workers and per-image seeds.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import normalize_batch, resize_center_crop
 from .datasets import InMemoryImages
@@ -96,33 +97,84 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+class _Order(Sampler):
+    """The items of the coming pass, set before each pass: one DataLoader (and its persistent workers) serves every
+    epoch. Items are (augmentation seed or None, dataset index)."""
+
+    def __init__(self):
+        self.items: list[tuple[int | None, int]] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _Seeded(Dataset):
+    """dataset[index] with Python's, numpy's and torch's RNGs seeded first (in the worker) from the item's seed,
+    so every image's augmentation is a pure function of (run seed, epoch, position in the epoch)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int | None, int]):
+        seed, index = item
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+        return self.dataset[index]
+
+
 class FileLoader:
     """Batches of a file data set (ImageFolder-like with a `transform` already set) through a DataLoader.
 
-    Worker seeds come from a generator seeded by (seed, epoch), so an epoch is repeatable; a resume in the middle
-    of an epoch continues the same order but not the same per-image augmentation draws.
+    One DataLoader per pass kind (training, evaluation) with persistent workers, reused every epoch. Each image's
+    augmentation is seeded by (seed, epoch, position in the epoch), so an epoch is repeatable and a resume in the
+    middle of an epoch continues with the same draws. A file that cannot be decoded stops the run with one sentence
+    naming it.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, *, num_workers: int = 4,
                  seed: int = 0, channels_last: bool = False):
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
         self.num_workers, self.seed, self.channels_last = num_workers, seed, channels_last
+        self._loaders: dict[bool, tuple[DataLoader, _Order]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _loader(self, train: bool) -> tuple[DataLoader, _Order]:
+        if train not in self._loaders:
+            order = _Order()
+            loader = DataLoader(_Seeded(self.dataset), batch_size=self.batch_size, sampler=order,
+                                num_workers=self.num_workers, drop_last=train, worker_init_fn=seed_worker,
+                                generator=_epoch_generator(self.seed, 0), pin_memory=self.device.type == "cuda",
+                                persistent_workers=self.num_workers > 0)
+            self._loaders[train] = (loader, order)
+        return self._loaders[train]
+
     def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0, epoch: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = indices[start_step * self.batch_size:].tolist()
-        loader = DataLoader(Subset(self.dataset, idx), batch_size=self.batch_size, shuffle=False,
-                            num_workers=self.num_workers, drop_last=train, worker_init_fn=seed_worker,
-                            generator=_epoch_generator(self.seed, epoch + (0 if train else 10**6)),
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for x, y in loader:
-            x = x.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y.to(self.device, non_blocking=True)
+        from .folder import FolderError
+
+        loader, order = self._loader(train)
+        first = start_step * self.batch_size
+        base = (self.seed * 1_000_003 + epoch) * 10_000_019
+        order.items = [((base + first + k) % 2**63 if train else None, i)
+                       for k, i in enumerate(indices[first:].tolist())]
+        try:
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y.to(self.device, non_blocking=True)
+        except FolderError as e:  # re-raised from a worker with its traceback: keep the sentence
+            raise FolderError(str(e).strip().splitlines()[-1].split("FolderError: ", 1)[-1]) from None
 
     def steps(self, indices: torch.Tensor) -> int:
         return len(indices) // self.batch_size
