@@ -176,8 +176,6 @@ def _check_file(path: Path) -> None:
 def load_model(path: str | os.PathLike) -> nn.Module:
     """The model a run exported (model.safetensors) or checkpointed (.pt), rebuilt from its recorded config, with
     its weights, in eval mode."""
-    from .models import DHVT
-
     path = Path(path)
     state, info = _read_weights(path)
     if not info.get("config"):

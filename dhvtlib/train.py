@@ -335,7 +335,6 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
     if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
         recipe = dataclasses.replace(recipe, precision=saved["precision"])  # a run continues as it started
     out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
-    last, best_path = out / "checkpoint-last.pt", out / "checkpoint-best.pt"
     if not d.main:
         return _train(recipe, out, d, dev, ckpt, data_dir=data_dir, download=download, experiment=experiment,
                       tag=tag, progress=progress, tensorboard=tensorboard, verbose=verbose, changes={})
