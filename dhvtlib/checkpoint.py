@@ -141,13 +141,14 @@ def safetensors_info(path: str | os.PathLike) -> dict[str, Any]:
 def load_model(path: str | os.PathLike) -> nn.Module:
     """The model a run exported (model.safetensors) or checkpointed (.pt), rebuilt from its recorded config, with
     its weights, in eval mode."""
-    from .models import DHVT
+    from .models import DHVT, create_model, list_models
 
     path = Path(path)
     _, info = _read_weights(path)
     if not info.get("config"):
         raise ValueError(f"{path} does not record its model config; build the model yourself and use load_weights.")
-    model = DHVT(**info["config"])
+    name = info.get("model")
+    model = create_model(name, **info["config"]) if name in list_models() else DHVT(**info["config"])
     model.variant = info.get("model")
     load_weights(model, path)
     return model.eval()

@@ -28,7 +28,7 @@ from .paper import reported, reported_value
 __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
            "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
-           "make_figures", "main"]
+           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
@@ -395,6 +395,100 @@ def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
         ax.set_title(title)
     ax.legend(fontsize="small", loc="best")
     return ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data efficiency (issue 13): accuracy vs training images per class, tags '<model>/<n>pc'
+# ---------------------------------------------------------------------------------------------------------------
+def efficiency_frame(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
+    """One row per completed run of an efficiency experiment: model (the tag's prefix), samples_per_class, seed,
+    top1 (`metric`: the last epoch's by default, no test-set selection), best_top1, params, steps
+    (epochs x floor(train images / batch)), epochs, wall_s."""
+    done = runs[runs["status"].eq("completed")] if len(runs) else runs
+    rows = []
+    for r in done.to_dict("records"):
+        cfg = json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
+        rows.append({"model": str(r["tag"]).split("/")[0], "samples_per_class": int(r["samples_per_class"]),
+                     "seed": int(r["seed"]), "top1": r[metric], "best_top1": r["best_top1"], "params": r["params"],
+                     "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
+                     "epochs": int(r["epochs_run"]), "wall_s": r["wall_s"]})
+    return pd.DataFrame(rows, columns=["model", "samples_per_class", "seed", "top1", "best_top1", "params", "steps",
+                                       "epochs", "wall_s"])
+
+
+def efficiency_table(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
+    """Rows model x samples_per_class: top-1 mean and std (ddof=1) over seeds, the best-epoch mean beside it, the
+    budget (steps, epochs), parameters and mean wall time per run."""
+    f = efficiency_frame(runs, metric)
+    rows = []
+    for (model, n), g in f.groupby(["model", "samples_per_class"], sort=True):
+        rows.append({"model": model, "samples_per_class": n, "n_seeds": len(g), "top1_mean": g["top1"].mean(),
+                     "top1_std": g["top1"].std(ddof=1) if len(g) > 1 else math.nan,
+                     "best_top1_mean": g["best_top1"].mean(), "steps": _join(g["steps"]), "epochs": _join(g["epochs"]),
+                     "params": _join(g["params"]), "wall_s_mean": g["wall_s"].mean(), "seeds": _join(g["seed"])})
+    return pd.DataFrame(rows)
+
+
+def efficiency_gaps(runs: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet",
+                    metric: str = "final_top1") -> pd.DataFrame:
+    """Per samples_per_class: the ViT-to-CNN gap (cnn - vit) and what the hybrid gains over the ViT (hybrid - vit),
+    each mean +- std over seeds paired by seed (a seed fixes the training subset), and the share of the gap the
+    hybrid closes (100 x gain / gap; NaN where the gap is not positive)."""
+    f = efficiency_frame(runs, metric).pivot_table(index=["samples_per_class", "seed"], columns="model", values="top1")
+    rows = []
+    for n, g in f.groupby(level=0, sort=True):
+        if not {vit, hybrid, cnn} <= set(g.columns):
+            continue
+        g = g[[vit, hybrid, cnn]].dropna()
+        gap, gain = g[cnn] - g[vit], g[hybrid] - g[vit]
+        sd = (lambda v: v.std(ddof=1) if len(v) > 1 else math.nan)
+        rows.append({"samples_per_class": n, "n_seeds": len(g), "gap_mean": gap.mean(), "gap_std": sd(gap),
+                     "gain_mean": gain.mean(), "gain_std": sd(gain),
+                     "hybrid_minus_cnn_mean": (g[hybrid] - g[cnn]).mean(),
+                     "closed_pct": 100 * gain.mean() / gap.mean() if gap.mean() > 0 else math.nan})
+    return pd.DataFrame(rows, columns=["samples_per_class", "n_seeds", "gap_mean", "gap_std", "gain_mean", "gain_std",
+                                       "hybrid_minus_cnn_mean", "closed_pct"])
+
+
+def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None, metric: str = "final_top1",
+                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet", title: str | None = None):
+    """Two panels: top-1 vs training images per class (log x), one line per model, mean +- std band over seeds;
+    and the ViT-to-CNN gap beside the part of it the hybrid closes (paired by seed, mean +- std)."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    labels = dict(labels or {})
+    f = efficiency_frame(runs, metric)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (model, g) in enumerate(f.groupby("model", sort=False)):
+        s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
+        ax.plot(s.index, s["mean"], "o-", color=PALETTE[i % len(PALETTE)], label=labels.get(model, model))
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=PALETTE[i % len(PALETTE)],
+                        alpha=0.2, linewidth=0)
+    ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
+           title="top-1 vs data (mean $\\pm$ std over seeds)")
+    ax.legend(fontsize="small")
+    gaps = efficiency_gaps(runs, vit, hybrid, cnn, metric)
+    if not gaps.empty:
+        x = gaps["samples_per_class"]
+        for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
+                                  ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
+                                   PALETTE[2])):
+            m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
+            ax2.plot(x, m, "o-", color=colour, label=name)
+            ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
+        for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
+            if not _missing(pct):
+                ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
+                             fontsize="small", color=PALETTE[2])
+        ax2.axhline(0, color="0.5", linewidth=0.8)
+        ax2.legend(fontsize="small")
+    ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
+            title="the ViT-to-CNN gap, and the share DHVT closes")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------------

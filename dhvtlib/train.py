@@ -40,7 +40,7 @@ from .data import dataset_info, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
-from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
+from .models import DHVT, convert_sope_sync_batchnorm, create_model, family, list_models, param_groups_weight_decay
 from .models.profile import count_params
 from .recipe import PRESETS, Recipe, resolve
 
@@ -159,11 +159,16 @@ class _StopFlag:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def build_model(recipe: Recipe, info) -> DHVT:
-    """The recipe's model at the data set's image size, channels and classes, with its drop path."""
+def build_model(recipe: Recipe, info) -> nn.Module:
+    """The recipe's model (any registered family) at the data set's image size, channels and classes, with its
+    drop path. A CNN ignores the preset's own transformer kwargs (e.g. quick's embed_dim/depth/num_heads) when
+    they are unchanged from the preset; any other argument the CNN does not take is an error."""
+    kwargs = dict(recipe.model_kwargs)
+    if family(recipe.model) is not DHVT and recipe.name in PRESETS:
+        kwargs = {k: v for k, v in kwargs.items() if PRESETS[recipe.name].model_kwargs.get(k, object()) != v}
     return create_model(recipe.model, **{"img_size": info.img_size, "in_chans": info.in_chans,
                                          "num_classes": info.num_classes, "drop_path_rate": recipe.drop_path,
-                                         "drop_rate": recipe.drop, **recipe.model_kwargs})
+                                         "drop_rate": recipe.drop, **kwargs})
 
 
 def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device):
@@ -515,8 +520,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
         name, cfg = ck.get("model_name"), ck.get("model_config")
         if use_ema and ck.get("ema") is None:
             raise ValueError(f"{path} holds no EMA weights; drop use_ema.")
-    if cfg:
-        net = DHVT(**cfg)
+    if cfg:  # rebuilt by registered name + recorded config (any family); unnamed configs are DHVT kwargs
+        net = create_model(name, **cfg) if name in list_models() else DHVT(**cfg)
     elif model:
         net = create_model(model, img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
     else:

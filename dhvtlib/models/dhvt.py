@@ -213,7 +213,7 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
 def convert_sope_sync_batchnorm(model: DHVT) -> DHVT:
     """Under DDP, make SOPE's BatchNorm2d layers SyncBatchNorm, as the official model (DAFF keeps per-device BN).
     The state_dict layout is unchanged."""
-    if isinstance(model.patch_embed, SOPE):
+    if isinstance(getattr(model, "patch_embed", None), SOPE):  # a CNN keeps its per-device BN
         model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
     return model
 
