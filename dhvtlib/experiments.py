@@ -115,21 +115,23 @@ def efficiency_budget(samples_per_class: int, num_classes: int, steps: int, batc
                       warmup_frac: float = 0.1, evals: int = 2) -> dict[str, int]:
     """The recipe values that give `steps` optimizer steps on samples_per_class x num_classes images: whole epochs
     (the schedule is stepped per epoch), so the steps run are epochs x floor(images / batch), rounded to the
-    nearest epoch; warmup is `warmup_frac` of the epochs (at least 1); `evals` evaluations, the last at the end."""
+    nearest epoch; warmup is `warmup_frac` of the epochs, rounded half to even (none at 5 epochs or fewer: the
+    DeiT schedule also keeps epoch 1 at the warmup lr, which would idle 2 of a few epochs); `evals` evaluations,
+    the last at the end."""
     images = samples_per_class * num_classes
     per_epoch = images // batch_size
     if per_epoch < 1:
         raise ValueError(f"{samples_per_class} images per class x {num_classes} classes = {images} images, fewer "
                          f"than batch_size {batch_size}; lower batch_size or raise samples_per_class.")
     epochs = max(1, round(steps / per_epoch))
-    return {"epochs": epochs, "warmup_epochs": max(1, round(warmup_frac * epochs)),
+    return {"epochs": epochs, "warmup_epochs": round(warmup_frac * epochs),
             "eval_every": max(1, epochs // max(evals, 1)), "steps": epochs * per_epoch}
 
 
 def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300), models: Sequence[str] = tuple(EFFICIENCY_MODELS),
-                    *, dataset: str = "fashion_mnist", data_dir: str | None = None, steps: int = 480,
+                    *, dataset: str = "fashion_mnist", data_dir: str | None = None, steps: int = 240,
                     batch_size: int = 64, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
-                    cnn_width: int | None = None, test_samples_per_class: int | None = 1000,
+                    cnn_width: int | None = None, test_samples_per_class: int | None = 500,
                     experiment: str = "efficiency/fmnist") -> list[RunSpec]:
     """Accuracy vs training images per class (issue 13): one row per (model, samples_per_class).
 
