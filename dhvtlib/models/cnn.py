@@ -160,7 +160,12 @@ def matched_width(target_params: int, name: str = "resnet18_cifar", max_width: i
     num_classes, ...), e.g. to compare a ResNet-18 with a small DeiT/DHVT at equal size."""
     if target_params < 1:
         raise ValueError(f"target_params {target_params!r} must be a positive parameter count.")
-    return min(range(1, max_width + 1), key=lambda w: (abs(math.log(_params(name, w, **kwargs) / target_params)), w))
+    sizes = {}
+    for w in range(1, max_width + 1):  # parameters grow with width: stop at the first one above the target
+        sizes[w] = _params(name, w, **kwargs)
+        if sizes[w] >= target_params:
+            break
+    return min(sizes, key=lambda w: (abs(math.log(sizes[w] / target_params)), w))
 
 
 def _create(name: str, pretrained: bool = False, **kwargs: Any) -> CNN:
