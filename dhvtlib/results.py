@@ -460,11 +460,12 @@ def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None,
     labels = dict(labels or {})
     f = efficiency_frame(runs, metric)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (model, g) in enumerate(f.groupby("model", sort=False)):
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(f["model"].unique()))}
+    for model, g in f.groupby("model", sort=True):
         s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.plot(s.index, s["mean"], "o-", color=PALETTE[i % len(PALETTE)], label=labels.get(model, model))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=PALETTE[i % len(PALETTE)],
-                        alpha=0.2, linewidth=0)
+        ax.plot(s.index, s["mean"], "o-", color=colours[model], label=labels.get(model, model))
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=colours[model], alpha=0.2,
+                        linewidth=0)
     ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
            title="top-1 vs data (mean $\\pm$ std over seeds)")
     ax.legend(fontsize="small")
@@ -473,18 +474,22 @@ def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None,
         x = gaps["samples_per_class"]
         for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
                                   ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
-                                   PALETTE[2])):
+                                   colours.get(hybrid, PALETTE[1]))):
             m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
             ax2.plot(x, m, "o-", color=colour, label=name)
             ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
         for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
             if not _missing(pct):
                 ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
-                             fontsize="small", color=PALETTE[2])
+                             fontsize="small", color=colours.get(hybrid, PALETTE[1]))
         ax2.axhline(0, color="0.5", linewidth=0.8)
         ax2.legend(fontsize="small")
     ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
-            title="the ViT-to-CNN gap, and the share DHVT closes")
+            title=f"the {labels.get(vit, vit)}-to-CNN gap, and the share {labels.get(hybrid, hybrid)} closes")
+    sizes = sorted(f["samples_per_class"].unique())
+    for a in (ax, ax2):  # ticks at the sizes run, written plainly
+        a.set_xticks(sizes, [str(n) for n in sizes])
+        a.minorticks_off()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -4,8 +4,6 @@ size, the small-image ResNet-18 form, weight-decay groups and drop path, a smoke
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +18,8 @@ from dhvtlib import experiments, results
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
 from dhvtlib.models.profile import format_table, profile, variant_table
-from dhvtlib.train import evaluate_checkpoint, run
+from dhvtlib.train import eval_main, evaluate_checkpoint, run
 from fakedata import fake_fashion_mnist
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +92,7 @@ def test_bad_arguments_raise_one_clear_sentence(call, match):
 
 
 # ------------------------------------------------------------------ the run, saving and loading back
-def test_smoke_run_saves_and_loads_back(fmnist, tmp_path):
+def test_smoke_run_saves_and_loads_back(fmnist, tmp_path, capsys):
     out = tmp_path / "run"
     m = run("smoke", output=out, data_dir=str(fmnist), model="resnet18_cifar", model_kwargs={"width": 4},
             progress=False, verbose=False)
@@ -109,11 +105,10 @@ def test_smoke_run_saves_and_loads_back(fmnist, tmp_path):
     for path in (out / "model.safetensors", out / "checkpoint-best.pt"):
         res = evaluate_checkpoint(path, "fashion_mnist", data_dir=str(fmnist), device="cpu")
         assert res["model"] == "resnet18_cifar" and res["test_images"] == 40 and 0 <= res["top1"] <= 100
-    r = subprocess.run([sys.executable, "-m", "dhvtlib.evaluate", "--checkpoint", str(out / "model.safetensors"),
-                        "--dataset", "fashion_mnist", "--data-dir", str(fmnist), "--device", "cpu"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["model"] == "resnet18_cifar"
+    capsys.readouterr()
+    eval_main(["--checkpoint", str(out / "model.safetensors"), "--dataset", "fashion_mnist", "--data-dir", str(fmnist),
+               "--device", "cpu"])  # dhvt-eval
+    assert json.loads(capsys.readouterr().out)["model"] == "resnet18_cifar"
 
 
 def test_cnn_with_a_transformer_argument_fails_clearly(fmnist, tmp_path):
