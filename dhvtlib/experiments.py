@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.datasets import DOMAINNET_DOMAINS
-from .models import VARIANTS
+from .models import CNN_VARIANTS, VARIANTS
 from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS
@@ -81,9 +81,12 @@ def ladder_runs(experiment: str = "ladder", rows: Sequence[str] | None = None) -
 
 def domainnet_runs(domains: Sequence[str] = DOMAINNET_DOMAINS,
                    models: Sequence[str] = ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")) -> list[RunSpec]:
-    """Tables 2 and 13: DHVT-T/S from scratch on each DomainNet domain (224 px)."""
-    return [RunSpec("domainnet", f"table13/{m}/{d}", f"{m} {d}", m, recipe={"dataset": f"domainnet_{d}"},
-                    paper=("table13", m, d))
+    """Tables 2 and 13: DHVT-T/S (and the ResNet-50 row: models=[..., 'resnet50_domain']) from scratch on each
+    DomainNet domain (224 px). A CNN's tag and paper cell use its paper row ('table13/resnet50/<domain>')."""
+    rows = {m: (CNN_VARIANTS[m].paper_row[1] if m in CNN_VARIANTS and CNN_VARIANTS[m].paper_row else m)
+            for m in models}
+    return [RunSpec("domainnet", f"table13/{rows[m]}/{d}", f"{m} {d}", m, recipe={"dataset": f"domainnet_{d}"},
+                    paper=("table13", rows[m], d))
             for m in models for d in domains]
 
 
@@ -230,7 +233,7 @@ _NOTEBOOKS: dict[str, dict[str, tuple]] = {
     "01_cifar100": {"models": TABLE4_MODELS},
     "02_ablation": {"variant": ("tiny", "small"), "table": ABLATION_TABLES + ("ladder",)},
     "03_domainnet": {"domains": DOMAINNET_DOMAINS,
-                     "models": ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")},
+                     "models": ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16", "resnet50_domain")},
     "04_imagenet": {"models": ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16"),
                     "finetune_targets": ("clipart", "painting", "sketch", "cifar100")},
     "05_head_tokens": {"method": ("integrated_gradients", "occlusion", "layer_integrated_gradients")},

@@ -28,7 +28,8 @@ from .paper import reported, reported_value
 __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
            "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
-           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency"]
+           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency",
+           "report_efficiency"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
@@ -496,6 +497,39 @@ def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None,
     return fig
 
 
+EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
+
+
+def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
+    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
+    provenance. Returns (table, gaps, paths written)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(results_root) / experiment
+    if runs is None:
+        runs = load_runs(results_root)
+        runs = runs[runs["experiment"] == experiment] if len(runs) else runs
+    done = runs[runs["status"].eq("completed")] if len(runs) else runs
+    if done.empty:
+        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
+        return pd.DataFrame(), pd.DataFrame(), []
+    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
+    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
+    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
+    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
+            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
+    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
+                        "std over seeds, vs training images per class", provenance=prov)
+    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
+                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
+    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
+    files += save_figure(fig, out / "top1_vs_samples")
+    plt.close(fig)
+    return table, gaps, files
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # make figures
 # ---------------------------------------------------------------------------------------------------------------
@@ -539,7 +573,10 @@ def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
     runs = load_runs(root)
     written: list[Path] = []
     for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
-        written += report_experiment(root, experiment, runs)[1]
+        if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
+            written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
+        else:
+            written += report_experiment(root, experiment, runs)[1]
     return written + export_paper_tables(root / "paper")
 
 

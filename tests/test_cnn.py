@@ -177,3 +177,10 @@ def test_efficiency_tables_and_figure(tmp_path):
     assert len(fig.axes[0].get_lines()) == 3
     paths = results.save_figure(fig, tmp_path / "eff")
     assert all(p.is_file() for p in paths)
+
+
+def test_domainnet_runs_train_the_papers_resnet50_row():
+    experiments.validate("03_domainnet", models=["dhvt_tiny_domain_patch16", "resnet50_domain"])
+    spec = experiments.domainnet_runs(["clipart"], ["resnet50_domain"])[0]
+    assert (spec.model, spec.tag, spec.paper_top1) == ("resnet50_domain", "table13/resnet50/clipart", 71.90)
+    assert results.paper_lookup(spec.tag)[0] == 71.90

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dhvtlib import experiments
+from dhvtlib import experiments, results
 from fakedata import fake_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +149,10 @@ def test_07_data_efficiency(kernel, fmnist, tmp_path):
     assert all((out / f"top1_vs_samples.{ext}").is_file() for ext in ("png", "pdf"))
     assert (out / "efficiency.md").read_text().count("| deit |") == 2
     assert len(list(out.rglob("manifest.json"))) == 6
+    (out / "efficiency.csv").unlink()
+    results.make_figures(tmp_path / "res")  # `make figures` rebuilds the study's table from the stored runs
+    assert pd.read_csv(out / "efficiency.csv").equals(table)
+    assert not (tmp_path / "res" / "figures" / "efficiency_fmnist_curves.png").exists()
 
 
 def test_finetune_specs_cover_tables_7_and_14():
