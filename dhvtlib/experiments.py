@@ -20,8 +20,8 @@ from .paper import reported_value
 from .recipe import PRESETS
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs", "imagenet_runs",
-           "finetune_runs", "efficiency_runs", "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "LADDER",
-           "TABLE4_MODELS", "EFFICIENCY_MODELS"]
+           "finetune_runs", "efficiency_runs", "efficiency_budget", "execute", "execute_efficiency", "run_dir",
+           "validate", "LADDER", "TABLE4_MODELS", "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -131,7 +131,8 @@ def efficiency_budget(samples_per_class: int, num_classes: int, steps: int, batc
             "eval_every": max(1, epochs // max(evals, 1)), "steps": epochs * per_epoch}
 
 
-def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300), models: Sequence[str] = tuple(EFFICIENCY_MODELS),
+def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300),
+                    models: Sequence[str] = tuple(EFFICIENCY_MODELS),
                     *, dataset: str = "fashion_mnist", data_dir: str | None = None, steps: int = 240,
                     batch_size: int = 64, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
                     cnn_width: int | None = None, test_samples_per_class: int | None = 500,
@@ -149,7 +150,8 @@ def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300), model
 
     bad = [m for m in models if m not in EFFICIENCY_MODELS]
     if bad:
-        raise ValueError(f"model {bad[0]!r} is not in the efficiency study; choose from: {', '.join(EFFICIENCY_MODELS)}.")
+        raise ValueError(f"model {bad[0]!r} is not in the efficiency study; choose from: "
+                         f"{', '.join(EFFICIENCY_MODELS)}.")
     bad_n = [n for n in samples_per_class if not isinstance(n, int) or n < 1]
     if bad_n or not samples_per_class:
         raise ValueError(f"samples_per_class {list(samples_per_class)!r} must be a non-empty list of positive "

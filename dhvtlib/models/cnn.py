@@ -27,6 +27,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
 from .dhvt import IMAGENET_MEAN, IMAGENET_STD
+from .dhvt import _create as _timm_create  # the timm entry point (no pretrained weights; timm's extra kwargs)
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
 
@@ -168,21 +169,11 @@ def matched_width(target_params: int, name: str = "resnet18_cifar", max_width: i
     return min(sizes, key=lambda w: (abs(math.log(sizes[w] / target_params)), w))
 
 
-def _create(name: str, pretrained: bool = False, **kwargs: Any) -> CNN:
-    """timm entry point: `timm.create_model('resnet18_cifar', num_classes=10)` works after `import dhvtlib`."""
-    if pretrained:
-        raise ValueError(f"no pretrained weights are provided for {name} (the paper trains it from scratch); use "
-                         f"pretrained=False.")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    return create_cnn(name, **kwargs)
-
-
 @register_model
 def resnet50_domain(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _create("resnet50_domain", pretrained, **kwargs)
+    return _timm_create("resnet50_domain", pretrained, build=create_cnn, **kwargs)
 
 
 @register_model
 def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _create("resnet18_cifar", pretrained, **kwargs)
+    return _timm_create("resnet18_cifar", pretrained, build=create_cnn, **kwargs)

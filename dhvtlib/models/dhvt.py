@@ -330,14 +330,15 @@ def create_model(name: str, **overrides: Any) -> DHVT:
     return model
 
 
-def _create(name: str, pretrained: bool = False, **kwargs: Any) -> DHVT:
-    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib`."""
+def _create(name: str, pretrained: bool = False, *, build=None, **kwargs: Any) -> nn.Module:
+    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib` (`build`: the
+    family's factory, default DHVT's create_model)."""
     if pretrained:
         raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
                          f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(k, None)
-    return create_model(name, **kwargs)
+    return (build or create_model)(name, **kwargs)
 
 
 @register_model
