@@ -18,7 +18,7 @@ Both are timm `ResNet`s built from timm's blocks; the only change is the stem sw
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
-from .dhvt import IMAGENET_MEAN, IMAGENET_STD
+from .dhvt import VariantCfg, build_registered
 from .dhvt import _create as _timm_create  # the timm entry point (no pretrained weights; timm's extra kwargs)
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
@@ -108,18 +108,9 @@ def _check_args(*, img_size, in_chans, num_classes, block, layers, width, stem) 
 
 
 @dataclass(frozen=True)
-class CnnCfg:
-    """A registered CNN: its architecture kwargs and data cfg (the same fields as a DHVT VariantCfg)."""
-    arch: dict[str, Any]
-    dataset: str
-    input_size: tuple[int, int, int]
-    num_classes: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    paper_row: tuple[str, str] | None = None  # (table, row) of reported.csv with the paper's params/GFLOPs
-    notes: str = field(default="")
+class CnnCfg(VariantCfg):
+    """A registered CNN: a VariantCfg whose paper size comes from a row of reported.csv (table, row)."""
+    paper_row: tuple[str, str] | None = None
 
 
 CNN_VARIANTS: dict[str, CnnCfg] = {
@@ -134,21 +125,7 @@ CNN_VARIANTS: dict[str, CnnCfg] = {
 
 def create_cnn(name: str, **overrides: Any) -> CNN:
     """Build a registered CNN; any CNN argument can be overridden (num_classes, in_chans, img_size, width, ...)."""
-    if name not in CNN_VARIANTS:
-        raise ValueError(f"unknown CNN {name!r}; choose one of: {', '.join(CNN_VARIANTS)}.")
-    cfg = CNN_VARIANTS[name]
-    accepted = CNN.__init__.__code__.co_varnames[1:CNN.__init__.__code__.co_argcount]
-    unknown = set(overrides) - set(accepted)
-    if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; a CNN takes {', '.join(accepted)}.")
-    kwargs = {**cfg.arch, "num_classes": cfg.num_classes, **overrides}
-    model = CNN(**kwargs)
-    model.variant = name
-    model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
-                                                               kwargs["img_size"]),
-                                mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                num_classes=kwargs["num_classes"], first_conv="conv1", classifier="fc")
-    return model
+    return build_registered(CNN, CNN_VARIANTS, name, overrides, first_conv="conv1", classifier="fc")
 
 
 def _params(name: str, width: int, **kwargs: Any) -> int:

@@ -312,21 +312,28 @@ def list_models() -> list[str]:
 def create_model(name: str, **overrides: Any) -> DHVT:
     """Build a registered variant; any DHVT argument can be overridden (num_classes, in_chans, img_size, an
     ablation flag, drop_path_rate, ...)."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}.")
-    cfg = VARIANTS[name]
+    return build_registered(DHVT, VARIANTS, name, overrides, first_conv="patch_embed.proj", classifier="head")
+
+
+def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: dict[str, Any], *,
+                     first_conv: str, classifier: str) -> nn.Module:
+    """`cls(**registry[name].arch, num_classes=..., **overrides)` with unknown names and arguments refused in one
+    sentence, tagged with `variant` and a timm-style `pretrained_cfg` (input size, mean/std, crop)."""
+    if name not in registry:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
+    cfg = registry[name]
     kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
-    unknown = set(overrides) - set(DHVT.__init__.__code__.co_varnames[1:DHVT.__init__.__code__.co_argcount])
+    unknown = set(overrides) - set(cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount])
     if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.DHVT) for the "
-                         f"accepted ones.")
+        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.models."
+                         f"{cls.__name__}) for the accepted ones.")
     kwargs.update(overrides)
-    model = DHVT(**kwargs)
+    model = cls(**kwargs)
     model.variant = name
     model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
                                                                kwargs["img_size"]),
                                 mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                num_classes=kwargs["num_classes"], first_conv="patch_embed.proj", classifier="head")
+                                num_classes=kwargs["num_classes"], first_conv=first_conv, classifier=classifier)
     return model
 
 
