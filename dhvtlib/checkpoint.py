@@ -190,12 +190,16 @@ def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]
     """The model a file's metadata describes, built only after its parameter shapes were checked against the
     file's tensors on the meta device (no memory): crafted or mismatched metadata is one sentence, not a huge
     allocation."""
-    from .models import DHVT
+    from .models import DHVT, create_model, list_models
 
-    cfg = info["config"]
+    cfg, name = info["config"], info.get("model")
+
+    def build() -> nn.Module:  # by registered name + recorded config (any family); unnamed configs are DHVT kwargs
+        return create_model(name, **cfg) if name in list_models() else DHVT(**cfg)
+
     try:
         with torch.device("meta"):
-            skeleton = DHVT(**cfg)
+            skeleton = build()
     except (TypeError, ValueError) as e:
         raise ValueError(f"{Path(path).name} records a model config that cannot be built ({e}); export it again."
                          ) from None
@@ -206,8 +210,8 @@ def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]
         raise ValueError(f"{Path(path).name}'s metadata describes another model than its tensors hold ({len(wrong)} "
                          f"tensors differ, e.g. {k}: metadata {ours.get(k)}, file {shapes.get(k)}); the file is "
                          "damaged or crafted: export it again.")
-    model = DHVT(**cfg)
-    model.variant = info.get("model")
+    model = build()
+    model.variant = name
     return model
 
 

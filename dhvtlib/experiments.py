@@ -18,20 +18,23 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.datasets import DOMAINNET_DOMAINS
-from .models import VARIANTS
+from .models import CNN_VARIANTS, VARIANTS
 from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS, Recipe, resolve
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
-           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir",
-           "validate", "LADDER", "TABLE4_MODELS"]
+           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
+           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "LADDER", "TABLE4_MODELS",
+           "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
                  "dhvt_tiny_cifar_patch2", "dhvt_small_cifar_patch2")
 # The Table 5/6 ladder of issue 5: DeiT with and without PE, +SOPE, +DAFF, +SOPE+DAFF, full DHVT (head tokens).
 LADDER = ("table5/none", "table5/pe", "table5/sope", "table5/daff", "table5/sope_daff", "table6/sope_daff_ht")
+# The data-efficiency study of issue 13: a plain ViT (DeiT with abs. PE), DHVT and a small-image ResNet-18.
+EFFICIENCY_MODELS = {"deit": "deit_tiny_cifar_patch4", "dhvt": "dhvt_tiny_cifar_patch4", "resnet": "resnet18_cifar"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,12 @@ def ladder_runs(experiment: str = "ladder", rows: Sequence[str] | None = None) -
 
 def domainnet_runs(domains: Sequence[str] = DOMAINNET_DOMAINS,
                    models: Sequence[str] = ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")) -> list[RunSpec]:
-    """Tables 2 and 13: DHVT-T/S from scratch on each DomainNet domain (224 px)."""
-    return [RunSpec("domainnet", f"table13/{m}/{d}", f"{m} {d}", m,
-                    recipe={"dataset": f"domainnet_{d}"}, paper=("table13", m, d),
-                    preset=_table_preset("domainnet", m))
+    """Tables 2 and 13: DHVT-T/S (and the ResNet-50 row: models=[..., 'resnet50_domain']) from scratch on each
+    DomainNet domain (224 px). A CNN's tag and paper cell use its paper row ('table13/resnet50/<domain>')."""
+    rows = {m: (CNN_VARIANTS[m].paper_row[1] if m in CNN_VARIANTS and CNN_VARIANTS[m].paper_row else m)
+            for m in models}
+    return [RunSpec("domainnet", f"table13/{rows[m]}/{d}", f"{m} {d}", m, recipe={"dataset": f"domainnet_{d}"},
+                    paper=("table13", rows[m], d), preset=_table_preset("domainnet", m))
             for m in models for d in domains]
 
 
@@ -160,6 +165,83 @@ def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_d
     """Each model on your own image folder (dataset 'imagefolder'; no paper number to compare with)."""
     return [RunSpec(experiment, m, m, m, recipe={"dataset": "imagefolder"}, preset="quick")
             for m in (models or own_data_models())]
+
+
+def efficiency_budget(samples_per_class: int, num_classes: int, steps: int, batch_size: int,
+                      warmup_frac: float = 0.1, evals: int = 2) -> dict[str, int]:
+    """The recipe values that give `steps` optimizer steps on samples_per_class x num_classes images: whole epochs
+    (the schedule is stepped per epoch), so the steps run are epochs x floor(images / batch), rounded to the
+    nearest epoch; warmup is `warmup_frac` of the epochs, rounded half to even (none at 5 epochs or fewer: the
+    DeiT schedule also keeps epoch 1 at the warmup lr, which would idle 2 of a few epochs); `evals` evaluations,
+    the last at the end."""
+    images = samples_per_class * num_classes
+    per_epoch = images // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"{samples_per_class} images per class x {num_classes} classes = {images} images, fewer "
+                         f"than batch_size {batch_size}; lower batch_size or raise samples_per_class.")
+    epochs = max(1, round(steps / per_epoch))
+    return {"epochs": epochs, "warmup_epochs": round(warmup_frac * epochs),
+            "eval_every": max(1, epochs // max(evals, 1)), "steps": epochs * per_epoch}
+
+
+def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300),
+                    models: Sequence[str] = tuple(EFFICIENCY_MODELS),
+                    *, dataset: str = "fashion_mnist", data_dir: str | None = None, steps: int = 240,
+                    batch_size: int = 64, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
+                    cnn_width: int | None = None, test_samples_per_class: int | None = 500,
+                    experiment: str = "efficiency/fmnist") -> list[RunSpec]:
+    """Accuracy vs training images per class (issue 13): one row per (model, samples_per_class).
+
+    Models ('deit', 'dhvt', 'resnet'; EFFICIENCY_MODELS): DeiT and DHVT at embed_dim/depth/num_heads, and the
+    small-image ResNet-18 at the base width whose parameter count is closest to that DHVT's (`cnn_width`
+    overrides). Budget: the same number of optimizer steps (`steps` at `batch_size`, whole epochs, see
+    `efficiency_budget`) at every size and for every model, so a row differs from another only in how many
+    distinct images it sees. Tags are '<model>/<n>pc'; each run's recipe records its samples_per_class, epochs,
+    warmup and evaluation cadence."""
+    from .data import dataset_info
+    from .models import create_model, matched_width
+
+    bad = [m for m in models if m not in EFFICIENCY_MODELS]
+    if bad:
+        raise ValueError(f"model {bad[0]!r} is not in the efficiency study; choose from: "
+                         f"{', '.join(EFFICIENCY_MODELS)}.")
+    bad_n = [n for n in samples_per_class if not isinstance(n, int) or n < 1]
+    if bad_n or not samples_per_class:
+        raise ValueError(f"samples_per_class {list(samples_per_class)!r} must be a non-empty list of positive "
+                         "integers, e.g. [10, 30, 100, 300].")
+    info = dataset_info(dataset, data_dir)
+    vit = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    if cnn_width is None and "resnet" in models:
+        dhvt = create_model(EFFICIENCY_MODELS["dhvt"], img_size=info.img_size, in_chans=info.in_chans,
+                            num_classes=info.num_classes, **vit)
+        cnn_width = matched_width(sum(p.numel() for p in dhvt.parameters()), EFFICIENCY_MODELS["resnet"],
+                                  in_chans=info.in_chans, num_classes=info.num_classes)
+    arch = {"deit": vit, "dhvt": vit, "resnet": {"width": cnn_width}}
+    specs = []
+    for n in sorted(samples_per_class):
+        budget = efficiency_budget(n, info.num_classes, steps, batch_size)
+        recipe = {"dataset": dataset, "samples_per_class": n, "batch_size": batch_size,
+                  "test_samples_per_class": test_samples_per_class,
+                  **{k: budget[k] for k in ("epochs", "warmup_epochs", "eval_every")}}
+        for m in models:
+            specs.append(RunSpec(experiment, f"{m}/{n}pc", f"{m} {n}/class", EFFICIENCY_MODELS[m], dict(arch[m]),
+                                 dict(recipe), preset="quick"))
+    return specs
+
+
+def execute_efficiency(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), **kwargs: Any):
+    """`execute` for `efficiency_runs` specs, whose epochs differ by row: each group of rows with the same epochs
+    is passed to execute(..., epochs=...) (execute takes epochs as its own argument). Returns all manifests."""
+    import dataclasses
+
+    import pandas as pd
+
+    groups: dict[int, list[RunSpec]] = {}
+    for spec in specs:
+        recipe = dict(spec.recipe)
+        groups.setdefault(recipe.pop("epochs"), []).append(dataclasses.replace(spec, recipe=recipe))
+    frames = [execute(group, seeds, epochs=epochs, **kwargs) for epochs, group in groups.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
@@ -237,11 +319,14 @@ _NOTEBOOKS: dict[str, dict[str, tuple]] = {
     "01_cifar100": {"models": TABLE4_MODELS},
     "02_ablation": {"variant": ("tiny", "small"), "table": ABLATION_TABLES + ("ladder",)},
     "03_domainnet": {"domains": DOMAINNET_DOMAINS,
-                     "models": ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")},
+                     "models": ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16", "resnet50_domain")},
     "04_imagenet": {"models": ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16"),
                     "finetune_targets": ("clipart", "painting", "sketch", "cifar100")},
     "05_head_tokens": {"method": ("integrated_gradients", "occlusion", "layer_integrated_gradients")},
     "06_your_data": {"models": tuple(VARIANTS)},
+
+
+    "07_data_efficiency": {"models": tuple(EFFICIENCY_MODELS)},
 }
 
 

@@ -28,7 +28,8 @@ from .paper import paper_statistic, reported, reported_value
 __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
            "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
-           "make_figures", "main"]
+           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency",
+           "report_efficiency"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
@@ -407,6 +408,138 @@ def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Data efficiency (issue 13): accuracy vs training images per class, tags '<model>/<n>pc'
+# ---------------------------------------------------------------------------------------------------------------
+def efficiency_frame(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
+    """One row per completed run of an efficiency experiment: model (the tag's prefix), samples_per_class, seed,
+    top1 (`metric`: the last epoch's by default, no test-set selection), best_top1, params, steps
+    (epochs x floor(train images / batch)), epochs, wall_s."""
+    done = runs[runs["status"].eq("completed")] if len(runs) else runs
+    rows = []
+    for r in done.to_dict("records"):
+        cfg = json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
+        rows.append({"model": str(r["tag"]).split("/")[0], "samples_per_class": int(r["samples_per_class"]),
+                     "seed": int(r["seed"]), "top1": r[metric], "best_top1": r["best_top1"], "params": r["params"],
+                     "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
+                     "epochs": int(r["epochs_run"]), "wall_s": r["wall_s"]})
+    return pd.DataFrame(rows, columns=["model", "samples_per_class", "seed", "top1", "best_top1", "params", "steps",
+                                       "epochs", "wall_s"])
+
+
+def efficiency_table(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
+    """Rows model x samples_per_class: top-1 mean and std (ddof=1) over seeds, the best-epoch mean beside it, the
+    budget (steps, epochs), parameters and mean wall time per run."""
+    f = efficiency_frame(runs, metric)
+    rows = []
+    for (model, n), g in f.groupby(["model", "samples_per_class"], sort=True):
+        rows.append({"model": model, "samples_per_class": n, "n_seeds": len(g), "top1_mean": g["top1"].mean(),
+                     "top1_std": g["top1"].std(ddof=1) if len(g) > 1 else math.nan,
+                     "best_top1_mean": g["best_top1"].mean(), "steps": _join(g["steps"]), "epochs": _join(g["epochs"]),
+                     "params": _join(g["params"]), "wall_s_mean": g["wall_s"].mean(), "seeds": _join(g["seed"])})
+    return pd.DataFrame(rows)
+
+
+def efficiency_gaps(runs: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet",
+                    metric: str = "final_top1") -> pd.DataFrame:
+    """Per samples_per_class: the ViT-to-CNN gap (cnn - vit) and what the hybrid gains over the ViT (hybrid - vit),
+    each mean +- std over seeds paired by seed (a seed fixes the training subset), and the share of the gap the
+    hybrid closes (100 x gain / gap; NaN where the gap is not positive)."""
+    f = efficiency_frame(runs, metric).pivot_table(index=["samples_per_class", "seed"], columns="model", values="top1")
+    rows = []
+    for n, g in f.groupby(level=0, sort=True):
+        if not {vit, hybrid, cnn} <= set(g.columns):
+            continue
+        g = g[[vit, hybrid, cnn]].dropna()
+        gap, gain = g[cnn] - g[vit], g[hybrid] - g[vit]
+        sd = (lambda v: v.std(ddof=1) if len(v) > 1 else math.nan)
+        rows.append({"samples_per_class": n, "n_seeds": len(g), "gap_mean": gap.mean(), "gap_std": sd(gap),
+                     "gain_mean": gain.mean(), "gain_std": sd(gain),
+                     "hybrid_minus_cnn_mean": (g[hybrid] - g[cnn]).mean(),
+                     "closed_pct": 100 * gain.mean() / gap.mean() if gap.mean() > 0 else math.nan})
+    return pd.DataFrame(rows, columns=["samples_per_class", "n_seeds", "gap_mean", "gap_std", "gain_mean", "gain_std",
+                                       "hybrid_minus_cnn_mean", "closed_pct"])
+
+
+def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None, metric: str = "final_top1",
+                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet", title: str | None = None):
+    """Two panels: top-1 vs training images per class (log x), one line per model, mean +- std band over seeds;
+    and the ViT-to-CNN gap beside the part of it the hybrid closes (paired by seed, mean +- std)."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    labels = dict(labels or {})
+    f = efficiency_frame(runs, metric)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(f["model"].unique()))}
+    for model, g in f.groupby("model", sort=True):
+        s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
+        ax.plot(s.index, s["mean"], "o-", color=colours[model], label=labels.get(model, model))
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=colours[model], alpha=0.2,
+                        linewidth=0)
+    ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
+           title="top-1 vs data (mean $\\pm$ std over seeds)")
+    ax.legend(fontsize="small")
+    gaps = efficiency_gaps(runs, vit, hybrid, cnn, metric)
+    if not gaps.empty:
+        x = gaps["samples_per_class"]
+        for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
+                                  ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
+                                   colours.get(hybrid, PALETTE[1]))):
+            m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
+            ax2.plot(x, m, "o-", color=colour, label=name)
+            ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
+        for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
+            if not _missing(pct):
+                ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
+                             fontsize="small", color=colours.get(hybrid, PALETTE[1]))
+        ax2.axhline(0, color="0.5", linewidth=0.8)
+        ax2.legend(fontsize="small")
+    ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
+            title=f"the {labels.get(vit, vit)}-to-CNN gap, and the share {labels.get(hybrid, hybrid)} closes")
+    sizes = sorted(f["samples_per_class"].unique())
+    for a in (ax, ax2):  # ticks at the sizes run, written plainly
+        a.set_xticks(sizes, [str(n) for n in sizes])
+        a.minorticks_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
+
+
+def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
+    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
+    provenance. Returns (table, gaps, paths written)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(results_root) / experiment
+    if runs is None:
+        runs = load_runs(results_root)
+        runs = runs[runs["experiment"] == experiment] if len(runs) else runs
+    done = runs[runs["status"].eq("completed")] if len(runs) else runs
+    if done.empty:
+        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
+        return pd.DataFrame(), pd.DataFrame(), []
+    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
+    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
+    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
+    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
+            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
+    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
+                        "std over seeds, vs training images per class", provenance=prov)
+    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
+                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
+    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
+    files += save_figure(fig, out / "top1_vs_samples")
+    plt.close(fig)
+    return table, gaps, files
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # make figures
 # ---------------------------------------------------------------------------------------------------------------
 def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
@@ -450,7 +583,10 @@ def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
     runs = load_runs(root)
     written: list[Path] = []
     for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
-        written += report_experiment(root, experiment, runs)[1]
+        if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
+            written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
+        else:
+            written += report_experiment(root, experiment, runs)[1]
     return written + export_paper_tables(root / "paper")
 
 

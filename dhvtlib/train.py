@@ -42,7 +42,7 @@ from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .groups import use_virtual_gpus
-from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
+from .models import DHVT, convert_sope_sync_batchnorm, create_model, family, param_groups_weight_decay
 from .models.profile import count_params
 from .precision import resolve_precision
 from .recipe import NONE, PRESETS, Recipe, describe_diff, recipe_diff, recipe_from_dict, resolve
@@ -160,17 +160,22 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def build_model(recipe: Recipe, info) -> DHVT:
-    """The recipe's model at the data set's image size, channels and classes, with its drop path."""
+def build_model(recipe: Recipe, info) -> nn.Module:
+    """The recipe's model (any registered family) at the data set's image size, channels and classes, with its
+    drop path. A CNN ignores the preset's own transformer kwargs (e.g. quick's embed_dim/depth/num_heads) when
+    they are unchanged from the preset; any other argument the CNN does not take is an error."""
     data = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
     for k, v in data.items():
         if k in recipe.model_kwargs and recipe.model_kwargs[k] != v:
             fix = "set img_size instead" if k == "img_size" else "drop it (the data set decides it)"
             raise ValueError(f"model_kwargs {k}={recipe.model_kwargs[k]!r} does not match the data set "
                              f"{info.name!r} ({k} {v}); {fix}.")
+    kwargs = dict(recipe.model_kwargs)
+    if family(recipe.model) is not DHVT and recipe.name in PRESETS:
+        kwargs = {k: v for k, v in kwargs.items() if PRESETS[recipe.name].model_kwargs.get(k, object()) != v}
     return create_model(recipe.model, **{"img_size": info.img_size, "in_chans": info.in_chans,
                                          "num_classes": info.num_classes, "drop_path_rate": recipe.drop_path,
-                                         "drop_rate": recipe.drop, **recipe.model_kwargs})
+                                         "drop_rate": recipe.drop, **kwargs})
 
 
 def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device):

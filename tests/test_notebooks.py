@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dhvtlib import experiments
+from dhvtlib import experiments, results
 from fakedata import MODES, fake_fashion_mnist, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def _table(path: Path) -> pd.DataFrame:
 
 def test_notebooks_are_committed_clean_and_parameterised():
     assert [p.stem for p in NOTEBOOKS] == ["00_quickstart", "01_cifar100", "02_ablation", "03_domainnet",
-                                          "04_imagenet", "05_head_tokens", "06_your_data"]
+                                          "04_imagenet", "05_head_tokens", "06_your_data", "07_data_efficiency"]
     for p in NOTEBOOKS:
         nb = json.loads(p.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -134,6 +134,25 @@ def test_05_head_tokens(kernel, fmnist, tmp_path):
     figs = tmp_path / "res" / "figures"
     for stem in ("head_tokens_0", "head_tokens_1", "class_attention_0", "attributions_0", "attributions_1"):
         assert (figs / f"{stem}.png").is_file() and (figs / f"{stem}.pdf").is_file(), stem
+
+
+def test_07_data_efficiency(kernel, fmnist, tmp_path):
+    _papermill(kernel, "07_data_efficiency", tmp_path, **SMOKE, data_dir=str(fmnist), results_root="res",
+               samples_per_class=[4, 8], seeds=[0], steps=2, batch_size=16, embed_dim=32, depth=2,
+               test_samples_per_class=4)
+    out = tmp_path / "res" / "efficiency" / "fmnist"
+    table = pd.read_csv(out / "efficiency.csv")
+    assert set(zip(table["model"], table["samples_per_class"])) == {(m, n) for m in ("deit", "dhvt", "resnet")
+                                                                     for n in (4, 8)}
+    assert (table["n_seeds"] == 1).all() and (table["steps"] == table["samples_per_class"] * 10 // 16).all()
+    assert set(pd.read_csv(out / "gaps.csv")["samples_per_class"]) == {4, 8}
+    assert all((out / f"top1_vs_samples.{ext}").is_file() for ext in ("png", "pdf"))
+    assert (out / "efficiency.md").read_text().count("| deit |") == 2
+    assert len(list(out.rglob("manifest.json"))) == 6
+    (out / "efficiency.csv").unlink()
+    results.make_figures(tmp_path / "res")  # `make figures` rebuilds the study's table from the stored runs
+    assert pd.read_csv(out / "efficiency.csv").equals(table)
+    assert not (tmp_path / "res" / "figures" / "efficiency_fmnist_curves.png").exists()
 
 
 def test_finetune_specs_cover_tables_7_and_14():

@@ -230,7 +230,7 @@ def convert_sope_sync_batchnorm(model: DHVT, native: bool = True) -> DHVT:
     """Under DDP, make SOPE's BatchNorm2d layers synchronised, as the official model (DAFF keeps per-device BN):
     torch's SyncBatchNorm (`native`, CUDA only) or AllReduceSyncBatchNorm2d (any backend, e.g. gloo on CPU).
     The state_dict layout is unchanged."""
-    if not isinstance(model.patch_embed, SOPE):
+    if not isinstance(getattr(model, "patch_embed", None), SOPE):  # a CNN keeps its per-device BN
         return model
     if native:
         model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
@@ -344,32 +344,40 @@ def list_models() -> list[str]:
 def create_model(name: str, **overrides: Any) -> DHVT:
     """Build a registered variant; any DHVT argument can be overridden (num_classes, in_chans, img_size, an
     ablation flag, drop_path_rate, ...)."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}.")
-    cfg = VARIANTS[name]
+    return build_registered(DHVT, VARIANTS, name, overrides, first_conv="patch_embed.proj", classifier="head")
+
+
+def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: dict[str, Any], *,
+                     first_conv: str, classifier: str) -> nn.Module:
+    """`cls(**registry[name].arch, num_classes=..., **overrides)` with unknown names and arguments refused in one
+    sentence, tagged with `variant` and a timm-style `pretrained_cfg` (input size, mean/std, crop)."""
+    if name not in registry:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
+    cfg = registry[name]
     kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
-    unknown = set(overrides) - set(DHVT.__init__.__code__.co_varnames[1:DHVT.__init__.__code__.co_argcount])
+    unknown = set(overrides) - set(cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount])
     if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.DHVT) for the "
-                         f"accepted ones.")
+        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.models."
+                         f"{cls.__name__}) for the accepted ones.")
     kwargs.update(overrides)
-    model = DHVT(**kwargs)
+    model = cls(**kwargs)
     model.variant = name
     model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
                                                                kwargs["img_size"]),
                                 mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                num_classes=kwargs["num_classes"], first_conv="patch_embed.proj", classifier="head")
+                                num_classes=kwargs["num_classes"], first_conv=first_conv, classifier=classifier)
     return model
 
 
-def _create(name: str, pretrained: bool = False, **kwargs: Any) -> DHVT:
-    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib`."""
+def _create(name: str, pretrained: bool = False, *, build=None, **kwargs: Any) -> nn.Module:
+    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib` (`build`: the
+    family's factory, default DHVT's create_model)."""
     if pretrained:
         raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
                          f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(k, None)
-    return create_model(name, **kwargs)
+    return (build or create_model)(name, **kwargs)
 
 
 @register_model

@@ -3,7 +3,8 @@
 FLOPs follow the convention of the paper's counters (DeepSpeed/fvcore): one multiply-add = one FLOP, counting
 convolutions (grouped and depthwise convs at their true cost, k*k*C_in/groups per output), linear layers and the
 two attention matmuls (QK^T and AV, over N + h tokens with head tokens); norms, activations, pooling and
-element-wise ops are not counted. `python -m dhvtlib.models.profile` prints the table.
+element-wise ops are not counted. The table lists the DHVT/DeiT variants and the CNN baselines (patch and heads
+'-'; dim = the CNN's stage-1 width). `python -m dhvtlib.models.profile` prints it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 from torch import nn
 
 from ..paper import reported, reported_value
-from .dhvt import VARIANTS, create_model
+from . import create_model, list_models
+from .cnn import CNN_VARIANTS
+from .dhvt import VARIANTS
 from .layers import Attention
 
 __all__ = ["Profile", "profile", "count_params", "variant_table", "format_table"]
@@ -84,25 +87,34 @@ def profile(model: nn.Module, img_size: int | None = None, in_chans: int | None 
 
 
 def _paper_size(name: str) -> tuple[float | None, float | None]:
-    """(params in M, GFLOPs) as the paper prints them: Table 17 for DHVT, Table 4's columns for DeiT."""
+    """(params in M, GFLOPs) as the paper prints them: Table 17 for DHVT, Table 4's columns for DeiT, the CNN's
+    own table row (Table 13 for the ResNet-50)."""
     if name.startswith("dhvt"):
         return reported_value("table17", name, "params_m"), reported_value("table17", name, "gflops")
-    hit = [r for r in reported("table4") if r["row"] == name]
+    table, row = (CNN_VARIANTS[name].paper_row or (None, None)) if name in CNN_VARIANTS else ("table4", name)
+    hit = [r for r in reported(table) if r["row"] == row] if table else []
     return (float(hit[0]["params_m"]), float(hit[0]["gflops"])) if hit else (None, None)
 
 
 def variant_table(names: list[str] | None = None) -> list[dict]:
-    """One row per registered variant: our params and GFLOPs beside the official count and the paper's numbers."""
+    """One row per registered model: our params and GFLOPs beside the official count and the paper's numbers."""
     rows = []
-    for name in names or list(VARIANTS):
-        cfg = VARIANTS[name]
+    for name in names or list_models():
+        cfg = VARIANTS.get(name) or CNN_VARIANTS[name]
         prof = profile(create_model(name))
         paper_params, paper_gflops = _paper_size(name)
-        rows.append(dict(model=name, dataset=cfg.dataset, img=cfg.input_size[-1], patch=cfg.arch["patch_size"],
-                         dim=cfg.arch["embed_dim"], heads=cfg.arch["num_heads"], classes=cfg.num_classes,
-                         params=prof.params, official_params=cfg.official_params, paper_params_m=paper_params,
-                         gflops=round(prof.gflops, 3), paper_gflops=paper_gflops))
+        cnn = name in CNN_VARIANTS
+        rows.append(dict(model=name, dataset=cfg.dataset, img=cfg.input_size[-1],
+                         patch="-" if cnn else cfg.arch["patch_size"],
+                         dim=cfg.arch["width"] if cnn else cfg.arch["embed_dim"],
+                         heads="-" if cnn else cfg.arch["num_heads"], classes=cfg.num_classes,
+                         params=prof.params, official_params=None if cnn else cfg.official_params,
+                         paper_params_m=paper_params, gflops=round(prof.gflops, 3), paper_gflops=paper_gflops))
     return rows
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else f"{v}"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -115,7 +127,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r['official_params']:,}" + (" (=)" if r["official_params"] == r["params"] else " (DIFFERS)"))
         lines.append("| " + " | ".join([
             r["model"], str(r["img"]), str(r["patch"]), str(r["dim"]), str(r["heads"]), str(r["classes"]),
-            f"{r['params']:,}", official, f"{r['paper_params_m']}", f"{r['gflops']:.2f}", f"{r['paper_gflops']}"])
+            f"{r['params']:,}", official, _or_dash(r["paper_params_m"]), f"{r['gflops']:.2f}",
+            _or_dash(r["paper_gflops"])])
             + " |")
     return "\n".join(lines)
 
@@ -125,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("models", nargs="*", help="variant names (default: all)")
     args = ap.parse_args(argv)
     for n in args.models:
-        if n not in VARIANTS:
-            ap.error(f"unknown model {n!r}; choose from {', '.join(VARIANTS)}")
+        if n not in list_models():
+            ap.error(f"unknown model {n!r}; choose from {', '.join(list_models())}")
     print(format_table(variant_table(args.models or None)))
     print("\nGFLOPs = multiply-adds per image (conv incl. depthwise at k*k*C/groups, linear, attention matmuls), "
           "the convention of the paper's DeepSpeed counter; params exclude BatchNorm buffers.")
