@@ -197,6 +197,7 @@ def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]
     def build() -> nn.Module:  # by registered name + recorded config (any family); unnamed configs are DHVT kwargs
         return create_model(name, **cfg) if name in list_models() else DHVT(**cfg)
 
+    _check_anchor_shapes(cfg, shapes, path)  # instant: width, depth and classes before anything is built
     try:
         with torch.device("meta"):
             skeleton = build()
@@ -213,6 +214,22 @@ def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]
     model = build()
     model.variant = name
     return model
+
+
+def _check_anchor_shapes(cfg: dict[str, Any], shapes: dict[str, tuple[int, ...]], path: str | os.PathLike) -> None:
+    """The recorded width, depth and class count against the tensors that show them (transformer layouts)."""
+    checks = []
+    if "embed_dim" in cfg and "cls_token" in shapes:
+        checks.append(("embed_dim", cfg["embed_dim"], shapes["cls_token"][-1]))
+    if "depth" in cfg and any(k.startswith("blocks.") for k in shapes):
+        checks.append(("depth", cfg["depth"], 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks."))))
+    if "num_classes" in cfg and "head.weight" in shapes:
+        checks.append(("num_classes", cfg["num_classes"], shapes["head.weight"][0]))
+    for name, recorded, held in checks:
+        if recorded != held:
+            raise ValueError(f"{Path(path).name}'s metadata describes another model than its tensors hold ({name} "
+                             f"{recorded} in the metadata, {held} in the tensors); the file is damaged or crafted: "
+                             "export it again.")
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
