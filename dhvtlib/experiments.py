@@ -121,6 +121,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
 
     from .train import run
 
+    run = _stops_in_one_sentence(run)
     specs = list(specs)
     manifests = []
     for spec in specs:
@@ -143,6 +144,22 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
         frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
         frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
     return frame
+
+
+def _stops_in_one_sentence(run):
+    """`run`, with an interrupt that did not stop at a step boundary (a second Ctrl-C / Kernel > Interrupt) ending
+    in the same one sentence as a graceful stop (dhvtlib.progress.RunInterrupted): no traceback in a notebook."""
+    from .progress import RunInterrupted, interrupted
+
+    def stopping(preset: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return run(preset, **kwargs)
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted(kwargs["output"], tell=kwargs.get("verbose", True)) from None
+
+    return stopping
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -42,6 +42,7 @@ from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indice
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .models import DHVT, convert_sope_sync_batchnorm, create_model, param_groups_weight_decay
 from .models.profile import count_params
+from .progress import interrupted, progress_bar as _progress
 from .recipe import PRESETS, Recipe, resolve
 
 __all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
@@ -356,6 +357,7 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
 
     status = "running"
     stop = _StopFlag()
+    bar = None
     try:
         with stop:
             for epoch in range(start_epoch, recipe.epochs):
@@ -414,6 +416,8 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
         status = "diverged"
         raise
     finally:
+        if bar is not None:  # an interrupted epoch's bar too
+            bar.close()
         if status == "running":
             status = "failed"
         if writer is not None:
@@ -426,9 +430,7 @@ def run(preset: str | Recipe = "quick", *, output: str | os.PathLike | None = No
                 manifest["weights_sha256"] = export_safetensors(model, out / "model.safetensors")
             _write_json(out / "manifest.json", manifest)
     if status == "interrupted":
-        if verbose and d.main:
-            print(f"stopped at a step boundary; resume with resume=True (--resume --output {out})", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise interrupted(out, tell=verbose and d.main)
     return manifest
 
 
@@ -460,14 +462,6 @@ def _epoch_line(row: dict[str, Any], best: dict[str, Any], epochs: int) -> str:
     if "top1" in row:
         s += f"  top1 {row['top1']:6.2f}  top5 {row['top5']:6.2f}  (best {best['top1']:.2f})"
     return s + f"  {row['epoch_s']:.1f}s  {row['img_s']:.0f} img/s"
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _tensorboard(out: Path):
