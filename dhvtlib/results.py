@@ -96,16 +96,21 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """Per-epoch metrics (metrics.jsonl rows) with run_id, experiment, tag and seed columns, for curves.
-    `runs`: a frame from `load_runs`, one run directory, or a root holding several runs."""
+    `runs`: a frame from `load_runs`, one run directory, or a root holding several runs. A relative run_dir that
+    does not exist from the working directory is looked up under the project root (dhvtlib.paths)."""
     if not isinstance(runs, pd.DataFrame):
         path = Path(runs)
         if (path / "metrics.jsonl").exists() and not (path / "manifest.json").exists():
             runs = pd.DataFrame({"run_dir": [str(path)], "run_id": [path.name]})  # a run without its manifest
         else:
             runs = load_runs(path)
+    from .paths import resolve
+
     frames = []
     for run in runs.to_dict("records"):
         path = Path(run["run_dir"]) / "metrics.jsonl"
+        if not path.exists():  # a manifest's relative `output`: relative to the project root, not to this cwd
+            path = resolve(path)
         if not path.exists():
             continue
         df = pd.DataFrame(_read_jsonl(path))
