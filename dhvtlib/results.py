@@ -29,7 +29,7 @@ __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics"
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
            "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
            "make_figures", "main", "table_caption", "drop_empty_columns", "to_latex", "CaptionedTable", "captioned",
-           "runs_summary", "write_report", "DATASET_NAMES"]
+           "runs_summary", "display_epochs", "write_report", "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")

@@ -106,15 +106,24 @@ def image_label(true: int | None = None, predicted: int | None = None,
     return ", ".join(parts)
 
 
+def _tick_labels(values: Sequence[float]) -> list[str]:
+    """The fewest significant digits (at least 2) that tell the values apart: 0.0185, 0.01855, 0.0186."""
+    for digits in range(2, 8):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
 def _panels(image: torch.Tensor, heats: Sequence[torch.Tensor], titles: Sequence[str], mean, std, suptitle: str,
             image_title: str = "image", fig=None, cmap: str = "jet"):
     """The image, then one overlay per map, each with a colour bar in the map's own units (the overlay is min-max
     normalised, the bar says what its colours stand for)."""
     import matplotlib.pyplot as plt
-    from matplotlib import cm, colors, ticker
+    from matplotlib import cm, colors
 
     n = len(heats) + 1
-    fig = fig or plt.figure(figsize=(2.6 * n, 3.0))
+    fig = fig or plt.figure(figsize=(2.9 * n, 3.0), layout="constrained")  # room for each colour bar
     axes = fig.subplots(1, n, squeeze=False)
     axes[0, 0].imshow(_to_rgb(image, mean, std))
     axes[0, 0].set_title(image_title, fontsize="small")
@@ -123,10 +132,10 @@ def _panels(image: torch.Tensor, heats: Sequence[torch.Tensor], titles: Sequence
         ax.imshow(overlay(image, heat, mean, std, cmap=cmap))
         ax.set_title(title, fontsize="small")
         lo, hi = float(heat.min()), float(heat.max())
-        mappable = cm.ScalarMappable(colors.Normalize(lo, hi if hi > lo else lo + 1e-12), cmap)
-        bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+        hi = hi if hi > lo else lo + 1e-12
+        bar = fig.colorbar(cm.ScalarMappable(colors.Normalize(lo, hi), cmap), ax=ax, fraction=0.046, pad=0.03)
+        bar.set_ticks([lo, (lo + hi) / 2, hi], labels=_tick_labels([lo, (lo + hi) / 2, hi]))
         bar.ax.tick_params(labelsize="x-small")
-        bar.ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))  # no offset text over the title
     for ax in axes[0]:
         ax.set_axis_off()
     fig.suptitle(suptitle, fontsize="medium")
@@ -250,7 +259,7 @@ def head_token_explorer(model: nn.Module, images: torch.Tensor, labels: Sequence
     }
     view = w.Image(format="png")
     status = w.HTML()
-    fig = plt.figure(figsize=(9.0, 3.0))
+    fig = plt.figure(figsize=(9.0, 3.0), layout="constrained")
     plt.close(fig)  # drawn into the image widget only, never shown as a figure of its own
 
     def refresh(*_):

@@ -142,7 +142,8 @@ class Lab:
         time.sleep(2)  # let JupyterLab apply the kernel's language_info and spec (this is what marks a file dirty)
 
     def command(self, cmd: str) -> None:
-        self.page.evaluate(f"window.jupyterapp.commands.execute({json.dumps(cmd)})")
+        """Start a JupyterLab command without waiting for it (run-all's promise settles when every cell has run)."""
+        self.page.evaluate("cmd => { window.jupyterapp.commands.execute(cmd); }", cmd)
 
     def kernel_status(self) -> str:
         return self.page.evaluate("window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status"
