@@ -32,7 +32,8 @@ demo: setup data
 test: setup
 	$(VPY) -m pytest -q -n 2 tests
 
-# Every results table and figure, rebuilt from the stored runs under results/ (no training).
+# Every results table (CSV, Markdown, LaTeX) and figure, and results/report.md, rebuilt from the stored runs under
+# results/ (no training; the same runs give the same files).
 figures: setup
 	$(VPY) -m dhvtlib.results figures --root results
 

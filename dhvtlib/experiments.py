@@ -264,6 +264,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     from .recipe import describe_diff, recipe_diff
     from .train import run
 
+    run = _stops_in_one_sentence(run)
     specs = list(specs)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     extra_kwargs = overrides.pop("model_kwargs", {}) or {}
@@ -310,6 +311,22 @@ def _manifest(out: Path) -> dict[str, Any]:
         return json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _stops_in_one_sentence(run):
+    """`run`, with an interrupt that did not stop at a step boundary (a second Ctrl-C / Kernel > Interrupt) ending
+    in the same one sentence as a graceful stop (dhvtlib.progress.RunInterrupted): no traceback in a notebook."""
+    from .progress import RunInterrupted, interrupted
+
+    def stopping(preset: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return run(preset, **kwargs)
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise interrupted(kwargs["output"], tell=kwargs.get("verbose", True)) from None  # (a second Ctrl-C)
+
+    return stopping
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -29,7 +29,8 @@ __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics"
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
            "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
            "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency",
-           "report_efficiency"]
+           "report_efficiency", "table_caption", "drop_empty_columns", "to_latex", "CaptionedTable", "captioned",
+           "runs_summary", "display_epochs", "write_report", "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
@@ -96,16 +97,21 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """Per-epoch metrics (metrics.jsonl rows) with run_id, experiment, tag and seed columns, for curves.
-    `runs`: a frame from `load_runs`, one run directory, or a root holding several runs."""
+    `runs`: a frame from `load_runs`, one run directory, or a root holding several runs. A relative run_dir that
+    does not exist from the working directory is looked up under the project root (dhvtlib.paths)."""
     if not isinstance(runs, pd.DataFrame):
         path = Path(runs)
         if (path / "metrics.jsonl").exists() and not (path / "manifest.json").exists():
             runs = pd.DataFrame({"run_dir": [str(path)], "run_id": [path.name]})  # a run without its manifest
         else:
             runs = load_runs(path)
+    from .paths import resolve
+
     frames = []
     for run in runs.to_dict("records"):
         path = Path(run["run_dir"]) / "metrics.jsonl"
+        if not path.exists():  # a manifest's relative `output`: relative to the project root, not to this cwd
+            path = resolve(path)
         if not path.exists():
             continue
         df = pd.DataFrame(_read_jsonl(path))
@@ -333,14 +339,21 @@ def to_markdown(df: pd.DataFrame, float_fmt: str = ".2f") -> str:
 
 
 def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None, float_fmt: str = ".2f",
-                provenance: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write `<stem>.csv` (full precision) and `<stem>.md` (title, table, provenance footer), atomically."""
+                provenance: Mapping[str, Any] | None = None, caption: str | None = None) -> list[Path]:
+    """Write `<stem>.csv` (every column, full precision) and `<stem>.md` (title, table, provenance footer),
+    atomically. With a `caption` (see `table_caption`) the Markdown carries it as a line under the title, hides
+    the columns that are empty in `df`, and `<stem>.tex` (LaTeX, booktabs) is written beside them."""
     stem = Path(path_stem)
     prov = "; ".join(f"{k}: {v}" for k, v in (provenance or {}).items() if not _missing(v) and v != "")
-    md = (f"## {title}\n\n" if title else "") + to_markdown(df, float_fmt) + \
-        f"\n\n_Provenance: {prov or 'not recorded'}._\n"
-    return [_atomic_write(stem.with_name(stem.name + ".csv"), lambda f: df.to_csv(f, index=False)),
-            _atomic_write(stem.with_name(stem.name + ".md"), lambda f: f.write(md))]
+    shown = df if caption is None else drop_empty_columns(df)
+    md = (f"## {title}\n\n" if title else "") + (f"_{caption}_\n\n" if caption else "") + \
+        to_markdown(shown, float_fmt) + f"\n\n_Provenance: {prov or 'not recorded'}._\n"
+    written = [_atomic_write(stem.with_name(stem.name + ".csv"), lambda f: df.to_csv(f, index=False)),
+               _atomic_write(stem.with_name(stem.name + ".md"), lambda f: f.write(md))]
+    if caption is not None:
+        tex = to_latex(shown, caption, label=f"tab:{stem.parent.name}", float_fmt=float_fmt)
+        written.append(_atomic_write(stem.with_name(stem.name + ".tex"), lambda f: f.write(tex)))
+    return written
 
 
 def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Path]:
@@ -373,7 +386,8 @@ def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
 
 
 def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", ax=None):
-    """`metric` against epoch, one line per `hue` value: mean over seeds with a +-1 std band."""
+    """`metric` against epoch (1-based: the first epoch is 1), one line per `hue` value: mean over seeds with a
+    +-1 std band. The legend sits outside the axes, right of them, so it never covers a curve."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
@@ -381,10 +395,11 @@ def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", a
     set_style()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
+    metrics = display_epochs(metrics)  # stored epochs are 0-based; curves count from 1 like the training log
     sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax)
     ax.set(xlabel="epoch", ylabel=f"{metric} (%)" if "top" in metric else metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize="small", title=hue)
+    ax.legend(fontsize="small", title=hue, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return ax.figure
 
 
@@ -558,9 +573,11 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
         return pd.DataFrame(), []
     agg = aggregate(done)
     table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
+    table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
     written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
                           f"(top-1 %: each run's best epoch, the max over test epochs as the official log; final-epoch mean in "
-                          f"ours_final_mean; delta in the paper's statistic per table)", provenance=provenance(done))
+                          f"ours_final_mean; delta in the paper's statistic per table)", provenance=provenance(done),
+                          caption=table.attrs["caption"])
     stem = experiment.replace("/", "_")
     metrics = load_metrics(done)
     if not metrics.empty and "top1" in metrics:
@@ -578,7 +595,8 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
 
 def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
     """Regenerate every table and figure from the stored runs (no training): `report_experiment` for each
-    experiment found, and the paper's tables under `<root>/paper/`. Returns the paths written."""
+    experiment found, the paper's tables under `<root>/paper/`, and `<root>/report.md` collecting every table and
+    figure with captions (`write_report`). Returns the paths written."""
     root = Path(results_root)
     runs = load_runs(root)
     written: list[Path] = []
@@ -587,20 +605,164 @@ def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
             written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
         else:
             written += report_experiment(root, experiment, runs)[1]
-    return written + export_paper_tables(root / "paper")
+    written += export_paper_tables(root / "paper")
+    return written + ([write_report(root)] if len(runs) else [])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dhvtlib.results", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
-    figures.add_argument("--root", default="results", help="results folder (default: results)")
+    figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
     args = parser.parse_args(argv)
     import matplotlib
 
+    from .paths import output_dir
+
     matplotlib.use("Agg")
-    for path in make_figures(args.root):
+    for path in make_figures(output_dir(args.root)):
         print(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captions, LaTeX, display and the report
+# ---------------------------------------------------------------------------------------------------------------
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                 "imagenet": "ImageNet-1K", "imagefolder": "ImageFolder",
+                 **{f"domainnet_{d}": f"DomainNet {d}" for d in ("clipart", "painting", "sketch", "infograph",
+                                                                  "real", "quickdraw")}}
+
+
+def _budget(runs: pd.DataFrame) -> str:
+    """'20 epochs, 300 images/class' from the runs' configs (values joined when runs differ)."""
+    configs = [json.loads(c) for c in runs.get("config", pd.Series(dtype=object)).dropna() if isinstance(c, str)]
+    epochs = _join(c.get("epochs") for c in configs)
+    per_class = _join(runs["samples_per_class"]) if "samples_per_class" in runs else ""
+    parts = [f"{epochs} epochs"] if epochs else []
+    return ", ".join(parts + [f"{per_class} images/class" if per_class else "all training images"])
+
+
+def table_caption(runs: pd.DataFrame, experiment: str) -> str:
+    """The caption line of an experiment's table: experiment, data set, preset and budget, seeds, commit(s), e.g.
+    'quick: Fashion-MNIST, preset quick (10 epochs, 100 images/class), seeds 0, commit c9aeb05'."""
+    datasets = ", ".join(DATASET_NAMES.get(d, d) for d in _join(runs["dataset"]).split(", ") if d) or "unknown data"
+    commits = ", ".join(c[:7] for c in _join(runs["git_commit"]).split(", ") if c) or "unknown"
+    dirty = " (dirty tree)" if "git_dirty" in runs and runs["git_dirty"].fillna(False).astype(bool).any() else ""
+    n_commits = len(commits.split(", "))
+    return (f"{experiment}: {datasets}, preset {_join(runs['preset']) or 'unknown'} ({_budget(runs)}), "
+            f"seeds {_join(runs['seed'])}, commit{'s' if n_commits > 1 else ''} {commits}{dirty}")
+
+
+def drop_empty_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without the columns whose every value is missing or an empty string (for display)."""
+    empty = [c for c in df if all(_missing(v) or (isinstance(v, str) and not v.strip()) for v in df[c])]
+    return df.drop(columns=empty)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: Any) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def to_latex(df: pd.DataFrame, caption: str | None = None, label: str | None = None, float_fmt: str = ".2f") -> str:
+    """A LaTeX table with booktabs rules (\\toprule, \\midrule, \\bottomrule; needs \\usepackage{booktabs}),
+    numbers right-aligned, missing values empty, special characters escaped."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df]
+    cell = (lambda v: "" if _missing(v) or (isinstance(v, str) and not v)
+            else _tex(format(v, float_fmt) if isinstance(v, float) else v))
+    lines = ["\\begin{table}[ht]", "\\centering"]
+    lines += [f"\\caption{{{_tex(caption)}}}"] if caption else []
+    lines += [f"\\label{{{_tex(label).replace(chr(92) + '_', '_')}}}"] if label else []
+    lines += [f"\\begin{{tabular}}{{{''.join('r' if n else 'l' for n in numeric)}}}", "\\toprule",
+              " & ".join(_tex(c) for c in df.columns) + " \\\\", "\\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in df.itertuples(index=False)]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+class CaptionedTable:
+    """A table as a notebook shows it: the caption line above, empty columns hidden, cells on one line each (no
+    word-per-line wrapping of the note column). `repr` gives the same as text."""
+
+    def __init__(self, table: pd.DataFrame, caption: str | None = None, float_fmt: str = ".2f"):
+        self.table, self.float_fmt = drop_empty_columns(table), float_fmt
+        self.caption = caption if caption is not None else table.attrs.get("caption", "")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        body = self.table.to_html(index=False, na_rep="", float_format=lambda v: format(v, self.float_fmt),
+                                  border=0, classes="dhvtlib-table")
+        return (f"<div><p><b>{escape(self.caption)}</b></p><style>.dhvtlib-table td, .dhvtlib-table th "
+                f"{{white-space: nowrap;}}</style>{body}</div>")
+
+    def _repr_markdown_(self) -> str:
+        return (f"**{self.caption}**\n\n" if self.caption else "") + to_markdown(self.table, self.float_fmt)
+
+    def __repr__(self) -> str:
+        text = self.table.to_string(index=False, na_rep="", float_format=lambda v: format(v, self.float_fmt))
+        return f"{self.caption}\n{text}" if self.caption else text
+
+
+def captioned(table: pd.DataFrame, caption: str | None = None) -> CaptionedTable:
+    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report_experiment`)."""
+    return CaptionedTable(table, caption)
+
+
+def display_epochs(frame: pd.DataFrame, columns: Iterable[str] = ("epoch", "best_epoch")) -> pd.DataFrame:
+    """A copy with the stored 0-based epoch columns shown 1-based (epoch 1 is the first; 'best epoch 10' of a
+    10-epoch run is its last), the one convention of every table, curve and log line."""
+    frame = frame.copy()
+    for c in columns:
+        if c in frame:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce") + 1
+            frame[c] = frame[c].astype("Int64")
+    return frame
+
+
+def runs_summary(runs: pd.DataFrame, columns: Iterable[str] = ("tag", "seed", "best_top1", "best_epoch",
+                                                                "epochs_run", "final_top1", "wall_s")) -> pd.DataFrame:
+    """The runs of `experiments.execute` for display: one row per run, `best_epoch` 1-based (of `epochs_run`)."""
+    return display_epochs(runs[[c for c in columns if c in runs]]).reset_index(drop=True)
+
+
+_FIGURE_CAPTIONS = (("_paper_vs_ours", "paper (reported) vs reproduced top-1, our mean ± std over seeds"),
+                    ("_curves", "test top-1 per epoch (epochs counted from 1), mean ± std over seeds"),
+                    ("_head_tokens", "head-token attention over the patches (last block)"))
+
+
+def _figure_caption(stem: str) -> str:
+    for suffix, text in _FIGURE_CAPTIONS:
+        if stem.endswith(suffix):
+            return f"{stem.removesuffix(suffix)}: {text}"
+    return stem.replace("_", " ")
+
+
+def write_report(results_root: str | os.PathLike) -> Path:
+    """`<root>/report.md`: every experiment's table (as written by `write_table`, with its caption and provenance)
+    and every figure under `<root>/figures/` (PNG, linked to its PDF) with a caption, in a fixed order, so the
+    same stored runs always give the same file."""
+    root = Path(results_root)
+    parts = ["# dhvtlib results report", "",
+             "Regenerated by `make figures` from the stored runs under this folder (no training). Tables: "
+             "`<experiment>/table.{csv,md,tex}`; figures: `figures/*.{png,pdf}`; the paper's numbers: `paper/`.", ""]
+    for md in sorted(root.rglob("table.md")):
+        rel = md.parent.relative_to(root).as_posix()
+        text = md.read_text(encoding="utf-8").replace("## ", "### ", 1)
+        parts += [f"## Table: {rel}", "", text.rstrip(), "",
+                  f"Files: [{rel}/table.csv]({rel}/table.csv), [{rel}/table.tex]({rel}/table.tex)", ""]
+    figures = sorted((root / "figures").glob("*.png"))
+    if figures:
+        parts += ["## Figures", ""]
+    for png in figures:
+        caption = _figure_caption(png.stem)
+        parts += [f"![{caption}](figures/{png.name})", "",
+                  f"*Figure: {caption}* ([PDF](figures/{png.stem}.pdf))", ""]
+    report = "\n".join(parts).rstrip() + "\n"
+    return _atomic_write(root / "report.md", lambda f: f.write(report))
 
 
 if __name__ == "__main__":

@@ -36,16 +36,20 @@ class RunLockedError(RuntimeError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """The run stopped at a step boundary after a signal and left a resumable checkpoint; `signum` is the signal."""
+    """The run stopped at a step boundary after a signal (`signum`) and left a resumable checkpoint in `output`.
+    IPython shows only the message (`_render_traceback_`), so an interrupted notebook cell ends in one sentence."""
 
-    def __init__(self, signum: int, output: str | os.PathLike):
+    def __init__(self, signum: int, output: str | os.PathLike, message: str | None = None):
         self.signum, self.output = signum, str(output)
-        super().__init__(f"stopped by {signal.Signals(signum).name} at a step boundary; resume with resume=True "
-                         f"(--resume --output {output})")
+        super().__init__(message or f"stopped by {signal.Signals(signum).name} at a step boundary; resume with "
+                         f"resume=True (--resume --output {output})")
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
 
 
 def make_run_dir(out: Path) -> bool:
@@ -148,9 +152,11 @@ class StopSignals:
         old = self._old.get(signum)
         fallback = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         signal.signal(signum, old if callable(old) and old is not self._handle else fallback)
+        from .progress import in_kernel
+
         again = "Ctrl-C again to interrupt at once" if signum == signal.SIGINT else "a second signal ends it at once"
-        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint ({again})",
-              file=sys.stderr, flush=True)
+        print(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint ({again})",
+              file=sys.stdout if in_kernel() else sys.stderr, flush=True)  # no red stderr block in a notebook
 
     def __exit__(self, *exc: Any) -> None:
         for s, old in self._old.items():

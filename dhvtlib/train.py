@@ -48,6 +48,7 @@ from .precision import resolve_precision
 from .recipe import NONE, PRESETS, Recipe, describe_diff, recipe_diff, recipe_from_dict, resolve
 from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, make_run_dir, nonfinite_tensors,
                      remove_stale_temp)
+from .progress import interrupted, progress_bar as _progress
 
 __all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
 
@@ -507,6 +508,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     status, error = "running", None
     stop = StopSignals()
     due = _checkpoint_due(recipe, saved_at, dev)
+    bar = None
     try:
         with stop:
             for epoch in range(start_epoch, recipe.epochs):
@@ -576,6 +578,8 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         error = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if bar is not None:  # an interrupted epoch's bar too
+            bar.close()
         if status == "running":
             status = "failed"
         if writer is not None:
@@ -591,9 +595,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
             _write_metrics(out, history)  # the manifest and metrics always describe the same epochs
             _write_json(out / "manifest.json", manifest)
     if status == "interrupted":
-        if verbose and d.main:
-            print(f"stopped at a step boundary; resume with resume=True (--resume --output {out})", file=sys.stderr)
-        raise RunInterrupted(stop.signum or signal.SIGINT, out)
+        raise interrupted(out, tell=verbose and d.main, signum=stop.signum or signal.SIGINT)
     return manifest
 
 
@@ -655,14 +657,6 @@ def _epoch_line(row: dict[str, Any], best: dict[str, Any], epochs: int) -> str:
     if "top1" in row:
         s += f"  top1 {row['top1']:6.2f}  top5 {row['top5']:6.2f}  (best {best['top1']:.2f})"
     return s + f"  {row['epoch_s']:.1f}s  {row['img_s']:.0f} img/s"
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _tensorboard(out: Path):

@@ -1,8 +1,12 @@
 """Every notebook runs under papermill with smoke parameters (kernel from .venv, passed with -k) and writes the
-files it must; notebooks are committed without outputs; validation rejects unknown values clearly."""
+files it must, with no warning, stderr text or progress bar in its outputs; paths resolve against the project root
+whatever the working directory; an interrupted run ends in one sentence; notebooks are committed without outputs,
+in nbformat's normalised form; validation rejects unknown values clearly."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,13 +39,46 @@ def fmnist(tmp_path_factory) -> Path:
     return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
 
 
-def _papermill(kernel: str, name: str, out_dir: Path, **params) -> Path:
+def _papermill(kernel: str, name: str, out_dir: Path, *, cwd: Path | None = None, env: dict | None = None,
+               ok: bool = True, **params) -> Path:
+    """Run a notebook; unless told otherwise (`cwd`), from `out_dir`, and check its outputs are clean."""
     out = out_dir / f"{name}.out.ipynb"
+    cwd = cwd or out_dir
     args = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), "-k", kernel,
-            "--cwd", str(out_dir), "--no-progress-bar", "-y", json.dumps(params)]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=out_dir)
-    assert r.returncode == 0, r.stderr[-4000:]
+            "--cwd", str(cwd), "--no-progress-bar", "-y", json.dumps(params)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
+    assert (r.returncode == 0) == ok, r.stderr[-4000:]
+    if ok:
+        _assert_clean_outputs(out)
     return out
+
+
+WARNING = re.compile(r"warn|deprecat|IProgress|Traceback", re.IGNORECASE)
+TQDM = re.compile(r"\d+%\||it/s|s/it")
+
+
+def _outputs(path: Path) -> list[tuple[int, dict]]:
+    nb = json.loads(path.read_text())
+    return [(i, o) for i, c in enumerate(nb["cells"]) for o in c.get("outputs", [])]
+
+
+def _text(output: dict) -> str:
+    parts = [output.get("text", ""), *output.get("data", {}).values(), *output.get("traceback", [])]
+    return "".join("".join(p) if isinstance(p, list) else p if isinstance(p, str) else json.dumps(p) for p in parts)
+
+
+def _assert_clean_outputs(path: Path) -> None:
+    """No stderr stream, no warning text, no progress bar (text or widget) in any output cell."""
+    for i, o in _outputs(path):
+        assert not (o["output_type"] == "stream" and o["name"] == "stderr"), (path.name, i, _text(o)[:500])
+        assert not WARNING.search(_text(o)), (path.name, i, _text(o)[:500])
+        assert not TQDM.search(_text(o)), (path.name, i, _text(o)[:500])
+        widget = o.get("data", {}).get("text/plain", "")
+        assert "HBox(children=(HTML(value=" not in "".join(widget), (path.name, i)  # tqdm's widget bar
+
+
+def _all_text(path: Path) -> str:
+    return "\n".join(_text(o) for _, o in _outputs(path))
 
 
 def _table(path: Path) -> pd.DataFrame:
@@ -55,12 +92,32 @@ def test_notebooks_are_committed_clean_and_parameterised():
     assert [p.stem for p in NOTEBOOKS] == ["00_quickstart", "01_cifar100", "02_ablation", "03_domainnet",
                                           "04_imagenet", "05_head_tokens", "06_your_data", "07_data_efficiency"]
     for p in NOTEBOOKS:
-        nb = json.loads(p.read_text())
+        text = p.read_text()
+        nb = json.loads(text)
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), p.name
         assert "parameters" in code[0]["metadata"].get("tags", []), p.name
         assert "validate(" in "".join(code[1]["source"]), p.name  # one validation call right after the parameters
-        assert nb["metadata"]["kernelspec"]["name"] == KERNEL
+        assert nb["metadata"]["kernelspec"] == {"display_name": "dhvtlib (.venv)", "language": "python", "name": KERNEL}
+
+
+def test_opening_a_notebook_does_not_modify_it():
+    """Jupyter saves nbformat's normalised form (plus a newline), and JupyterLab overwrites language_info with the
+    kernel's on opening: both must already equal what is committed, or opening marks the notebook modified."""
+    import nbformat
+    from ipykernel.ipkernel import IPythonKernel
+
+    kernel_info = dict(IPythonKernel.language_info)
+    for p in NOTEBOOKS:
+        text = p.read_text()
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+        assert nbformat.writes(nb) + "\n" == text, p.name
+        assert (nb.nbformat, nb.nbformat_minor) == (4, 5) and all(c.get("id") for c in nb.cells), p.name
+        stored = dict(nb.metadata["language_info"])
+        assert stored.pop("version").split(".")[:2] == kernel_info.pop("version").split(".")[:2], p.name
+        assert stored == kernel_info, p.name
+        kernel_info = dict(IPythonKernel.language_info)
 
 
 def test_validation_rejects_unknown_values_listing_valid_ones():
@@ -82,25 +139,40 @@ def test_validation_rejects_unknown_values_listing_valid_ones():
 SMOKE = dict(preset="smoke", device="cpu")
 
 
-def test_00_quickstart(kernel, fmnist, tmp_path):
-    _papermill(kernel, "00_quickstart", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res")
-    df = _table(tmp_path / "res" / "quick" / "table")
+def test_00_quickstart_from_another_working_directory(kernel, fmnist, tmp_path):
+    """As JupyterLab runs it (working directory notebooks/), with the project root elsewhere (DHVTLIB_ROOT) and
+    the default output_dir: runs, tables and figures land under <root>/results, data_dir resolves under <root>."""
+    root, cwd = tmp_path / "project", tmp_path / "project" / "notebooks"
+    cwd.mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "data" / "fm").symlink_to(fmnist)
+    out = _papermill(kernel, "00_quickstart", tmp_path, cwd=cwd, env={"DHVTLIB_ROOT": str(root)}, **SMOKE,
+                     data_dir="data/fm")
+    res = root / "results"
+    df = _table(res / "quick" / "table")
     assert set(df["tag"]) == {"dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"}
     for stem in ("quick_curves", "quick_head_tokens"):
-        assert (tmp_path / "res" / "figures" / f"{stem}.png").is_file()
-        assert (tmp_path / "res" / "figures" / f"{stem}.pdf").is_file()
-    assert len(list((tmp_path / "res" / "quick").rglob("manifest.json"))) == 2
+        assert (res / "figures" / f"{stem}.png").is_file()
+        assert (res / "figures" / f"{stem}.pdf").is_file()
+    assert len(list((res / "quick").rglob("manifest.json"))) == 2
+    assert sorted(p.name for p in cwd.iterdir()) == []  # nothing written beside the notebook
+    assert {p.name for p in (res / "quick").iterdir()} >= {"table.csv", "table.md", "table.tex"}
+    text = _all_text(out)
+    assert "quick: Fashion-MNIST, preset smoke (" in text and ", seeds 0, commit" in text  # the caption line
+    assert "not in the paper" in text and "paper_top1" not in text.split("quick: Fashion-MNIST")[1][:2000]
+    epochs = json.loads(next((res / "quick").rglob("manifest.json")).read_text())["config"]["epochs"]
+    assert "best_epoch" in text and f"{epochs}/{epochs}" in text  # 1-based, as the log
 
 
 def test_01_cifar100(kernel, fmnist, tmp_path):
-    _papermill(kernel, "01_cifar100", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res",
+    _papermill(kernel, "01_cifar100", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"),
                dataset="fashion_mnist", seeds=[0], models=["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch2"])
     df = _table(tmp_path / "res" / "cifar100" / "table")
     assert df.set_index("tag").loc["table4/dhvt_tiny_cifar_patch4", "paper_top1"] == 80.93
 
 
 def test_02_ablation_two_seeds(kernel, fmnist, tmp_path):
-    _papermill(kernel, "02_ablation", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res",
+    _papermill(kernel, "02_ablation", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"),
                dataset="fashion_mnist", table="5", rows=["pe", "sope_daff"], seeds=[0, 1])
     df = _table(tmp_path / "res" / "ablation" / "table5_tiny" / "table").set_index("tag")
     assert df.loc["table5/sope_daff", "paper_top1"] == 80.35 and list(df["n_seeds"]) == [2, 2]
@@ -110,14 +182,14 @@ def test_02_ablation_two_seeds(kernel, fmnist, tmp_path):
 
 
 def test_03_domainnet(kernel, fmnist, tmp_path):
-    _papermill(kernel, "03_domainnet", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res",
+    _papermill(kernel, "03_domainnet", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"),
                dataset="fashion_mnist", seeds=[0], domains=["clipart"], models=["dhvt_tiny_domain_patch16"])
     df = _table(tmp_path / "res" / "domainnet" / "table")
     assert df["paper_top1"].tolist() == [71.73]
 
 
 def test_04_imagenet_and_finetune(kernel, fmnist, tmp_path):
-    _papermill(kernel, "04_imagenet", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res",
+    _papermill(kernel, "04_imagenet", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"),
                dataset="fashion_mnist", models=["dhvt_tiny_imagenet_patch16"], finetune=True,
                finetune_preset="smoke", finetune_targets=["clipart"], finetune_data_dir=str(fmnist),
                finetune_dataset="fashion_mnist")
@@ -129,11 +201,32 @@ def test_04_imagenet_and_finetune(kernel, fmnist, tmp_path):
 
 
 def test_05_head_tokens(kernel, fmnist, tmp_path):
-    _papermill(kernel, "05_head_tokens", tmp_path, **SMOKE, data_dir=str(fmnist), output_dir="res", n_images=2,
-               n_steps=4)
+    out = _papermill(kernel, "05_head_tokens", tmp_path, **SMOKE, data_dir=str(fmnist),
+                     output_dir=str(tmp_path / "res"), n_images=2, n_steps=4)
     figs = tmp_path / "res" / "figures"
     for stem in ("head_tokens_0", "head_tokens_1", "class_attention_0", "attributions_0", "attributions_1"):
         assert (figs / f"{stem}.png").is_file() and (figs / f"{stem}.pdf").is_file(), stem
+    text = _all_text(out)
+    from dhvtlib.data.datasets import FASHION_MNIST_CLASSES
+
+    table = re.findall(r"<td>([^<]+)</td>", text)  # the true / predicted table shows class names, not indices
+    assert table and set(table) <= {*FASHION_MNIST_CLASSES, "0", "1"}, table
+    assert "VBox" in text  # the explorer was built and drawn headless without error
+
+
+def test_interrupted_run_ends_in_one_sentence(kernel, fmnist, tmp_path):
+    """A Ctrl-C / Kernel > Interrupt mid-epoch (a real SIGINT): the cell ends in the stop sentence, no traceback,
+    no stderr progress text; re-running resumes and completes."""
+    params = dict(**SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"), dataset="fashion_mnist",
+                  seeds=[0], models=["dhvt_tiny_cifar_patch4"])
+    out = _papermill(kernel, "01_cifar100", tmp_path, ok=False, env={"DHVTLIB_TEST_SIGNAL": "INT:0:1"}, **params)
+    errors = [o for _, o in _outputs(out) if o["output_type"] == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "RunInterrupted"
+    assert len(errors[0]["traceback"]) == 1 and errors[0]["traceback"][0].endswith("Re-run this cell to resume.")
+    for _, o in _outputs(out):
+        assert "Traceback" not in _text(o) and not TQDM.search(_text(o))
+    _papermill(kernel, "01_cifar100", tmp_path, **params)
+    assert _table(tmp_path / "res" / "cifar100" / "table")["n_seeds"].tolist() == [1]
 
 
 def test_07_data_efficiency(kernel, fmnist, tmp_path):

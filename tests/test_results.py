@@ -356,7 +356,7 @@ def test_make_figures(runs_root):
     with pytest.warns(UserWarning):
         written = results.make_figures(runs_root)
     rel = {str(p.relative_to(runs_root)) for p in written}
-    expected = {"ablation/table.csv", "ablation/table.md", "quick/table.csv", "quick/table.md",
+    expected = {*(f"{e}/table.{ext}" for e in ("ablation", "quick") for ext in ("csv", "md", "tex")), "report.md",
                 *(f"figures/{name}.{ext}" for name in ("ablation_curves", "ablation_paper_vs_ours", "quick_curves")
                   for ext in ("png", "pdf")),
                 *(f"paper/{t}.csv" for t in [*SPEC_SECTION, "all"])}
@@ -398,3 +398,78 @@ def test_delta_uses_the_papers_statistic_per_table():
     assert t4["paper_statistic"] == "best of 5" and t4["delta"] == pytest.approx(82.0 - 80.93)
     assert t5["paper_statistic"] == "mean of 4" and t5["delta"] == pytest.approx(80.0 - t5["paper_top1"])
     assert t4["ours_final_mean"] == pytest.approx(80.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# captions, hidden columns, LaTeX, 1-based epochs, the report (issue 17.4, 18.1, 18.2)
+# ---------------------------------------------------------------------------------------------------------------
+def test_table_caption_and_hidden_columns(runs_root):
+    with pytest.warns(UserWarning):
+        runs = results.load_runs(runs_root)
+    quick = runs[runs["experiment"].eq("quick")]
+    caption = results.table_caption(quick, "quick")
+    assert caption == "quick: CIFAR-100, preset ablation (3 epochs, all training images), seeds 0, commit abc1234"
+    table, _ = results.report_experiment(runs_root, "quick", runs)
+    assert table.attrs["caption"] == caption and table["paper_top1"].isna().all()
+    shown = results.captioned(table)
+    assert "paper_top1" not in shown.table and "delta" not in shown.table and "note" in shown.table
+    html = shown._repr_html_()
+    assert caption in html and "white-space: nowrap" in html  # the note column does not wrap word by word
+    assert repr(shown).splitlines()[0] == caption and caption in shown._repr_markdown_()
+    md = (runs_root / "quick" / "table.md").read_text()
+    assert f"_{caption}_" in md and "paper_top1" not in md
+    assert "paper_top1" in pd.read_csv(runs_root / "quick" / "table.csv")  # the CSV keeps every column
+
+
+def test_to_latex_booktabs():
+    df = pd.DataFrame({"tag": ["table5/sope_daff", "a & b"], "top1": [80.351, math.nan], "note": ["100% _x_", ""]})
+    tex = results.to_latex(df, caption="ladder: Fashion-MNIST", label="tab:ladder")
+    assert tex.splitlines() == [
+        r"\begin{table}[ht]", r"\centering", r"\caption{ladder: Fashion-MNIST}", r"\label{tab:ladder}",
+        r"\begin{tabular}{lrl}", r"\toprule", r"tag & top1 & note \\", r"\midrule",
+        r"table5/sope\_daff & 80.35 & 100\% \_x\_ \\", r"a \& b &  &  \\", r"\bottomrule", r"\end{tabular}",
+        r"\end{table}"]
+
+
+def test_epochs_display_one_based(runs_root):
+    with pytest.warns(UserWarning):
+        runs = results.load_runs(runs_root)
+    summary = results.runs_summary(runs[runs["completed"]])
+    assert summary["best_epoch"].unique().tolist() == [2]  # stored 1 (0-based): the second of 3 epochs
+    assert runs["best_epoch"].unique().tolist() == [1]  # the stored field is left as it is
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = results.plot_curves(results.load_metrics(runs[runs["experiment"].eq("quick")]))
+    xs = fig.axes[0].lines[0].get_xdata()
+    assert list(xs) == [1, 2, 3]
+    legend = fig.axes[0].get_legend()
+    assert legend.get_bbox_to_anchor().x0 > fig.axes[0].get_window_extent().x1 - 1  # right of the axes
+
+
+def test_make_figures_is_deterministic_and_writes_the_report(runs_root):
+    with pytest.warns(UserWarning):
+        first = {p: p.read_bytes() for p in results.make_figures(runs_root)}
+    with pytest.warns(UserWarning):
+        second = {p: p.read_bytes() for p in results.make_figures(runs_root)}
+    assert first == second
+    report = (runs_root / "report.md").read_text()
+    assert report.count("## Table: ") == 2 and "## Table: ablation" in report and "## Table: quick" in report
+    assert "![quick: test top-1 per epoch" in report and "(figures/quick_curves.png)" in report
+    assert "quick: CIFAR-100, preset ablation" in report and "[quick/table.tex](quick/table.tex)" in report
+
+
+def test_committed_results_are_current(tmp_path):
+    """`make figures` on a copy of results/ changes nothing: the committed tables, report and figures are what the
+    stored runs give."""
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT / "results", copy, ignore=shutil.ignore_patterns("*.pt", "*.safetensors*"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for path in results.make_figures(copy):
+        rel = path.relative_to(copy)
+        if path.suffix in (".md", ".tex", ".csv"):
+            assert path.read_text().replace(str(copy), "<root>") == (ROOT / "results" / rel).read_text(), rel

@@ -130,11 +130,51 @@ def test_figures(tmp_path):
     figs = {"head_tokens": viz.plot_head_tokens(model, image, MEAN, STD),
             "class": viz.plot_class_attention(model, image, MEAN, STD, layer=0),
             "attributions": viz.plot_attributions(model, image, 2, MEAN, STD, n_steps=4)}
-    assert [len(f.axes) for f in figs.values()] == [1 + HEADS, 2 + HEADS, 1 + len(viz.ATTRIBUTION_METHODS)]
+    # the image, then one panel per map, each with its colour bar
+    assert [len(f.axes) for f in figs.values()] == [1 + 2 * HEADS, 1 + 2 * (1 + HEADS),
+                                                    1 + 2 * len(viz.ATTRIBUTION_METHODS)]
+    assert figs["head_tokens"]._suptitle.get_text().endswith("block 2 of 2")
+    assert figs["class"]._suptitle.get_text().endswith("block 1 of 2")
     grey = viz.plot_head_tokens(_model(1, 28), torch.randn(1, 1, 28, 28), MEAN[:1], STD[:1])
     for name, fig in {**figs, "grey": grey}.items():
         paths = save_figure(fig, tmp_path / name)
         assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
         plt.close(fig)
     assert not list(tmp_path.glob(".*"))
+    _no_hooks(model)
+
+
+NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def test_names_and_blocks():
+    model = _model()
+    assert viz.block_name(model, -1) == "block 2 of 2" and viz.block_name(model, 0) == "block 1 of 2"
+    with pytest.raises(ValueError, match="out of range"):
+        viz.block_name(model, 2)
+    assert viz.image_label(9, 7, NAMES) == "true: Ankle boot, predicted: Sneaker"
+    assert viz.image_label(9, 7) == "true: 9, predicted: 7"
+    fig = viz.plot_attributions(model, torch.randn(3, 32, 32), 7, MEAN, STD, methods=["occlusion"],
+                                class_names=NAMES, label=viz.image_label(9, 7, NAMES))
+    assert fig._suptitle.get_text() == "attributions for class Sneaker"
+    assert fig.axes[0].get_title() == "true: Ankle boot, predicted: Sneaker"
+    plt.close(fig)
+
+
+def test_head_token_explorer_updates_in_place():
+    pytest.importorskip("ipywidgets")
+    model = _model(1, 28)
+    explorer = viz.head_token_explorer(model, torch.randn(6, 1, 28, 28), [9, 7, 1, 7, 0, 3], class_names=NAMES,
+                                       mean=MEAN[:1], std=STD[:1], methods=["occlusion", "integrated_gradients"],
+                                       n_steps=2)
+    status, image = explorer.children[2], explorer.children[3]
+    first = image.value
+    assert first[:4] == b"\x89PNG" and status.value.startswith("image 0: true: Ankle boot, predicted: ")
+    explorer.controls["cls"].value = 7  # the first Sneaker
+    assert explorer.controls["index"].value == 1 and "true: Sneaker" in status.value and image.value != first
+    for name, value in (("block", 1), ("token", 2), ("method", "integrated_gradients")):
+        before = image.value
+        explorer.controls[name].value = value
+        assert image.value != before, name
+    assert explorer.controls["block"].max == len(model.blocks)
     _no_hooks(model)

@@ -1,0 +1,89 @@
+"""What a person sees while a run trains: one progress bar per epoch where it helps, nothing where it is noise, and
+one sentence (no traceback) when a run is interrupted.
+
+The bar depends on where the run is (`bar_kind`):
+- a Jupyter kernel started by a Jupyter server (JupyterLab, Notebook; the server sets JPY_SESSION_NAME for the
+  kernels of its sessions) with ipywidgets installed: a widget bar, updated in place and removed at the end of
+  the epoch (also when the epoch is interrupted);
+- any other kernel (papermill and nbclient start kernels themselves, with no widget frontend): no bar, since
+  widget or text bars become frozen outputs or hundreds of lines in the executed notebook;
+- a terminal: tqdm's text bar when stderr is a terminal, none when it is a file or a pipe (CI logs).
+DHVTLIB_PROGRESS=widget|text|off overrides the choice. The one-line epoch summary is printed either way.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .rundir import RunInterrupted
+
+__all__ = ["ENV_PROGRESS", "bar_kind", "progress_bar", "in_kernel", "RunInterrupted", "interrupted"]
+
+ENV_PROGRESS = "DHVTLIB_PROGRESS"
+KINDS = ("widget", "text", "off")
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel, whoever started it."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _has_ipywidgets() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bar_kind() -> str:
+    """'widget', 'text' or 'off' for this process (see the module docstring)."""
+    kind = os.environ.get(ENV_PROGRESS, "").strip().lower()
+    if kind in KINDS:
+        return kind
+    if in_kernel():
+        return "widget" if os.environ.get("JPY_SESSION_NAME") and _has_ipywidgets() else "off"
+    return "text" if sys.stderr.isatty() else "off"
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str) -> Any:
+    """A tqdm bar for one epoch (`update(1)` per step, `close()` at the end), or None where no bar is shown."""
+    kind = bar_kind() if enabled else "off"
+    if kind == "off":
+        return None
+    kwargs = dict(total=total, initial=initial, desc=desc, leave=False)
+    if kind == "widget":
+        return _widget_bar_class()(**kwargs)
+    from tqdm import tqdm
+
+    return tqdm(dynamic_ncols=True, **kwargs)
+
+
+def _widget_bar_class():
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    class WidgetBar(notebook_tqdm):
+        """tqdm's widget bar, removed on close also when the epoch did not finish (tqdm keeps it then, red)."""
+
+        def close(self):
+            super().close()
+            if not self.leave and getattr(self, "container", None) is not None:
+                self.container.close()
+
+    return WidgetBar
+
+
+def interrupted(output: str | os.PathLike, tell: bool = True, signum: int = signal.SIGINT) -> RunInterrupted:
+    """The exception `dhvtlib.train.run` raises when stopped (by `signum`): in a kernel its message says to re-run the
+    cell; in a terminal the sentence (with the --resume command) is printed on its own line to stderr when `tell`."""
+    if in_kernel():
+        return RunInterrupted(signum, output, f"Stopped at a step boundary; the checkpoint is in {Path(output)}. "
+                              "Re-run this cell to resume.")
+    message = f"stopped at a step boundary; resume with resume=True (--resume --output {output})"
+    if tell:
+        print(message, file=sys.stderr, flush=True)
+    return RunInterrupted(signum, output, message)
