@@ -144,7 +144,8 @@ def list_presets() -> list[str]:
 NONE = "none"
 # Recipe fields that never change the maths (how fast, how often to save): a completed run is reused and an
 # interrupted one resumed across changes to these.
-EXECUTION_FIELDS = frozenset({"num_workers", "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_minutes"})
+EXECUTION_FIELDS = frozenset({"num_workers", "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_minutes",
+                              "memory_budget_gb", "cache_dir"})
 
 
 def optional_fields() -> frozenset[str]:
