@@ -4,6 +4,9 @@ from .datasets import (DATASETS, DOMAINNET_DOMAINS, DatasetInfo, InMemoryImages,
 
 __all__ = ["DATASETS", "DOMAINNET_DOMAINS", "DatasetInfo", "InMemoryImages", "dataset_info", "default_data_dir",
            "fetch_fashion_mnist", "load_split", "read_idx", "samples_per_class_indices", "subset_per_class",
-           "BatchAugment", "build_pil_transform", "normalize_batch"]
+           "BatchAugment", "build_pil_transform", "normalize_batch", "FolderError", "load_image", "own_data",
+           "scan_folder"]
 # augment: BatchAugment, normalize_batch, build_pil_transform (data/augment.py)
 from .augment import BatchAugment, build_pil_transform, normalize_batch  # noqa: E402
+# folder: your own image folder, checked, split and decoded once (data/folder.py)
+from .folder import FolderError, load_image, own_data, scan_folder  # noqa: E402

@@ -1,7 +1,8 @@
 """Data sets of the paper (spec section 3): the registry, on-disk loaders and per-class subsets.
 
 CIFAR-10/100 and Fashion-MNIST load into `InMemoryImages` (uint8 [N, C, H, W]; augmentation runs on the batch, see
-data/augment.py); ImageNet, DomainNet and any ImageFolder load as torchvision `ImageFolder`s of (RGB PIL, int).
+data/augment.py); ImageNet and DomainNet load as torchvision `ImageFolder`s of (RGB PIL, int). Training on your own
+folder ('imagefolder') goes through data/folder.py (decoded once into InMemoryImages when it fits in memory).
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ DATASETS: dict[str, DatasetInfo] = {
     **{f"domainnet_{d}": _domainnet_info(d) for d in DOMAINNET_DOMAINS},
     # num_classes is counted from the data directory by dataset_info; img_size may be overridden by the caller.
     "imagefolder": DatasetInfo("imagefolder", 0, 3, 224, IMAGENET_MEAN, IMAGENET_STD, False, None, None,
-                               "any root/train/<class>/, root/val/<class>/ (or root/test/<class>/)"),
+                               "any root/<class>/ (split here) or root/train/<class>/ + root/val/<class>/ (or "
+                               "test/); see data/folder.py"),
 }
 
 
