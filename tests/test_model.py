@@ -456,4 +456,4 @@ def test_profile_matches_torch_flop_counter_on_explicit_attention():
 
 
 def test_package_exposes_version_and_models():
-    assert dhvtlib.__version__ and set(dhvtlib.list_models()) == set(VARIANTS)
+    assert dhvtlib.__version__ and set(dhvtlib.list_models()) == set(VARIANTS) | set(dhvtlib.models.CNN_VARIANTS)
