@@ -17,13 +17,13 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import logging
 import math
 import os
 import platform
 import random
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -259,7 +259,7 @@ def _folder_subset(ds, n: int | None, flag: str, split: str, seed: int, verbose:
         return subset_per_class(ds, n, seed=seed, flag=flag, split=split)
     if verbose:
         print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using every {split} "
-              f"image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).", file=sys.stderr)
+              f"image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).", flush=True)
     return ds
 
 
@@ -290,9 +290,15 @@ def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Opt
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay),
                                       lr=recipe.effective_lr, eps=recipe.opt_eps, betas=recipe.opt_betas)
-    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
-                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
-                                  t_in_epochs=True)
+    cosine_log = logging.getLogger(CosineLRScheduler.__module__)
+    level = cosine_log.level
+    cosine_log.setLevel(logging.ERROR)  # its "no effect when t_initial = 1" note is expected for a 1-epoch run
+    try:
+        scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
+                                      warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
+                                      t_in_epochs=True)
+    finally:
+        cosine_log.setLevel(level)
     return optimizer, scheduler
 
 

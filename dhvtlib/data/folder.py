@@ -35,7 +35,6 @@ import io
 import json
 import os
 import statistics
-import sys
 import time
 import warnings
 from collections import Counter
@@ -401,8 +400,8 @@ class FileImages(Dataset):
 
 
 def _say(verbose: bool, msg: str) -> None:
-    if verbose:
-        print(msg, file=sys.stderr, flush=True)
+    if verbose:  # information (what was chosen and why), on stdout: a notebook shows no red stderr block
+        print(msg, flush=True)
 
 
 def _bad_sentence(root: Path, bad: list[tuple[str, str]]) -> str:
