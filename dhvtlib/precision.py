@@ -17,7 +17,7 @@ import torch
 __all__ = ["PRECISIONS", "resolve_precision", "cpu_bf16_capability"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")  # x86 (AMX, AVX512), Arm (NEON, SVE)
+_NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16", "svebf16")  # x86 (AMX, AVX512), Arm
 
 
 def cpu_bf16_capability() -> tuple[bool, str]:

@@ -51,7 +51,7 @@ def test_auto_on_cpu_follows_native_bf16(monkeypatch, flags, native):
 
 def test_auto_on_this_machine_agrees_with_its_cpu_flags():
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    native = any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+    native = any(f in flags.split() for f in ("amx_bf16", "avx512_bf16", "bf16", "svebf16"))  # x86, Arm
     assert resolve_precision("auto", "cpu")[0] == ("bf16" if native else "fp32")
 
 

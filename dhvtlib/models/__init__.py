@@ -8,11 +8,13 @@ from . import dhvt as _dhvt
 from .cnn import CNN, CNN_VARIANTS, create_cnn, matched_width
 from .dhvt import (DHVT, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantCfg, convert_sope_sync_batchnorm,
                    fuse_batchnorm, param_groups_weight_decay)
-from .layers import DAFF, SOPE, Affine, Attention, Block, LinearPatchEmbed, Mlp
+from .layers import (DAFF, SOPE, Affine, AllReduceSyncBatchNorm2d, Attention, Block, LinearPatchEmbed, Mlp,
+                     SplitBatchNorm2d)
 
 __all__ = ["DHVT", "CNN", "VARIANTS", "CNN_VARIANTS", "VariantCfg", "convert_sope_sync_batchnorm", "create_model",
            "family", "fuse_batchnorm", "list_models", "matched_width", "param_groups_weight_decay",
-           "IMAGENET_MEAN", "IMAGENET_STD", "SOPE", "Affine", "Attention", "DAFF", "Block", "LinearPatchEmbed", "Mlp"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "SOPE", "Affine", "Attention", "DAFF", "Block", "LinearPatchEmbed", "Mlp",
+           "SplitBatchNorm2d", "AllReduceSyncBatchNorm2d"]
 
 
 def list_models() -> list[str]:
