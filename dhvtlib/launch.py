@@ -390,6 +390,7 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     them; returns {run directory: job id}. The caller builds the table from the run directories."""
     if cfg.launcher == "inline":
         raise ValueError("launch() is for launchers 'local' and 'slurm'; 'inline' runs in execute().")
+    _submitit()
     folder = Path(cfg.folder or Path(results_root) / ".submitit")
     registry = _Registry(folder)
     jobs: dict[str, Any] = {}
@@ -452,8 +453,8 @@ def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registr
     for task in tasks:
         state = run_state(task.output)
         if state["status"] != "completed" and task.output in jobs:
-            status = "stopped (its job ended without finishing it)" if state["status"] == "running?" else state[
-                "status"]
+            status = {"running?": "stopped (its job ended without finishing it)",
+                      "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
             tail = _log_tail(jobs[task.output])
             print(f"{task.tag} seed {task.seed} is {status}"
                   + (f": {state['error']}" if state.get("error") else "")
