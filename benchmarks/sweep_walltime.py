@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
         t_local = time.perf_counter() - t0
     out = {"runs": len(specs), "preset": args.preset, "epochs": args.epochs, "workers": args.workers,
            "threads": args.threads, "inline_s": round(t_inline, 1), "local_s": round(t_local, 1),
-           "inline_run_s": round(float(inline["wall_s"].sum()), 1), "local_run_s": round(float(local["wall_s"].sum()), 1),
+           "inline_run_s": round(float(inline["wall_s"].sum()), 1),
+           "local_run_s": round(float(local["wall_s"].sum()), 1),
            "completed": [list(inline["status"]).count("completed"), list(local["status"]).count("completed")],
            "load_average": os.getloadavg(), "cpus": os.cpu_count()}
     print(json.dumps(out))

@@ -379,7 +379,7 @@ def _alive(job, entry: Mapping[str, Any]) -> bool:
 
 
 def _log_tail(job, lines: int = _LOG_LINES) -> str:
-    text = "\n".join(t for t in (job.stderr() if job is not None else None, ) if t) or ""
+    text = job.stderr() or ""  # submitit's log of the job (all its tasks)
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
@@ -401,7 +401,8 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
         if job is not None and _alive(job, entry):
             jobs[task.output] = job
             if verbose:
-                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it", flush=True)
+                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
+                      flush=True)
         else:
             new.append(task)
     if new:
