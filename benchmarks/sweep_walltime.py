@@ -4,7 +4,8 @@ Fashion-MNIST-shaped data, so it runs anywhere in minutes).
 
     python benchmarks/sweep_walltime.py --epochs 4 --workers 2 --threads 1
 
-Inline runs with torch.set_num_threads(workers x threads), the same cores in total. The local time includes each
+Inline runs with torch.set_num_threads(workers x threads), the same cores in total (--inline-threads changes
+it). The local time includes each
 worker's start (a fresh Python importing torch), as a notebook user would see it.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samples-per-class", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--inline-threads", type=int, help="torch threads of the inline runs (default: workers x threads)")
     ap.add_argument("--data-dir", help="default: generated Fashion-MNIST-shaped data (tests/fakedata.py)")
     args = ap.parse_args(argv)
     specs = experiments.ladder_runs("ladder")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
             data_dir = str(fake_fashion_mnist(Path(tmp) / "data", train_per_class=args.samples_per_class))
         kw = dict(preset=args.preset, epochs=args.epochs, samples_per_class=args.samples_per_class,
                   data_dir=data_dir, device="cpu", progress=False, verbose=False)
-        torch.set_num_threads(args.workers * args.threads)
+        torch.set_num_threads(args.inline_threads or args.workers * args.threads)
         t0 = time.perf_counter()
         inline = experiments.execute(specs, [0], results_root=Path(tmp) / "inline", **kw)
         t_inline = time.perf_counter() - t0
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
                                     **kw)
         t_local = time.perf_counter() - t0
     out = {"runs": len(specs), "preset": args.preset, "epochs": args.epochs, "workers": args.workers,
-           "threads": args.threads, "inline_s": round(t_inline, 1), "local_s": round(t_local, 1),
+           "threads": args.threads,
+           "inline_threads": torch.get_num_threads(), "inline_s": round(t_inline, 1), "local_s": round(t_local, 1),
            "inline_run_s": round(float(inline["wall_s"].sum()), 1),
            "local_run_s": round(float(local["wall_s"].sum()), 1),
            "completed": [list(inline["status"]).count("completed"), list(local["status"]).count("completed")],

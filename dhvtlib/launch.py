@@ -440,26 +440,30 @@ def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[t
 
 def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registry, cfg: LaunchConfig,
            verbose: bool) -> None:
+    """Print a run's line whenever it changes until no job is alive; then the log tail of each run not completed."""
     shown: dict[str, str] = {}
-    while True:
-        alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
-        for task in tasks:
-            line = _line(task, run_state(task.output), jobs[task.output].job_id if task.output in jobs else None)
-            if verbose and shown.get(task.output) != line:
-                print(line, flush=True)
-                shown[task.output] = line
-        if not any(alive.values()):
-            break
-        time.sleep(cfg.poll_s)
+    try:
+        while True:
+            alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
+            for task in tasks:
+                line = _line(task, run_state(task.output), jobs[task.output].job_id if task.output in jobs else None)
+                if verbose and shown.get(task.output) != line:
+                    print(line, flush=True)
+                    shown[task.output] = line
+            if not any(alive.values()):
+                break
+            time.sleep(cfg.poll_s)
+    except KeyboardInterrupt:
+        print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
+        raise
     for task in tasks:
         state = run_state(task.output)
         if state["status"] != "completed" and task.output in jobs:
             status = {"running?": "stopped (its job ended without finishing it)",
                       "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
-            tail = _log_tail(jobs[task.output])
-            print(f"{task.tag} seed {task.seed} is {status}"
-                  + (f": {state['error']}" if state.get("error") else "")
-                  + f"; re-run to resume it. Last lines of job {jobs[task.output].job_id}'s log:\n{tail}",
+            hint = "it is not retried" if status == "diverged" else "re-run to resume it"
+            print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
+                  + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{_log_tail(jobs[task.output])}",
                   file=sys.stderr, flush=True)
 
 
