@@ -4,9 +4,8 @@ Fashion-MNIST-shaped data, so it runs anywhere in minutes).
 
     python benchmarks/sweep_walltime.py --epochs 4 --workers 2 --threads 1
 
-Inline runs with torch.set_num_threads(workers x threads), the same cores in total (--inline-threads changes
-it). The local time includes each
-worker's start (a fresh Python importing torch), as a notebook user would see it.
+Inline runs with torch.set_num_threads(workers x threads), the same cores in total (--inline-threads changes it).
+The local time includes each worker's start (a fresh Python importing torch), as a notebook user would see it.
 """
 from __future__ import annotations
 
