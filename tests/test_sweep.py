@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
         _wait_for(lambda: (out / "checkpoint-last.pt").exists(), what=f"a checkpoint in {out}")
         os.kill(_holder(out), sig)
     _wait_for(lambda: not launch._holder_alive(killed), what="the killed run's process to end")
+    worker0 = {"launcher": "local", "job_id": jobs[str(killed)], "host": socket.gethostname()}
+    _wait_for(lambda: not launch._alive(launch._job(root / ".submitit", worker0), worker0), what="worker 0 to end")
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"  # killed mid-run
 
     # Re-running collects: the preempted run was requeued by submitit and resumes in its job; the killed run (and
