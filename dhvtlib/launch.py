@@ -573,5 +573,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     return jobs
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run the package's module, not a second copy of its classes under __main__
+    from dhvtlib.launch import main as _main
+
+    _main()

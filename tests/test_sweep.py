@@ -250,6 +250,12 @@ def test_cli_prints_one_job_id_per_run(fmnist, tmp_path, fake_slurm, capsys):
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
     assert sorted(j for j, _ in lines) == ["4242", "4243"] and dict((o, j) for j, o in lines) == jobs
     assert all("/ablation/table5_tiny/table5__" in o for _, o in lines)
+    cli = subprocess.run([sys.executable, "-m", "dhvtlib.launch", "--experiment", "ladder", "--rows", "table5/pe",
+                          "--seeds", "3", "--preset", "smoke", "--results-root", str(tmp_path), "--launcher", "slurm",
+                          "--partition", "gpu"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines()[-1] == f"4244\t{tmp_path}/ablation/ladder_tiny/table5__pe/s3"  # as notebook 02
     with pytest.raises(SystemExit, match="dhvt-sweep: --experiment ablation needs --table"):
         launch.main(["--experiment", "ablation", "--launcher", "slurm", "--partition", "gpu"])
     with pytest.raises(SystemExit, match="dhvt-sweep: launcher 'slurm' needs a partition"):
