@@ -251,6 +251,7 @@ def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
 def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: str | None = None,
             results_root: str | Path = "results", data_dir: str | None = None, download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
+            launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
             **overrides: Any):
     """Train every (row, seed) not yet completed; return all their manifests as a DataFrame (one row per run).
 
@@ -258,17 +259,58 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     "smoke") applies to every row. `overrides` apply to every row on top of the row's own values; None values mean
     "not given" and never erase a row's value. A completed run is reused only if its recipe equals the one asked
     for (execution-only values aside); otherwise one sentence names the values that differ.
+
+    `launcher`: "inline" (each run in this process, one after another), "local" (concurrent submitit jobs on this
+    machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`; `launch_options` are its options
+    (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}), see dhvtlib.launch. With a
+    launcher, `wait=False` submits and returns the runs finished so far; calling again collects the others. The
+    frame is then built from the run directories (`frame.attrs["jobs"]`: run directory -> job id).
     """
     import pandas as pd
 
-    from .recipe import describe_diff, recipe_diff
-    from .train import run
+    from . import launch
 
-    run = _stops_in_one_sentence(run)
+    cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
+    todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose)
+    tasks = [launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed, data_dir, download, device)
+             for spec, seed, out, row_preset, kwargs in todo]
+    jobs = {}
+    if cfg.launcher == "inline":
+        from .train import run as train_run
+
+        run = _stops_in_one_sentence(train_run)  # a hard interrupt also ends in one sentence in a notebook
+        for task in tasks:
+            out = Path(task.output)
+            resume = (out / "checkpoint-last.pt").exists()
+            if verbose:
+                print(f"{'resuming' if resume else 'training'} {task.tag} seed {task.seed} -> {out}", flush=True)
+            manifests[task.output] = run(task.preset, output=out, data_dir=data_dir, download=download,
+                                         device=device, resume=resume, experiment=task.experiment, tag=task.tag,
+                                         progress=progress, verbose=verbose, **task.kwargs)
+    elif tasks:
+        jobs = launch.launch(tasks, cfg, results_root, verbose=verbose)
+        for task in tasks:  # the table from the run directories, as far as they have got
+            if _manifest(Path(task.output)):
+                manifests[task.output] = _manifest(Path(task.output))
+    order = [str(run_dir(results_root, spec, seed)) for spec in specs for seed in seeds]
+    frame = pd.DataFrame([manifests[o] for o in order if o in manifests])
+    if len(frame):
+        frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
+        frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
+    frame.attrs["jobs"] = jobs
+    return frame
+
+
+def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, results_root: str | Path,
+          epochs: int | None, overrides: dict[str, Any], verbose: bool):
+    """([(spec, seed, run dir, preset, run kwargs)] still to train, {run dir: manifest} of the runs that are not):
+    completed runs of the same recipe are reused (another recipe is refused), diverged runs are not retried."""
+    from .recipe import describe_diff, recipe_diff
+
     overrides = {k: v for k, v in overrides.items() if v is not None}
     extra_kwargs = overrides.pop("model_kwargs", {}) or {}
-    manifests = []
+    todo, done = [], {}
     for spec in specs:
         row_preset = preset or spec.preset
         if row_preset is None:
@@ -285,25 +327,15 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
                 if diff:
                     raise ValueError(f"{out} holds a completed run of another recipe ({describe_diff(diff)}); "
                                      "delete that folder to retrain it, or pass another results_root.")
-                manifests.append(previous)
-                continue
-            if previous.get("status") == "diverged":
+                done[str(out)] = previous
+            elif previous.get("status") == "diverged":
                 if verbose:
                     print(f"{spec.tag} seed {seed} diverged earlier and is not retried ({previous.get('error')}); "
                           f"see {out}", flush=True)
-                manifests.append(previous)
-                continue
-            resume = (out / "checkpoint-last.pt").exists()
-            if verbose:
-                print(f"{'resuming' if resume else 'training'} {spec.tag} seed {seed} -> {out}", flush=True)
-            manifests.append(run(row_preset, output=out, data_dir=data_dir, download=download, device=device,
-                                 resume=resume, experiment=spec.experiment, tag=spec.tag, progress=progress,
-                                 verbose=verbose, **kwargs))
-    frame = pd.DataFrame(manifests)
-    if len(frame):
-        frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
-        frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
-    return frame
+                done[str(out)] = previous
+            else:
+                todo.append((spec, seed, out, row_preset, kwargs))
+    return todo, done
 
 
 def _manifest(out: Path) -> dict[str, Any]:
@@ -330,7 +362,7 @@ def _stops_in_one_sentence(run):
 
 
 # ------------------------------------------------------------------------------------------------ validation
-_COMMON = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS)}
+_COMMON = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": ("inline", "local", "slurm")}
 _NOTEBOOKS: dict[str, dict[str, tuple]] = {
     "00_quickstart": {"models": tuple(VARIANTS)},
     "01_cifar100": {"models": TABLE4_MODELS},

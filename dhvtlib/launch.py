@@ -1,0 +1,579 @@
+"""Run a whole table at once: a table's (row, seed) runs as submitit jobs on this machine or a SLURM cluster.
+
+    experiments.execute(specs, seeds, launcher="local", launch_options={"workers": 2, "threads": 1})
+    experiments.execute(specs, seeds, launcher="slurm", launch_options={"partition": "gpu", "gpus_per_run": 2})
+    dhvt-sweep --experiment ablation --table 5 --launcher slurm --partition gpu --gpus-per-run 2
+
+Launchers (`LaunchConfig.launcher`):
+- "inline": today's behaviour, each run in this process, one after another (execute does it itself).
+- "local": submitit's LocalExecutor. `workers` concurrent jobs on this machine (default one per visible GPU, else
+  one), each a process with `threads` torch threads (default: the CPU cores shared out) and, with GPUs, its own GPU.
+  A worker trains its share of the runs (round-robin) one after another, so torch is imported once per worker.
+- "slurm": submitit's SlurmExecutor, one job per run: `partition`, `gpus_per_run`, `nodes`, `time_min`, `account`,
+  `cpus_per_task`, `mem_gb`, `setup` (shell lines before srun) and `sbatch` (any other sbatch option). A run with
+  more than one GPU is a DDP job: tasks_per_node = gpus_per_run, and each task exports the torch.distributed
+  variables from SLURM's (submitit.helpers.TorchDistributedEnvironment) before `train.run`.
+
+Runs stay the unit of truth: each job writes the run directory exactly as an inline run would, and the table is built
+from the run directories. Completed runs are never submitted; a run whose job is still alive (recorded in
+`<folder>/jobs.json`) is watched, not resubmitted, so re-running a notebook with `wait=False` later collects what
+finished. Preemption and time limits: submitit sends SIGUSR2; the job asks the run to stop at the next step boundary
+(the run's own graceful stop: checkpoint-last.pt, status 'interrupted'), then submitit's `checkpoint()` returns a
+DelayedSubmission of the same job, which is requeued and resumes with resume=True (bitwise-equal on CPU). A run that
+failed or was killed shows the last lines of its job's log.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
+    from submitit.helpers import Checkpointable
+except ImportError:  # pragma: no cover - submitit is a dependency, but keep inline usable without it
+    Checkpointable = object  # type: ignore[assignment,misc]
+
+__all__ = ["LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch", "run_state",
+           "slurm_executor", "main"]
+
+LAUNCHERS = ("inline", "local", "slurm")
+_LOG_LINES = 15
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Where a table's runs train. Options that do not apply to the chosen launcher are ignored."""
+    launcher: str = "inline"
+    wait: bool = True                 # False: submit, print the job ids and return; re-running collects what finished
+    workers: int | None = None        # local: concurrent jobs (default: one per visible GPU, else 1)
+    threads: int | None = None        # local: torch threads per job (default: CPU cores // workers)
+    partition: str | None = None      # slurm: required
+    gpus_per_run: int = 1             # slurm: GPUs (= DDP processes) per run and node; 0 for a CPU-only cluster
+    nodes: int = 1                    # slurm: nodes per run (world size = nodes x gpus_per_run)
+    time_min: int = 3 * 24 * 60       # job time limit in minutes (longer runs are requeued and resume)
+    account: str | None = None        # slurm
+    cpus_per_task: int | None = None  # slurm: CPU cores per DDP process (data loading)
+    mem_gb: float | None = None       # slurm: memory per node
+    setup: tuple[str, ...] = ()       # shell lines run before the job (module load ..., source venv/bin/activate)
+    sbatch: Mapping[str, Any] = field(default_factory=dict)  # slurm: any other sbatch option, e.g. {"qos": "high"}
+    folder: str | None = None         # submitit's pickles and logs (default: <results_root>/.submitit)
+    poll_s: float = 10.0              # seconds between progress checks while waiting
+    max_requeues: int = 3             # time-limit requeues per job (preemptions are always requeued)
+
+    def __post_init__(self):
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.launcher!r}; choose one of: {', '.join(LAUNCHERS)}.")
+        for name in ("workers", "threads", "nodes", "time_min", "cpus_per_task"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"launch option {name}={v!r} must be a positive integer.")
+        if not isinstance(self.gpus_per_run, int) or self.gpus_per_run < 0:
+            raise ValueError(f"launch option gpus_per_run={self.gpus_per_run!r} must be 0 or a positive integer.")
+        if not isinstance(self.max_requeues, int) or self.max_requeues < 0:
+            raise ValueError(f"launch option max_requeues={self.max_requeues!r} must be 0 or a positive integer.")
+        if isinstance(self.setup, str) or not all(isinstance(s, str) for s in self.setup):
+            raise ValueError(f"launch option setup={self.setup!r} must be a list of shell lines.")
+        if not isinstance(self.sbatch, Mapping):
+            raise ValueError(f"launch option sbatch={self.sbatch!r} must be a dict of sbatch options, e.g. "
+                             "{'qos': 'high'}.")
+        if self.launcher == "slurm" and not self.partition:
+            raise ValueError("launcher 'slurm' needs a partition (launch_options={'partition': ...}, --partition).")
+        object.__setattr__(self, "setup", tuple(self.setup))
+
+
+def config(launcher: str | LaunchConfig | Mapping[str, Any] = "inline", **options: Any) -> LaunchConfig:
+    """A LaunchConfig from a name, a dict or a LaunchConfig, with `options` applied; None options are not given."""
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(launcher, LaunchConfig):
+        base = dataclasses.asdict(launcher)
+    elif isinstance(launcher, Mapping):
+        base = dict(launcher)
+    else:
+        base = {"launcher": launcher}
+    names = {f.name for f in dataclasses.fields(LaunchConfig)}
+    unknown = sorted(set(base) - names | set(options) - names)
+    if unknown:
+        raise ValueError(f"unknown launch option {unknown[0]!r}; choose from: {', '.join(sorted(names))}.")
+    return LaunchConfig(**{**base, **options})
+
+
+# ------------------------------------------------------------------------------------------------ the jobs
+@dataclass(frozen=True)
+class RunTask:
+    """One (row, seed) run: everything `train.run` needs. Calling it trains the run, resuming it when its run
+    directory holds checkpoint-last.pt."""
+    output: str
+    preset: Any
+    kwargs: dict
+    experiment: str
+    tag: str
+    seed: int
+    data_dir: str | None = None
+    download: bool = False
+    device: str = "auto"
+
+    def __call__(self, verbose: bool = True) -> dict[str, Any]:
+        from .train import run
+
+        resume = (Path(self.output) / "checkpoint-last.pt").exists()
+        print(f"=== {'resuming' if resume else 'training'} {self.tag} seed {self.seed} -> {self.output}", flush=True)
+        return run(self.preset, output=self.output, data_dir=self.data_dir, download=self.download,
+                   device=self.device, resume=resume, experiment=self.experiment, tag=self.tag, progress=False,
+                   verbose=verbose, **self.kwargs)
+
+
+class _Preemption:
+    """Inside a submitit job: submitit's SIGUSR2 handler checkpoints and requeues at once, mid-step. This replaces it
+    by a request to stop at the next step boundary (the run's StopSignals), and calls submitit's handler (our
+    `checkpoint()`, the requeue, the exit) once the run has stopped with its checkpoint."""
+
+    def __init__(self):
+        from submitit import JobEnvironment
+
+        self.signum = JobEnvironment._usr_sig()
+        self.requeue = signal.getsignal(self.signum)
+        self.requested = False
+        signal.signal(self.signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        from .rundir import StopSignals
+
+        self.requested = True
+        stop = signal.getsignal(signal.SIGUSR1)
+        if isinstance(getattr(stop, "__self__", None), StopSignals):
+            stop(signal.SIGUSR1, frame)  # a run is training: stop at the next step boundary, with a checkpoint
+        else:
+            self.requeue_now()  # between runs: nothing to save
+
+    def requeue_now(self) -> None:
+        if callable(self.requeue):
+            self.requeue(self.signum, None)  # submitit: checkpoint() -> DelayedSubmission, requeue, exit
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class LocalWorker(Checkpointable):
+    """A local submitit job: trains its runs one after another (completed and diverged runs are skipped, interrupted
+    ones resumed), so a requeued worker simply starts again. A failed run is reported and the worker goes on."""
+
+    def __init__(self, tasks: Sequence[RunTask], threads: int | None = None, requeues: int = 0):
+        self.tasks, self.threads, self.requeues = list(tasks), threads, requeues
+
+    def __call__(self) -> dict[str, str]:
+        from .rundir import RunInterrupted
+
+        _set_threads(self.threads)
+        preemption = _Preemption()
+        states = {}
+        for task in self.tasks:
+            state = _manifest(Path(task.output)).get("status")
+            if state in ("completed", "diverged"):
+                states[task.output] = state
+                continue
+            try:
+                states[task.output] = task().get("status", "?")
+            except RunInterrupted as e:
+                if preemption.requested:
+                    preemption.requeue_now()
+                raise SystemExit(e.exit_code) from None
+            except Exception as e:  # the run directory says 'failed'; the next run still trains
+                import traceback
+
+                traceback.print_exc()
+                print(f"=== {task.tag} seed {task.seed} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                states[task.output] = "failed"
+        return states
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(LocalWorker(self.tasks, self.threads, self.requeues + 1))
+
+
+class SlurmRun(Checkpointable):
+    """A SLURM job training one run; with several tasks (GPUs) each task is one DDP process."""
+
+    def __init__(self, task: RunTask, requeues: int = 0):
+        self.task, self.requeues = task, requeues
+
+    def __call__(self) -> dict[str, Any] | None:
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        from .rundir import RunInterrupted
+
+        env = JobEnvironment()
+        if env.num_tasks > 1:  # what torchrun would set: MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        preemption = _Preemption()
+        try:
+            return self.task(verbose=env.global_rank == 0)
+        except RunInterrupted as e:
+            if not preemption.requested:
+                raise SystemExit(e.exit_code) from None
+            if env.global_rank == 0:
+                preemption.requeue_now()
+            return None
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(SlurmRun(self.task, self.requeues + 1))  # resumes: checkpoint-last.pt exists
+
+
+# ------------------------------------------------------------------------------------------------ executors
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("launchers 'local' and 'slurm' need submitit; pip install 'submitit>=1.5'.") from None
+    return submitit
+
+
+def slurm_executor(cfg: LaunchConfig, folder: str | Path, name: str = "dhvt"):
+    """The SlurmExecutor one run is submitted with (sbatch needs a SLURM cluster; the script can be made anywhere
+    submitit finds `srun`)."""
+    submitit = _submitit()
+    try:
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=cfg.max_requeues)
+    except RuntimeError:
+        raise ValueError("launcher 'slurm' needs a SLURM cluster: srun was not found on this machine's PATH; run it "
+                         "on a login node, or use launcher 'local'.") from None
+    gpus = cfg.gpus_per_run
+    params = dict(job_name=name, partition=cfg.partition, time=cfg.time_min, nodes=cfg.nodes,
+                  ntasks_per_node=max(gpus, 1), gpus_per_node=gpus or None, cpus_per_task=cfg.cpus_per_task,
+                  account=cfg.account, mem=f"{cfg.mem_gb:g}GB" if cfg.mem_gb else None, setup=list(cfg.setup) or None,
+                  signal_delay_s=120, additional_parameters=dict(cfg.sbatch) or None)
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return ex
+
+
+def _local_executor(cfg: LaunchConfig, folder: Path, threads: int, gpu: int | None):
+    submitit = _submitit()
+    ex = submitit.LocalExecutor(folder=folder, max_num_timeout=cfg.max_requeues)
+    setup = [f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}", *cfg.setup]
+    ex.update_parameters(timeout_min=cfg.time_min, setup=setup, signal_delay_s=60,
+                         **({"gpus_per_node": 1, "visible_gpus": (gpu,)} if gpu is not None else {}))
+    return ex
+
+
+def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int | None]]:
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    workers = min(cfg.workers or n_gpus or 1, n_tasks)
+    if n_gpus and workers > n_gpus:
+        raise ValueError(f"launch option workers={workers} asks for more local jobs than the {n_gpus} visible GPUs; "
+                         "use at most one per GPU.")
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+    return workers, threads, [k if n_gpus else None for k in range(workers)]
+
+
+# ------------------------------------------------------------------------------------------------ state
+def _manifest(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _holder_alive(out: Path) -> bool:
+    """Whether a live process on this machine holds the run directory's lock."""
+    try:
+        info = json.loads((out / ".lock").read_text() or "{}")
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_state(out: str | Path) -> dict[str, Any]:
+    """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
+    out = Path(out)
+    m = _manifest(out)
+    tops, epochs_done = [], 0
+    try:
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            epochs_done += 1
+            if "top1" in row:
+                tops.append(row["top1"])
+    except (OSError, ValueError):
+        pass
+    status = m.get("status", "queued")
+    if status == "running" and not _holder_alive(out) and m.get("ended") is None:
+        status = "running?"  # another machine (SLURM), or killed: the job state tells which
+    return {"status": status, "epoch": epochs_done, "epochs": (m.get("config") or {}).get("epochs"),
+            "best_top1": max(tops) if tops else None, "error": m.get("error")}
+
+
+def _line(task: RunTask, state: dict[str, Any], job: str | None) -> str:
+    s = f"{task.tag} s{task.seed}: {state['status']:<11}"
+    if state["epochs"]:
+        s += f" epoch {state['epoch']}/{state['epochs']}"
+    if state["best_top1"] is not None:
+        s += f"  best top-1 {state['best_top1']:.2f}"
+    return s + (f"  [job {job}]" if job else "")
+
+
+class _Registry:
+    """`<folder>/jobs.json`: which job trains which run directory, so a later call watches it instead of
+    submitting it again."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "jobs.json"
+        try:
+            self.entries: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def add(self, output: str, launcher: str, job_id: str) -> None:
+        self.entries[output] = {"launcher": launcher, "job_id": job_id, "host": socket.gethostname(),
+                                "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def save(self) -> None:
+        from .checkpoint import atomic_write
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.path, "w") as f:
+            json.dump(self.entries, f, indent=2)
+
+
+def _job(folder: Path, entry: Mapping[str, Any]):
+    submitit = _submitit()
+    cls = submitit.LocalJob if entry["launcher"] == "local" else submitit.SlurmJob
+    return cls(folder=folder, job_id=entry["job_id"])
+
+
+def _alive(job, entry: Mapping[str, Any]) -> bool:
+    """A job that may still train its run: local ones by their controller's pid (also from an earlier session),
+    SLURM ones by their state."""
+    if entry["launcher"] == "local":
+        if getattr(job, "_process", None) is not None:
+            return not job.done()
+        if entry.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(entry["job_id"]), 0)
+            return Path(f"/proc/{entry['job_id']}").exists() and "zombie" not in Path(
+                f"/proc/{entry['job_id']}/status").read_text()
+        except (OSError, ValueError):
+            return False
+    return not job.done()
+
+
+def _log_tail(job, lines: int = _LOG_LINES) -> str:
+    text = job.stderr() or ""  # submitit's log of the job (all its tasks)
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------------ launch
+def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path = "results",
+           verbose: bool = True) -> dict[str, str]:
+    """Submit the runs that no live job trains yet, show one progress line per run, and (cfg.wait) wait for all of
+    them; returns {run directory: job id}. The caller builds the table from the run directories."""
+    if cfg.launcher == "inline":
+        raise ValueError("launch() is for launchers 'local' and 'slurm'; 'inline' runs in execute().")
+    _submitit()
+    folder = Path(cfg.folder or Path(results_root) / ".submitit")
+    registry = _Registry(folder)
+    jobs: dict[str, Any] = {}
+    new = []
+    for task in tasks:
+        entry = registry.entries.get(task.output)
+        job = _job(folder, entry) if entry else None
+        if job is not None and _alive(job, entry):
+            jobs[task.output] = job
+            if verbose:
+                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
+                      flush=True)
+        else:
+            new.append(task)
+    if new:
+        for task, job in _submit(new, cfg, folder):
+            registry.add(task.output, cfg.launcher, job.job_id)
+            jobs[task.output] = job
+            if verbose:
+                print(f"submitted {task.tag} seed {task.seed} -> {task.output}  [{cfg.launcher} job {job.job_id}]",
+                      flush=True)
+        registry.save()
+    if cfg.wait:
+        _watch(tasks, jobs, registry, cfg, verbose)
+    elif verbose:
+        print(f"{len(jobs)} run(s) submitted or running; re-run to collect what finished "
+              f"(logs: {folder}).", flush=True)
+    return {out: job.job_id for out, job in jobs.items()}
+
+
+def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[tuple[RunTask, Any]]:
+    """[(run, its job)]: local runs are shared round-robin among the workers, SLURM runs get a job each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    if cfg.launcher == "local":
+        workers, threads, gpus = _local_workers(cfg, len(tasks))
+        for k in range(workers):
+            share = list(tasks[k::workers])
+            job = _local_executor(cfg, folder, threads, gpus[k]).submit(LocalWorker(share, threads))
+            out += [(t, job) for t in share]
+        return out
+    for task in tasks:
+        ex = slurm_executor(cfg, folder, name=f"dhvt-{task.tag.replace('/', '-')}-s{task.seed}")
+        out.append((task, ex.submit(SlurmRun(task))))
+    return out
+
+
+def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registry, cfg: LaunchConfig,
+           verbose: bool) -> None:
+    """Print a run's line whenever it changes until no job is alive; then the log tail of each run not completed."""
+    shown: dict[str, str] = {}
+    try:
+        while True:
+            alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
+            for task in tasks:
+                line = _line(task, run_state(task.output), jobs[task.output].job_id if task.output in jobs else None)
+                if verbose and shown.get(task.output) != line:
+                    print(line, flush=True)
+                    shown[task.output] = line
+            if not any(alive.values()):
+                break
+            time.sleep(cfg.poll_s)
+    except KeyboardInterrupt:
+        print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
+        raise
+    for task in tasks:
+        state = run_state(task.output)
+        if state["status"] != "completed" and task.output in jobs:
+            status = {"running?": "stopped (its job ended without finishing it)",
+                      "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
+            hint = "it is not retried" if status == "diverged" else "re-run to resume it"
+            print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
+                  + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{_log_tail(jobs[task.output])}",
+                  file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _parser() -> argparse.ArgumentParser:
+    from .models.ablations import ABLATION_TABLES
+    from .recipe import PRESETS
+
+    ap = argparse.ArgumentParser(prog="dhvt-sweep", description="Train a table's (row, seed) runs as local or SLURM "
+                                 "jobs (submitit) and print the job ids; re-run with --wait to follow them.")
+    ap.add_argument("--experiment", required=True, choices=["quick", "cifar100", "ablation", "ladder", "domainnet",
+                                                            "imagenet"])
+    ap.add_argument("--table", help=f"ablation table: {', '.join(t.removeprefix('table') for t in ABLATION_TABLES)} "
+                    "or ladder")
+    ap.add_argument("--variant", default="tiny", choices=["tiny", "small"], help="ablation width")
+    ap.add_argument("--rows", nargs="+", help="only these rows of the table")
+    ap.add_argument("--models", nargs="+", help="models (quick, cifar100, domainnet, imagenet)")
+    ap.add_argument("--domains", nargs="+", help="DomainNet domains")
+    ap.add_argument("--name", help="results folder of the experiment (default: the notebook's)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the notebook's seeds")
+    ap.add_argument("--preset", choices=list(PRESETS), help="default: each row's own preset")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--dataset", help="replace the experiment's data set (e.g. fashion_mnist)")
+    ap.add_argument("--results-root", default="results")
+    ap.add_argument("--data-dir", help="data set folder (DomainNet: the folder holding <domain>/)")
+    ap.add_argument("--download", action="store_true")
+    ap.add_argument("--device", default="auto")
+    g = ap.add_argument_group("launcher")
+    g.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "inline"])
+    g.add_argument("--wait", action="store_true", help="wait for the jobs, showing one line per run")
+    g.add_argument("--workers", type=int, help="local: concurrent jobs (default: one per GPU, else 1)")
+    g.add_argument("--threads", type=int, help="local: torch threads per job")
+    g.add_argument("--partition")
+    g.add_argument("--gpus-per-run", type=int, default=1)
+    g.add_argument("--nodes", type=int, default=1)
+    g.add_argument("--time-min", type=int, default=LaunchConfig.time_min)
+    g.add_argument("--account")
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--mem-gb", type=float)
+    g.add_argument("--setup", action="append", default=[], help="shell line run before each job (repeatable)")
+    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option")
+    g.add_argument("--folder", help="submitit's folder (default <results-root>/.submitit)")
+    return ap
+
+
+_DEFAULT_SEEDS = {"quick": [0], "cifar100": [0, 1, 2, 3, 4], "ablation": [0, 1, 2, 3], "ladder": [0, 1, 2, 3],
+                  "domainnet": [0, 1, 2, 3], "imagenet": [0]}
+
+
+def _specs(args) -> list[tuple[list, str | None]]:
+    """[(specs, data_dir)] for the CLI's experiment, named as its notebook names it."""
+    from . import experiments as E
+
+    if args.experiment == "quick":
+        return [(E.quickstart_runs(args.models or ("dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"),
+                                   args.name or "quick"), args.data_dir)]
+    if args.experiment == "cifar100":
+        return [(E.cifar100_runs(args.models), args.data_dir)]
+    if args.experiment in ("ablation", "ladder"):
+        table = "ladder" if args.experiment == "ladder" else args.table
+        if not table:
+            raise ValueError("--experiment ablation needs --table (5, 6, 8, 9, 10, 11, affine or ladder).")
+        table = E.validate("02_ablation", table=table, rows=args.rows, variant=args.variant)["table"]
+        name = args.name or f"ablation/{table}_{args.variant}"
+        return [(E.ladder_runs(name, args.rows) if table == "ladder"
+                 else E.ablation_runs(table, args.variant, args.rows, experiment=name), args.data_dir)]
+    if args.experiment == "domainnet":
+        from .data.datasets import DOMAINNET_DOMAINS
+
+        domains = args.domains or ["clipart", "painting", "sketch"]
+        bad = [d for d in domains if d not in DOMAINNET_DOMAINS]
+        if bad:
+            raise ValueError(f"unknown domain {bad[0]!r}; choose from: {', '.join(DOMAINNET_DOMAINS)}.")
+        models = args.models or ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")
+        root = args.data_dir or "data/domainnet"
+        return [(E.domainnet_runs([d], models), root if args.dataset else str(Path(root) / d)) for d in domains]
+    return [(E.imagenet_runs(*([args.models] if args.models else [])), args.data_dir)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    from . import experiments as E
+
+    args = _parser().parse_args(argv)
+    try:
+        sbatch = dict(kv.split("=", 1) for kv in args.sbatch)
+    except ValueError:
+        raise SystemExit(f"dhvt-sweep: --sbatch takes KEY=VALUE, got {args.sbatch!r}.") from None
+    try:
+        cfg = config(args.launcher, workers=args.workers, threads=args.threads, partition=args.partition,
+                     gpus_per_run=args.gpus_per_run, nodes=args.nodes, time_min=args.time_min, account=args.account,
+                     cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, setup=args.setup, sbatch=sbatch,
+                     folder=args.folder, wait=False)
+        seeds = args.seeds or _DEFAULT_SEEDS[args.experiment]
+        groups = _specs(args)
+        jobs: dict[str, str] = {}
+        for wait in ((False, True) if args.wait else (False,)):  # submit every group first, then follow them all
+            for specs, data_dir in groups:
+                frame = E.execute(specs, seeds, preset=args.preset, results_root=args.results_root,
+                                  data_dir=data_dir, download=args.download, device=args.device, epochs=args.epochs,
+                                  launcher=dataclasses.replace(cfg, wait=wait),
+                                  **({"dataset": args.dataset} if args.dataset else {}))
+                jobs.update(frame.attrs.get("jobs", {}))
+    except ValueError as e:
+        raise SystemExit(f"dhvt-sweep: {e}") from None
+    for out, job in jobs.items():
+        print(f"{job}\t{out}")
+    return jobs
+
+
+if __name__ == "__main__":  # run the package's module, not a second copy of its classes under __main__
+    from dhvtlib.launch import main as _main
+
+    _main()
