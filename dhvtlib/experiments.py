@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.datasets import DOMAINNET_DOMAINS
-from .models import CNN_VARIANTS, VARIANTS
+from .models import CNN_VARIANTS, VARIANTS, list_models
 from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS, Recipe, resolve
@@ -156,9 +156,9 @@ def finetune_runs(checkpoints: dict[str, str], targets: Sequence[str] = ("clipar
 
 
 def own_data_models() -> list[str]:
-    """The models 06_your_data compares by default: DHVT-T/4 and DeiT-T/4, and a CNN baseline (the first `resnet*`
-    variant) when the registry has one."""
-    return ["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"] + [m for m in VARIANTS if m.startswith("resnet")][:1]
+    """The models 06_your_data compares by default: DHVT-T/4, DeiT-T/4 and the small-image CNN baseline
+    (resnet18_cifar)."""
+    return ["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4", "resnet18_cifar"]
 
 
 def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_data") -> list[RunSpec]:
@@ -372,9 +372,7 @@ _NOTEBOOKS: dict[str, dict[str, tuple]] = {
     "04_imagenet": {"models": ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16"),
                     "finetune_targets": ("clipart", "painting", "sketch", "cifar100")},
     "05_head_tokens": {"method": ("integrated_gradients", "occlusion", "layer_integrated_gradients")},
-    "06_your_data": {"models": tuple(VARIANTS)},
-
-
+    "06_your_data": {"models": tuple(list_models())},
     "07_data_efficiency": {"models": tuple(EFFICIENCY_MODELS)},
 }
 
