@@ -25,7 +25,7 @@ from .recipe import PRESETS, Recipe, resolve
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
-           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "LADDER", "TABLE4_MODELS",
+           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "spec_dataset", "LADDER", "TABLE4_MODELS",
            "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
@@ -242,6 +242,15 @@ def execute_efficiency(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), **
         groups.setdefault(recipe.pop("epochs"), []).append(dataclasses.replace(spec, recipe=recipe))
     frames = [execute(group, seeds, epochs=epochs, **kwargs) for epochs, group in groups.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def spec_dataset(spec: RunSpec, preset: str | Recipe | None = None) -> str:
+    """The data set a row trains on: its own recipe's, else that of the preset it runs with (`preset`, else the
+    row's)."""
+    if spec.recipe.get("dataset"):
+        return spec.recipe["dataset"]
+    p = preset or spec.preset or "quick"
+    return (p if isinstance(p, Recipe) else PRESETS[p]).dataset
 
 
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:

@@ -230,7 +230,7 @@ def test_interrupted_run_ends_in_one_sentence(kernel, fmnist, tmp_path):
 
 
 def test_07_data_efficiency(kernel, fmnist, tmp_path):
-    _papermill(kernel, "07_data_efficiency", tmp_path, **SMOKE, data_dir=str(fmnist), results_root="res",
+    _papermill(kernel, "07_data_efficiency", tmp_path, **SMOKE, data_dir=str(fmnist), results_root=str(tmp_path / "res"),
                samples_per_class=[4, 8], seeds=[0], steps=2, batch_size=16, embed_dim=32, depth=2,
                test_samples_per_class=4)
     out = tmp_path / "res" / "efficiency" / "fmnist"
@@ -260,7 +260,7 @@ def test_06_your_data_on_a_mixed_folder(kernel, tmp_path):
     """A flat folder of PNG/JPEG files of mixed sizes and modes: split, decoded once, two models x two seeds, the
     mean +- std table, curves and head-token maps on the folder's own images."""
     data = image_folder(tmp_path / "mine", classes=3, per_class=10, layout="flat", sizes=(18, 36), modes=MODES)
-    _papermill(kernel, "06_your_data", tmp_path, **SMOKE, data_dir=str(data), output_dir="res", seeds=[0, 1],
+    _papermill(kernel, "06_your_data", tmp_path, **SMOKE, data_dir=str(data), output_dir=str(tmp_path / "res"), seeds=[0, 1],
                epochs=1, n_images=2, models=["dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"])
     df = _table(tmp_path / "res" / "your_data" / "table").set_index("tag")
     assert set(df.index) == {"dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"} and list(df["n_seeds"]) == [2, 2]
@@ -274,3 +274,19 @@ def test_06_your_data_on_a_mixed_folder(kernel, tmp_path):
         experiments.validate("06_your_data", data_dir=str(image_folder(tmp_path / "one", classes=1, per_class=2)))
     with pytest.raises(ValueError, match="img_size 0 must be a positive integer"):
         experiments.validate("06_your_data", data_dir=str(data), img_size=0)
+
+
+@pytest.mark.parametrize("name", ["00_quickstart", "02_ablation"])
+def test_default_parameters_validate_from_the_notebooks_folder(name, monkeypatch):
+    """The committed defaults (what `make demo` and a JupyterLab user run) pass the parameters and validation
+    cells, and the results root resolves to the project's, from notebooks/ as the working directory."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"][:2]
+    monkeypatch.chdir(ROOT / "notebooks")
+    monkeypatch.delenv("DHVTLIB_RESULTS", raising=False)
+    scope: dict = {}
+    for source in code:
+        exec(compile(source, f"{name}.ipynb", "exec"), scope)
+    assert scope["preset"] is None and Path(scope["output_dir"]) == ROOT / "results"
