@@ -100,7 +100,7 @@ def test_mean_std_choice_and_imbalance_report(tmp_path, capsys):
     x = o.train.images.double() / 255
     assert o.details["mean_std"]["choice"] == "train" and o.mean[0] == pytest.approx(x.mean().item(), abs=1e-6)
     assert o.details["imbalance"] == 3.0
-    assert "class imbalance: 'class_1' has 9 training images, 'class_0' 3 (3.0x)" in capsys.readouterr().err
+    assert "class imbalance: 'class_1' has 9 training images, 'class_0' 3 (3.0x)" in capsys.readouterr().out
     assert own_data(root, mean_std="imagenet", **QUIET).mean == (pytest.approx(0.449),)
 
 
@@ -228,11 +228,12 @@ def test_in_memory_folder_sigkill_then_resume_is_bitwise_equal_and_eval_uses_the
     ref = tmp_path / "ref"
     done = _cli(*args, "--output", str(ref))
     assert done.returncode == 0, done.stderr
-    assert "img_size 28: the median shorter side" in done.stderr
+    assert "img_size 28: the median shorter side" in done.stdout  # information goes to stdout
+    assert "decoding " in done.stdout  # the first run decodes the folder and caches it
     out = tmp_path / "killed"
     killed = _kill_at_first_checkpoint(args, out)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert "built_s" not in killed.stderr  # the second run read the cache
+    assert "decoding " not in killed.stdout  # the second run read the cache
     resumed = _cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _deterministic(out) == _deterministic(ref)

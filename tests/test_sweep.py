@@ -269,7 +269,7 @@ def test_ablation_notebook_with_the_local_launcher(fmnist, tmp_path):
 
     if "dhvtlib" not in KernelSpecManager().find_kernel_specs():
         pytest.skip("the dhvtlib kernel is not registered (make setup registers it)")
-    params = dict(device="cpu", preset="smoke", epochs=2, data_dir=str(fmnist), output_dir="res",
+    params = dict(device="cpu", preset="smoke", epochs=2, data_dir=str(fmnist), output_dir=str(tmp_path / "res"),
                   dataset="fashion_mnist", table="5", rows=["pe", "sope_daff"], seeds=[0], launcher="local",
                   launch_options={"workers": 2, "threads": 1, "poll_s": 1})
     out = tmp_path / "02.out.ipynb"
