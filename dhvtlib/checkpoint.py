@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .rundir import nonfinite_tensors
+
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
-           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "build_recorded_model",
+           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
            "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
@@ -273,12 +275,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, new_head_ok: bool
         hint = ("build the model with its class count, or fine-tune (new_head_ok=True / finetune=) for a new head"
                 if head_only else "build the model it was saved from")
         raise ValueError(f"{path.name} holds {theirs} but the model is {mine} ({detail}); {hint}.")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"{path.name} holds {len(bad)} tensors with NaN or infinity (e.g. {bad[0]}); it comes from a "
-                         "diverged run: use an earlier checkpoint, or train again with a lower lr.")
+    check_finite(state, path)
     model.load_state_dict(state, strict=not skipped)
     return skipped
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | os.PathLike, what: str = "") -> None:
+    """One sentence if a loaded state_dict holds NaN or infinity (`what`: e.g. 'EMA ' for the EMA weights)."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{Path(path).name} holds {len(bad)} {what}tensors with NaN or infinity (e.g. {bad[0]}); it "
+                         "comes from a diverged run: use an earlier checkpoint, or train again with a lower lr.")
 
 
 def _describe(info: dict[str, Any], state: dict[str, torch.Tensor]) -> str:

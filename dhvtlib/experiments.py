@@ -12,7 +12,6 @@ parameters.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,6 +21,7 @@ from .models import CNN_VARIANTS, VARIANTS, list_models
 from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS, Recipe, resolve
+from .rundir import read_manifest
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
@@ -300,8 +300,9 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     elif tasks:
         jobs = launch.launch(tasks, cfg, results_root, verbose=verbose)
         for task in tasks:  # the table from the run directories, as far as they have got
-            if _manifest(Path(task.output)):
-                manifests[task.output] = _manifest(Path(task.output))
+            manifest = read_manifest(task.output)
+            if manifest:
+                manifests[task.output] = manifest
     order = [str(run_dir(results_root, spec, seed)) for spec in specs for seed in seeds]
     frame = pd.DataFrame([manifests[o] for o in order if o in manifests])
     if len(frame):
@@ -330,7 +331,7 @@ def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, result
             out = run_dir(results_root, spec, seed)
             kwargs = {**spec.recipe, **overrides, "model_kwargs": {**spec.model_kwargs, **extra_kwargs},
                       "model": spec.model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
-            previous = _manifest(out)
+            previous = read_manifest(out)
             if previous.get("status") == "completed":
                 diff = recipe_diff(previous.get("config", {}), resolve(row_preset, **kwargs))
                 if diff:
@@ -346,12 +347,6 @@ def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, result
                 todo.append((spec, seed, out, row_preset, kwargs))
     return todo, done
 
-
-def _manifest(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _stops_in_one_sentence(run):

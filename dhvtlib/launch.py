@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .rundir import read_manifest
+
 try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
     from submitit.helpers import Checkpointable
 except ImportError:  # pragma: no cover - submitit is a dependency, but keep inline usable without it
@@ -180,7 +182,7 @@ class LocalWorker(Checkpointable):
         preemption = _Preemption()
         states = {}
         for task in self.tasks:
-            state = _manifest(Path(task.output)).get("status")
+            state = read_manifest(Path(task.output)).get("status")
             if state in ("completed", "diverged"):
                 states[task.output] = state
                 continue
@@ -284,12 +286,6 @@ def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int 
 
 
 # ------------------------------------------------------------------------------------------------ state
-def _manifest(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
 
 def _holder_alive(out: Path) -> bool:
     """Whether a live process on this machine holds the run directory's lock."""
@@ -306,7 +302,7 @@ def _holder_alive(out: Path) -> bool:
 def run_state(out: str | Path) -> dict[str, Any]:
     """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
     out = Path(out)
-    m = _manifest(out)
+    m = read_manifest(out)
     tops, epochs_done = [], 0
     try:
         for line in (out / "metrics.jsonl").read_text().splitlines():

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 
 __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
-           "make_run_dir"]
+           "make_run_dir", "read_manifest"]
 
 LOCK_NAME = ".lock"
 
@@ -162,6 +162,14 @@ class StopSignals:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
+
+
+def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
+    """A run directory's manifest.json, or {} when there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(out) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def remove_stale_temp(out: Path) -> list[str]:

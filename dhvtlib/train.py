@@ -35,8 +35,8 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
-from .checkpoint import (atomic_write, build_recorded_model, export_safetensors, load_checkpoint, load_weights,
-                         rng_state, safetensors_info, save_checkpoint, set_rng_state)
+from .checkpoint import (atomic_write, build_recorded_model, check_finite, export_safetensors, load_checkpoint,
+                         load_weights, rng_state, safetensors_info, save_checkpoint, set_rng_state)
 from .data import dataset_info, default_data_dir, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
@@ -47,7 +47,7 @@ from .models.profile import count_params
 from .precision import resolve_precision
 from .recipe import NONE, PRESETS, Recipe, describe_diff, recipe_diff, recipe_from_dict, resolve
 from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, make_run_dir, nonfinite_tensors,
-                     remove_stale_temp)
+                     read_manifest, remove_stale_temp)
 from .progress import interrupted, progress_bar as _progress
 
 __all__ = ["run", "evaluate_checkpoint", "build_model", "build_optimizer", "main", "eval_main"]
@@ -353,7 +353,7 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
     created = make_run_dir(out)
     try:
         with RunLock(out):
-            previous = _read_manifest(out)
+            previous = read_manifest(out)
             changes = _check_reuse(out, previous, saved, recipe, resume, change_recipe)
             if resume and previous.get("status") == "completed":
                 if verbose:
@@ -366,13 +366,6 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
         if created and out.is_dir() and not any(out.iterdir()):  # nothing was written: leave no empty folder
             with contextlib.suppress(OSError):
                 out.rmdir()
-
-
-def _read_manifest(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | None, recipe: Recipe, resume: bool,
@@ -673,13 +666,6 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _check_finite_state(state: dict[str, torch.Tensor], path: Path) -> None:
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise ValueError(f"{path.name} holds {len(bad)} EMA tensors with NaN or infinity (e.g. {bad[0]}); it comes "
-                         "from a diverged run.")
-
-
 def _check_params_in_sync(model: nn.Module) -> None:
     """DDP keeps replicas equal; verify it (cheap: one all-reduce of a checksum)."""
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
@@ -744,7 +730,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, *, data_dir
         raise ValueError(f"{path.name} has a {classes}-class head but {dataset} has {info.num_classes} classes; "
                          "evaluate it on the data set it was trained on (or fine-tune it: finetune=).")
     if use_ema:
-        _check_finite_state(ck["ema"], path)
+        check_finite(ck["ema"], path, "EMA ")
         net.load_state_dict(ck["ema"])
     else:
         load_weights(net, path)
