@@ -56,6 +56,18 @@ def refused(r: subprocess.CompletedProcess, expect: str | None = None) -> str:
     return "sentence" if expect is None or expect.lower() in err.lower() else "sentence (another error)"
 
 
+def train_then_signal(args: list[str], wait_for: Path, sig: int, settle_s: float = 0.0) -> None:
+    """Start `dhvt-train args`, send `sig` once `wait_for` exists (after `settle_s` more), and wait for it to end."""
+    p = subprocess.Popen([PY, "-m", "dhvtlib.train", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not wait_for.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(settle_s)
+    p.send_signal(sig)
+    p.wait(120)
+
+
 def config(out: Path) -> dict:
     return json.loads((out / "config.json").read_text())
 
@@ -203,14 +215,8 @@ def main() -> None:
     @case("`--resume` an interrupted 3-epoch run, forgetting `--epochs`")
     def _():
         o = out()
-        p = subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o), "--epochs", "3",
-                              "--checkpoint-every-steps", "1"], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while not (o / "checkpoint-last.pt").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        p.send_signal(signal.SIGINT)
-        p.wait(120)
+        train_then_signal([*base, "--output", str(o), "--epochs", "3", "--checkpoint-every-steps", "1"],
+                          o / "checkpoint-last.pt", signal.SIGINT)
         r = train(*base, "--output", str(o), "--resume")
         if r.returncode != 0:
             return refused(r)
@@ -231,15 +237,8 @@ def main() -> None:
     @case("SIGTERM mid-epoch")
     def _():
         o = out()
-        p = subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o), "--epochs", "20",
-                              "--checkpoint-every-steps", "0"], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while not (o / "metrics.jsonl").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
-        p.send_signal(signal.SIGTERM)
-        p.wait(120)
+        train_then_signal([*base, "--output", str(o), "--epochs", "20", "--checkpoint-every-steps", "0"],
+                          o / "metrics.jsonl", signal.SIGTERM, settle_s=0.5)
         status = json.loads((o / "manifest.json").read_text())["status"]
         resumed = train(*base, "--output", str(o), "--resume", "--epochs", "20", timeout=600)
         return "handled" if status == "interrupted" and resumed.returncode == 0 else f"lost (status {status})"

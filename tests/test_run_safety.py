@@ -22,21 +22,12 @@ from dhvtlib.models import create_model
 from dhvtlib.recipe import resolve
 from dhvtlib.rundir import RunLock, RunLockedError, nonfinite_tensors
 from dhvtlib.train import evaluate_checkpoint, run
-from fakedata import fake_fashion_mnist
+from clitools import run_module as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(progress=False, verbose=False)
 
 
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
-
-
-def _cli(*args: str, env: dict | None = None, module: str = "dhvtlib.train", timeout: int = 240):
-    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=e, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _deterministic(out: Path):

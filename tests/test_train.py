@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,8 @@ from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
 from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve
 from dhvtlib.train import build_optimizer, evaluate_checkpoint, run
-from fakedata import fake_fashion_mnist
+from clitools import run_module as _cli
 
-ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures"
 
 # dhvt-spec.md section 3.3: the official scripts (per-GPU batch x 2 GPUs, --lr, warmup, epochs, wd, ...)
@@ -44,15 +41,6 @@ SPEC_COMMON = dict(opt_eps=1e-8, opt_betas=(0.9, 0.999), warmup_lr=1e-6, mixup=0
                    eval_ema=False, clip_grad=None, lr_scale_batch=512, seed=0)
 
 
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
-
-
-def _cli(*args: str, env: dict | None = None, module: str = "dhvtlib.train", timeout: int = 240):
-    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=e, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _deterministic(history):
