@@ -1,71 +1,31 @@
-"""Checkpoints: atomic writes, safe loading, safetensors export, and clear errors for the wrong model.
+"""Checkpoints: safe loading, safetensors export, and clear errors for the wrong model.
 
-- `atomic_write(path)`: a temp file in the same folder, flushed and fsynced, then renamed over `path`; an
-  interrupted write leaves the previous file intact and no partial file behind.
+- Every file is written all-or-nothing (`dhvtlib.files.atomic_write`: temp file, fsync, rename).
 - Training checkpoints are plain dicts of tensors and primitives, loaded only with `torch.load(weights_only=True)`
   (no unpickling of arbitrary objects). Numpy and Python RNG states are stored as tensors and lists for that reason.
 - Final weights are exported as safetensors with the model name and config in the metadata and a `.sha256` file.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_write, sha256
 from .rundir import nonfinite_tensors
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
-           "rng_state", "set_rng_state", "sha256", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
+__all__ = ["save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
+           "rng_state", "set_rng_state", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
            "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[BinaryIO]:
-    """Write `path` all-or-nothing: yields a temp file in the same folder, renamed over `path` on success.
-    `open_kwargs` (e.g. newline, encoding) go to the file object in text mode."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results folder shared with a group needs the umask's mode
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where /proc allows; else set and restored at once)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -116,14 +76,6 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] 
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
     """Write the model's state_dict as safetensors (atomically) with its name and config in the metadata, and
     `<path>.sha256` beside it. Returns the sha256."""

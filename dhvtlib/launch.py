@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .files import write_json
 from .rundir import read_manifest
 
 try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
@@ -344,11 +345,7 @@ class _Registry:
                                 "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
     def save(self) -> None:
-        from .checkpoint import atomic_write
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.path, "w") as f:
-            json.dump(self.entries, f, indent=2)
+        write_json(self.path, self.entries)
 
 
 def _job(folder: Path, entry: Mapping[str, Any]):

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .models.ablations import ABLATIONS
 from .paper import paper_statistic, reported, reported_value
 
@@ -307,7 +307,7 @@ def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
 # Writing tables
 # ---------------------------------------------------------------------------------------------------------------
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through `write(file)` atomically (checkpoint.atomic_write: temp file, fsync, rename)."""
+    """Write through `write(file)` atomically (files.atomic_write: temp file, fsync, rename)."""
     with atomic_write(path, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
         write(f)
     return Path(path)

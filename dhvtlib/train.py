@@ -35,11 +35,12 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
-from .checkpoint import (atomic_write, build_recorded_model, check_finite, export_safetensors, load_checkpoint,
+from .checkpoint import (build_recorded_model, check_finite, export_safetensors, load_checkpoint,
                          load_weights, rng_state, safetensors_info, save_checkpoint, set_rng_state)
 from .data import dataset_info, default_data_dir, load_split, subset_per_class
 from .data.augment import BatchAugment, build_pil_transform
 from .data.loaders import FileLoader, InMemoryLoader, eval_indices, train_indices
+from .files import atomic_write, write_json
 from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .groups import use_virtual_gpus
 from .models import DHVT, convert_sope_sync_batchnorm, create_model, family, param_groups_weight_decay
@@ -140,12 +141,6 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
 
 
 def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
@@ -478,8 +473,8 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         "started": started, "ended": None, "wall_s": None, "status": "running", "output": str(out),
         "recipe_changes": recipe_changes}
     if d.main:
-        _write_json(out / "config.json", recipe.to_dict())
-        _write_json(out / "manifest.json", manifest)
+        write_json(out / "config.json", recipe.to_dict())
+        write_json(out / "manifest.json", manifest)
     writer = _tensorboard(out) if tensorboard and d.main else None
     t_start = time.perf_counter()
     saved_at = [time.monotonic()]
@@ -592,7 +587,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                 manifest["weights"] = "model.safetensors"
                 manifest["weights_sha256"] = export_safetensors(model, out / "model.safetensors")
             _write_metrics(out, history)  # the manifest and metrics always describe the same epochs
-            _write_json(out / "manifest.json", manifest)
+            write_json(out / "manifest.json", manifest)
     if status == "interrupted":
         raise interrupted(out, tell=verbose and d.main, signum=stop.signum or signal.SIGINT)
     return manifest
@@ -877,7 +872,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(res, indent=2))
         if args.json:
-            _write_json(args.json, res)
+            write_json(args.json, res)
 
 
 if __name__ == "__main__":

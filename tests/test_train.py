@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dhvtlib import train as train_mod
-from dhvtlib.checkpoint import export_safetensors, load_checkpoint, load_weights, sha256
+from dhvtlib.checkpoint import export_safetensors, load_checkpoint, load_weights
+from dhvtlib.files import sha256
 from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
 from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve

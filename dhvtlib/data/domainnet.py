@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from ..checkpoint import sha256
+from ..files import sha256
 from .datasets import DOMAINNET_DOMAINS, DOMAINNET_SPLIT_SIZES
 
 __all__ = ["prepare_domainnet", "prepare_domain", "read_split_list", "paper_count_warnings",

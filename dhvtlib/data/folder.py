@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..files import atomic_write
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["FolderError", "FolderScan", "OwnData", "scan_folder", "load_image", "stored_size", "infer_img_size",
@@ -321,8 +322,6 @@ def _fingerprint(root: Path, files: Sequence[str]) -> str:
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
-    from ..checkpoint import atomic_write
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     with atomic_write(path) as f:
