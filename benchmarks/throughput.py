@@ -31,7 +31,7 @@ import dhvtlib  # noqa: E402
 from dhvtlib.engine import autocast  # noqa: E402
 from dhvtlib.groups import set_bn_splits  # noqa: E402
 from dhvtlib.precision import PRECISIONS, cpu_bf16_capability, resolve_precision  # noqa: E402
-from dhvtlib.train import environment, git_state  # noqa: E402
+from dhvtlib.runtime import environment, git_state  # noqa: E402
 from official_dhvt import OfficialDHVT  # noqa: E402
 
 

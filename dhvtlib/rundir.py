@@ -8,12 +8,18 @@
   interrupts at once; a second SIGTERM/SIGUSR1 is handled by the default action.
 - `remove_stale_temp(out)`: temp files that a SIGKILL during an atomic write left behind.
 - `nonfinite_tensors(state_dict)`: names of tensors holding NaN or infinity (checked before any checkpoint is written).
+- `read_manifest(out)`, `write_metrics(out, history)`, `summarize(history, best)`: the run's records (manifest.json;
+  metrics.jsonl and .csv).
+- `check_reuse(...)`: a run directory is never overwritten, and a run continues only with its own recipe (except
+  `RECIPE_CHANGES_ON_RESUME` after a divergence, with change_recipe).
 """
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import errno
+import io
 import json
 import os
 import signal
@@ -25,10 +31,17 @@ from typing import Any, Mapping
 
 import torch
 
+from .files import atomic_write
+from .recipe import Recipe, describe_diff, recipe_diff
+
 __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
-           "make_run_dir", "read_manifest"]
+           "make_run_dir", "read_manifest", "write_metrics", "summarize", "check_reuse",
+           "RECIPE_CHANGES_ON_RESUME"]
 
 LOCK_NAME = ".lock"
+
+# Recipe fields that may change when a diverged run is resumed from its last finite checkpoint on purpose.
+RECIPE_CHANGES_ON_RESUME = frozenset({"lr", "clip_grad", "precision"})  # with change_recipe=True (after divergence)
 
 
 class RunLockedError(RuntimeError):
@@ -172,6 +185,18 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
         return {}
 
 
+def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl and metrics.csv (one row per epoch, columns in first-seen order), each written atomically."""
+    with atomic_write(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in history)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)))
+    w.writeheader()
+    w.writerows(history)
+    with atomic_write(out / "metrics.csv", "w") as f:
+        f.write(buf.getvalue())
+
+
 def remove_stale_temp(out: Path) -> list[str]:
     """Delete `.<name>.*.tmp` files left by an atomic write that was killed (call while holding the lock)."""
     removed = []
@@ -190,3 +215,43 @@ def nonfinite_tensors(*state_dicts: Mapping[str, torch.Tensor] | None) -> list[s
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 bad.append(k)
     return bad
+
+
+def check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | None, recipe: Recipe, resume: bool,
+                 change_recipe: bool) -> dict[str, tuple[Any, Any]]:
+    """Refuse to overwrite a run, or to continue one with another recipe; returns the allowed changes."""
+    if not resume:
+        if previous or (out / "checkpoint-last.pt").exists():
+            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
+                                  "another output directory.")
+        return {}
+    diff = recipe_diff(saved, recipe)
+    if not diff:
+        return {}
+    if previous.get("status") == "completed":
+        raise ValueError(f"{out} is a completed run of another recipe ({describe_diff(diff)}); a completed run is "
+                         "never reopened: train the new recipe into another output directory.")
+    if change_recipe and set(diff) <= RECIPE_CHANGES_ON_RESUME:
+        return diff
+    if change_recipe:
+        raise ValueError(f"cannot resume {out} with {describe_diff(diff)}: only "
+                         f"{', '.join(sorted(RECIPE_CHANGES_ON_RESUME))} may change on resume (change_recipe); "
+                         "train the new recipe into another output directory.")
+    hint = ("a run's cosine schedule is fixed by its epochs: train the new length into another output directory"
+            if "epochs" in diff else
+            "omit them (and the preset) to continue with the saved recipe; after a divergence, pass change_recipe="
+            "True (--change-recipe) to continue with another lr, clip_grad or precision")
+    raise ValueError(f"cannot resume {out}: the recipe differs in {sorted(diff)} ({describe_diff(diff)}); {hint}.")
+
+
+def summarize(history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's outcome fields: best (max over evaluated epochs) and final accuracy, data overhead."""
+    evals = [r for r in history if "top1" in r]
+    final = evals[-1] if evals else {}
+    seen = best["epoch"] >= 0
+    return {"epochs_run": len(history), "best_top1": best["top1"] if seen else None,
+            "best_top5": best["top5"] if seen else None, "best_epoch": best["epoch"] if seen else None,
+            "final_top1": final.get("top1"), "final_top5": final.get("top5"),
+            "final_ema_top1": final.get("ema_top1"),
+            "data_overhead": (sum(r["data_s"] for r in history) / max(sum(r["epoch_s"] for r in history), 1e-9)
+                              if history else None)}

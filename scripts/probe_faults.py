@@ -41,7 +41,7 @@ def train(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
-    return sh([PY, "-c", "from dhvtlib.train import eval_main; eval_main()", *args])
+    return sh([PY, "-c", "from dhvtlib.evaluate import main; main()", *args])
 
 
 def refused(r: subprocess.CompletedProcess, expect: str | None = None) -> str:

@@ -18,7 +18,9 @@ from dhvtlib import experiments, results
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
 from dhvtlib.models.profile import format_table, profile, variant_table
-from dhvtlib.train import eval_main, evaluate_checkpoint, run
+from dhvtlib.evaluate import evaluate_checkpoint
+from dhvtlib.evaluate import main as eval_main
+from dhvtlib.train import run
 from fakedata import fake_fashion_mnist
 
 

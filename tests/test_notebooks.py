@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from dhvtlib import experiments, results
+from clitools import signal_cell
 from fakedata import MODES, fake_fashion_mnist, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,20 @@ def fmnist(tmp_path_factory) -> Path:
 
 
 def _papermill(kernel: str, name: str, out_dir: Path, *, cwd: Path | None = None, env: dict | None = None,
-               ok: bool = True, **params) -> Path:
-    """Run a notebook; unless told otherwise (`cwd`), from `out_dir`, and check its outputs are clean."""
+               ok: bool = True, first_cell: str | None = None, **params) -> Path:
+    """Run a notebook (with `first_cell` run before its own cells); unless told otherwise (`cwd`), from `out_dir`,
+    and check its outputs are clean."""
     out = out_dir / f"{name}.out.ipynb"
     cwd = cwd or out_dir
-    args = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), "-k", kernel,
+    source = ROOT / "notebooks" / f"{name}.ipynb"
+    if first_cell:
+        import nbformat
+
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell(first_cell))
+        source = out_dir / f"{name}.in.ipynb"
+        nbformat.write(nb, source)
+    args = [sys.executable, "-m", "papermill", str(source), str(out), "-k", kernel,
             "--cwd", str(cwd), "--no-progress-bar", "-y", json.dumps(params)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
     assert (r.returncode == 0) == ok, r.stderr[-4000:]
@@ -219,7 +229,7 @@ def test_interrupted_run_ends_in_one_sentence(kernel, fmnist, tmp_path):
     no stderr progress text; re-running resumes and completes."""
     params = dict(**SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"), dataset="fashion_mnist",
                   seeds=[0], models=["dhvt_tiny_cifar_patch4"])
-    out = _papermill(kernel, "01_cifar100", tmp_path, ok=False, env={"DHVTLIB_TEST_SIGNAL": "INT:0:1"}, **params)
+    out = _papermill(kernel, "01_cifar100", tmp_path, ok=False, first_cell=signal_cell(0, 1, "INT"), **params)
     errors = [o for _, o in _outputs(out) if o["output_type"] == "error"]
     assert len(errors) == 1 and errors[0]["ename"] == "RunInterrupted"
     assert len(errors[0]["traceback"]) == 1 and errors[0]["traceback"][0].endswith("Re-run this cell to resume.")

@@ -19,7 +19,8 @@ from PIL import Image
 from dhvtlib.data import InMemoryImages
 from dhvtlib.data.folder import FolderError, FileImages, infer_img_size, load_image, own_data, scan_folder, stored_size
 from dhvtlib.data.loaders import FileLoader
-from dhvtlib.train import evaluate_checkpoint, run
+from dhvtlib.evaluate import evaluate_checkpoint
+from dhvtlib.train import run
 from fakedata import MODES, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from dhvtlib import precision as prec
-from dhvtlib import train as train_mod
+from dhvtlib import cli
+from dhvtlib import evaluate as evaluate_mod
 from dhvtlib.precision import cpu_bf16_capability, resolve_precision
 from dhvtlib.recipe import PRESETS, Recipe
 from dhvtlib.train import run
+from clitools import signal_at
 from fakedata import fake_fashion_mnist
 
 
@@ -57,10 +59,10 @@ def test_auto_on_this_machine_agrees_with_its_cpu_flags():
 
 def test_auto_is_the_default_everywhere():
     assert Recipe().precision == "auto" and all(r.precision == "auto" for r in PRESETS.values())
-    assert train_mod._parser().parse_args([]).precision is None  # CLI: the preset's value, i.e. auto
+    assert cli.train_parser().parse_args([]).precision is None  # CLI: the preset's value, i.e. auto
     import inspect
 
-    assert inspect.signature(train_mod.evaluate_checkpoint).parameters["precision"].default == "auto"
+    assert inspect.signature(evaluate_mod.evaluate_checkpoint).parameters["precision"].default == "auto"
 
 
 def test_run_records_the_choice_and_resume_keeps_it(fmnist, tmp_path, monkeypatch):
@@ -68,10 +70,10 @@ def test_run_records_the_choice_and_resume_keeps_it(fmnist, tmp_path, monkeypatc
     resumed 'auto' run keeps its precision even where 'auto' would now choose another."""
     _caps(monkeypatch, avx2=True)
     out = tmp_path / "run"
-    monkeypatch.setenv("DHVTLIB_TEST_SIGNAL", "INT:0:2")  # Ctrl-C after step 2 of epoch 0
+    signal_at(0, 2, "INT", patch=monkeypatch.setattr)  # Ctrl-C after step 2 of epoch 0
     with pytest.raises(KeyboardInterrupt):
         run("smoke", output=out, data_dir=fmnist, progress=False, verbose=False, epochs=1)
-    monkeypatch.delenv("DHVTLIB_TEST_SIGNAL")
+    monkeypatch.undo()  # (also puts train_one_epoch back)
     ck = torch.load(out / "checkpoint-last.pt", weights_only=False)
     assert ck["config"]["precision"] == "auto" and ck["precision"] == "fp32"
     _caps(monkeypatch, amx_bf16=True)  # the same run resumed on an AMX machine

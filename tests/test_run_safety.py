@@ -16,12 +16,15 @@ import torch
 
 from dhvtlib import checkpoint as ckpt_mod
 from dhvtlib import experiments
+from dhvtlib import runstate
 from dhvtlib import train as train_mod
-from dhvtlib.checkpoint import atomic_write, export_safetensors, load_checkpoint, sha256
+from dhvtlib.checkpoint import export_safetensors, load_checkpoint
+from dhvtlib.evaluate import evaluate_checkpoint
+from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
 from dhvtlib.recipe import resolve
 from dhvtlib.rundir import RunLock, RunLockedError, nonfinite_tensors
-from dhvtlib.train import evaluate_checkpoint, run
+from dhvtlib.train import run
 from clitools import run_module as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +92,7 @@ def test_resume_without_epochs_keeps_the_saved_recipe_and_other_epochs_are_refus
     args = ["--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--threads", "1", "--epochs", "3"]
     ref, out = tmp_path / "ref", tmp_path / "int"
     assert _cli(*args, "--output", str(ref)).returncode == 0
-    stopped = _cli(*args, "--output", str(out), env={"DHVTLIB_TEST_SIGNAL": "INT:1:2"})
+    stopped = _cli(*args, "--output", str(out), signal_after=(1, 2, "INT"))
     assert stopped.returncode == 130
     changed = _cli("--output", str(out), "--resume", "--epochs", "5")
     assert changed.returncode == 1 and "cosine schedule is fixed by its epochs" in changed.stderr
@@ -159,7 +162,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
             "--checkpoint-every-steps", "0", "--epochs", "3"]
     ref, out = tmp_path / "ref", tmp_path / "term"
     assert _cli(*args, "--output", str(ref)).returncode == 0
-    stopped = _cli(*args, "--output", str(out), env={"DHVTLIB_TEST_SIGNAL": "TERM:1:3"})
+    stopped = _cli(*args, "--output", str(out), signal_after=(1, 3, "TERM"))
     assert stopped.returncode == 143 and "SIGTERM: stopping after this step" in stopped.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted" and not (out / ".lock").exists()
@@ -175,8 +178,8 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
 def test_wall_clock_checkpoints_and_defaults(fmnist, tmp_path, monkeypatch):
     assert all(resolve(p).checkpoint_every_minutes == 10.0 for p in ("cifar100", "imagenet", "quick"))
     saved = []
-    real = train_mod.save_checkpoint
-    monkeypatch.setattr(train_mod, "save_checkpoint", lambda state, path: (saved.append(
+    real = runstate.save_checkpoint
+    monkeypatch.setattr(runstate, "save_checkpoint", lambda state, path: (saved.append(
         (Path(path).name, state["epoch"], (state["epoch_state"] or {}).get("step"))), real(state, path))[1])
     run("smoke", output=tmp_path / "run", data_dir=fmnist, checkpoint_every_steps=0,
         checkpoint_every_minutes=1e-9, **QUIET)
@@ -185,14 +188,14 @@ def test_wall_clock_checkpoints_and_defaults(fmnist, tmp_path, monkeypatch):
 
 
 def test_failed_write_leaves_manifest_and_metrics_agreeing(fmnist, tmp_path, monkeypatch):
-    real, calls = train_mod._write_metrics, {"n": 0}
+    real, calls = train_mod.write_metrics, {"n": 0}
 
     def flaky(out, history):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         real(out, history)
-    monkeypatch.setattr(train_mod, "_write_metrics", flaky)
+    monkeypatch.setattr(train_mod, "write_metrics", flaky)
     out = tmp_path / "run"
     with pytest.raises(OSError):
         run("smoke", output=out, data_dir=fmnist, **QUIET)

@@ -17,7 +17,9 @@ from dhvtlib.files import sha256
 from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
 from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve
-from dhvtlib.train import build_optimizer, evaluate_checkpoint, run
+from dhvtlib.build import build_optimizer
+from dhvtlib.evaluate import evaluate_checkpoint
+from dhvtlib.train import run
 from clitools import run_module as _cli
 
 FIX = Path(__file__).parent / "fixtures"
@@ -143,7 +145,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
     ref = tmp_path / "ref"
     assert _cli(*args, "--output", str(ref)).returncode == 0
     out = tmp_path / "killed"
-    killed = _cli(*args, "--output", str(out), env={"DHVTLIB_TEST_SIGNAL": "KILL:1:3"})
+    killed = _cli(*args, "--output", str(out), signal_after=(1, 3, "KILL"))
     assert killed.returncode == -9, killed.stderr  # a real SIGKILL in epoch 1 after step 3 (checkpoint at step 2)
     ck = load_checkpoint(out / "checkpoint-last.pt")
     assert ck["epoch"] == 1 and ck["epoch_state"]["step"] == 2  # resumes in the middle of the epoch
@@ -162,7 +164,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fmnist, tmp_path):
             "--checkpoint-every-steps", "0"]
     ref, out = tmp_path / "ref", tmp_path / "int"
     assert _cli(*args, "--output", str(ref)).returncode == 0
-    stopped = _cli(*args, "--output", str(out), env={"DHVTLIB_TEST_SIGNAL": "INT:0:3"})
+    stopped = _cli(*args, "--output", str(out), signal_after=(0, 3, "INT"))
     assert stopped.returncode == 130 and "resume" in stopped.stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(out / "checkpoint-last.pt")["epoch_state"]["step"] == 3
@@ -171,7 +173,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fmnist, tmp_path):
 
 
 def test_non_finite_loss_stops_with_clear_message(fmnist, tmp_path, monkeypatch):
-    real = train_mod._criterion_and_mixup
+    real = train_mod.build_criterion
 
     def nan_after_first_epoch(recipe, k):
         crit, mix = real(recipe, k)
@@ -181,7 +183,7 @@ def test_non_finite_loss_stops_with_clear_message(fmnist, tmp_path, monkeypatch)
             calls["n"] += 1
             return crit(logits, y) * (float("nan") if calls["n"] > 5 else 1.0)
         return loss, mix
-    monkeypatch.setattr(train_mod, "_criterion_and_mixup", nan_after_first_epoch)
+    monkeypatch.setattr(train_mod, "build_criterion", nan_after_first_epoch)
     out = tmp_path / "nan"
     with pytest.raises(train_mod.NonFiniteLossError, match=r"training loss is nan at epoch 1, step 0.*last good"):
         run("smoke", output=out, data_dir=fmnist, progress=False, verbose=False, checkpoint_every_steps=0)

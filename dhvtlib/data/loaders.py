@@ -69,8 +69,10 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0
+    def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0, epoch: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) from step `start_step` on; `epoch` is unused here (the augmentation draws from the
+        loader's generator, saved in checkpoints) and kept so both loaders take the same arguments."""
         bs = self.batch_size
         steps = len(indices) // bs if train else -(-len(indices) // bs)  # drop_last when training
         indices = indices.to(self.device)

@@ -1,0 +1,184 @@
+"""What a recipe builds: the model at the data set's size, the data (splits, subsets, loaders and augmentation),
+the optimiser with its schedule, and the loss with Mixup/CutMix. `train.run` and `evaluate.evaluate_checkpoint`
+both build from here, so training and evaluation see the same images."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
+from .data.augment import BatchAugment, build_pil_transform
+from .data.loaders import FileLoader, InMemoryLoader
+from .models import DHVT, create_model, family, param_groups_weight_decay
+from .recipe import PRESETS, Recipe
+from .runtime import Dist, cpu_workers
+
+__all__ = ["RunData", "build_model", "build_data", "build_optimizer", "build_criterion", "load_own_data",
+           "load_test_split", "build_test_loader"]
+
+
+# ------------------------------------------------------------------------------------------------ model
+def build_model(recipe: Recipe, info: DatasetInfo) -> nn.Module:
+    """The recipe's model (any registered family) at the data set's image size, channels and classes, with its
+    drop path. A CNN ignores the preset's own transformer kwargs (e.g. quick's embed_dim/depth/num_heads) when
+    they are unchanged from the preset; any other argument the CNN does not take is an error."""
+    data = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
+    for k, v in data.items():
+        if k in recipe.model_kwargs and recipe.model_kwargs[k] != v:
+            fix = "set img_size instead" if k == "img_size" else "drop it (the data set decides it)"
+            raise ValueError(f"model_kwargs {k}={recipe.model_kwargs[k]!r} does not match the data set "
+                             f"{info.name!r} ({k} {v}); {fix}.")
+    kwargs = dict(recipe.model_kwargs)
+    if family(recipe.model) is not DHVT and recipe.name in PRESETS:
+        kwargs = {k: v for k, v in kwargs.items() if PRESETS[recipe.name].model_kwargs.get(k, object()) != v}
+    return create_model(recipe.model, **{"img_size": info.img_size, "in_chans": info.in_chans,
+                                         "num_classes": info.num_classes, "drop_path_rate": recipe.drop_path,
+                                         "drop_rate": recipe.drop, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class RunData:
+    info: DatasetInfo
+    train: InMemoryLoader | FileLoader
+    test: InMemoryLoader | FileLoader
+    generators: dict[str, torch.Generator]  # the augmentation RNGs a checkpoint saves (in-memory data sets)
+
+
+def build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device) -> RunData:
+    """The recipe's training and test loaders for this process (its share of the batch under torchrun)."""
+    if recipe.dataset == "imagefolder":  # your own folder: checked, split, sized, decoded once (data/folder.py)
+        info, train, test = load_own_data(recipe, data_dir, device, verbose=d.main)
+    else:
+        info = dataset_info(recipe.dataset, data_dir)
+        if recipe.img_size:
+            info = dataclasses.replace(info, img_size=recipe.img_size)
+        if download and d.world_size > 1:  # rank 0 downloads, the others wait and read
+            if d.main:
+                load_split(recipe.dataset, data_dir, train=True, download=True)
+            dist.barrier()
+        train = load_split(recipe.dataset, data_dir, train=True, download=download)
+        test = load_test_split(recipe.dataset, data_dir, recipe.test_samples_per_class, download)
+        if recipe.samples_per_class:  # (load_own_data takes its own subsets)
+            train = subset_per_class(train, recipe.samples_per_class, seed=recipe.seed)
+    per_rank = recipe.batch_size // d.world_size
+    if per_rank * d.world_size != recipe.batch_size:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {d.world_size} processes; "
+                         "choose a multiple of the world size.")
+    if len(train) < recipe.batch_size:
+        raise ValueError(f"the training set has {len(train)} images, fewer than batch_size {recipe.batch_size}; "
+                         "lower batch_size or raise samples_per_class.")
+    workers = cpu_workers(recipe.num_workers)
+    generators = {}
+    if info.in_memory:
+        native = train.images.shape[-1]
+        # DeiT: RandomCrop(padding=4) at <= 32 px when no resize is needed, else bicubic RandomResizedCrop
+        aug = BatchAugment(info.img_size, info.mean, info.std, crop="pad" if info.img_size == native <= 32 else "rrc",
+                           hflip=recipe.hflip, rand_augment=recipe.rand_augment,
+                           random_erasing=recipe.random_erasing, rrc_interpolation="bicubic")
+        generators["augment"] = torch.Generator().manual_seed(recipe.seed * 1_000_003 + d.rank)
+        train_loader = InMemoryLoader(train, per_rank, device, info.mean, info.std, augment=aug,
+                                      generator=generators["augment"], channels_last=recipe.channels_last)
+    else:
+        train.transform = build_pil_transform(info.img_size, info.mean, info.std, train=True,
+                                              rand_augment=recipe.rand_augment, random_erasing=recipe.random_erasing)
+        train_loader = FileLoader(train, per_rank, device, num_workers=workers, seed=recipe.seed + d.rank,
+                                  channels_last=recipe.channels_last)
+    test_loader = build_test_loader(info, test, recipe.eval_batch_size, device, num_workers=workers,
+                                    channels_last=recipe.channels_last)
+    return RunData(info, train_loader, test_loader, generators)
+
+
+def load_own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: dict | None = None):
+    """(info, train, test) of an image folder (data/folder.py); `saved` (a checkpoint's data config) pins the
+    image size, channels, split and mean/std that training used."""
+    from .data.folder import own_data
+
+    saved = saved or {}
+    stats = (saved["mean"], saved["std"]) if saved.get("mean") else None
+    own = own_data(data_dir if data_dir is not None else default_data_dir("imagefolder"), model=recipe.model,
+                   model_kwargs=recipe.model_kwargs, img_size=saved.get("img_size") or recipe.img_size,
+                   in_chans=saved.get("in_chans") or recipe.in_chans,
+                   val_fraction=saved.get("val_fraction") or recipe.val_fraction, mean_std=recipe.mean_std,
+                   skip_bad_files=saved.get("skip_bad_files") or recipe.skip_bad_files,
+                   memory_budget_gb=recipe.memory_budget_gb, cache_dir=recipe.cache_dir, device=device, stats=stats,
+                   verbose=verbose)
+    train = _folder_subset(own.train, recipe.samples_per_class, "samples_per_class", "training", recipe.seed,
+                           verbose)
+    test = _folder_subset(own.test, recipe.test_samples_per_class, "test_samples_per_class", "test", 0, verbose)
+    return own.info(), train, test
+
+
+def _folder_subset(ds, n: int | None, flag: str, split: str, seed: int, verbose: bool):
+    """n images per class of a folder's split. The presets' subsets are sized for their data sets (quick: 100 /
+    200 Fashion-MNIST images per class): a folder with fewer in some class uses the whole split and says so."""
+    if not n:
+        return ds
+    smallest = int(torch.bincount(torch.as_tensor(ds.targets)).min())
+    if n <= smallest:
+        return subset_per_class(ds, n, seed=seed, flag=flag, split=split)
+    if verbose:
+        print(f"{flag} {n} is more than the smallest class of the {split} split has ({smallest}); using every {split} "
+              f"image (pass --{flag.replace('_', '-')} {smallest} for a balanced subset).", flush=True)
+    return ds
+
+
+def load_test_split(dataset: str, data_dir, per_class: int | None, download: bool = False):
+    """The test split, or its deterministic per-class subset (seed 0, the same for every run)."""
+    test = load_split(dataset, data_dir, train=False, download=download)
+    return subset_per_class(test, per_class, seed=0, flag="test_samples_per_class", split="test") if per_class \
+        else test
+
+
+def build_test_loader(info: DatasetInfo, test, batch_size: int, device: torch.device, *, eval_size: int | None = None,
+                      num_workers: int = 4, channels_last: bool = False) -> InMemoryLoader | FileLoader:
+    """Evaluation batches: in-memory images normalised (resized to eval_size, default info.img_size), or files
+    through DeiT's evaluation transform at eval_size (default info.img_size)."""
+    if info.in_memory:
+        return InMemoryLoader(test, batch_size, device, info.mean, info.std, channels_last=channels_last,
+                              eval_size=eval_size or info.img_size)
+    test.transform = build_pil_transform(eval_size or info.img_size, info.mean, info.std, train=False)
+    return FileLoader(test, batch_size, device, num_workers=num_workers, channels_last=channels_last)
+
+
+# ------------------------------------------------------------------------------------------------ optimisation
+def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Optimizer | None = None):
+    """AdamW over the official decay groups at lr * batch / 512, and timm's cosine schedule with linear warmup,
+    to be stepped as `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr).
+    With `optimizer`, only a new schedule for it (from its groups' `initial_lr`)."""
+    from timm.scheduler import CosineLRScheduler
+
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay),
+                                      lr=recipe.effective_lr, eps=recipe.opt_eps, betas=recipe.opt_betas)
+    cosine_log = logging.getLogger(CosineLRScheduler.__module__)
+    level = cosine_log.level
+    cosine_log.setLevel(logging.ERROR)  # its "no effect when t_initial = 1" note is expected for a 1-epoch run
+    try:
+        scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
+                                      warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
+                                      t_in_epochs=True)
+    finally:
+        cosine_log.setLevel(level)
+    return optimizer, scheduler
+
+
+def build_criterion(recipe: Recipe, num_classes: int) -> tuple[nn.Module, Any]:
+    """(loss, mixup_fn or None): soft-target CE under Mixup/CutMix (smoothing inside Mixup), else label-smoothed
+    CE, else plain CE."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                      switch_prob=recipe.mixup_switch_prob, mode="batch", label_smoothing=recipe.smoothing,
+                      num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mixup
+    if recipe.smoothing > 0:
+        return LabelSmoothingCrossEntropy(recipe.smoothing), None
+    return nn.CrossEntropyLoss(), None

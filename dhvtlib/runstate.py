@@ -1,0 +1,138 @@
+"""Everything a training run resumes from, in one object: `RunState.state_dict()` is what a checkpoint holds and
+`load_state_dict()` restores it, so saving and resuming cannot list different pieces of state. `Checkpoints`
+decides when it is written (steps, minutes, epoch ends, stops) and never writes non-finite weights."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .engine import EpochState, NonFiniteLossError
+from .recipe import Recipe
+from .rundir import nonfinite_tensors
+from .runtime import Dist, now
+
+__all__ = ["RunState", "Checkpoints", "NO_BEST", "raise_if_nonfinite", "resume_hint"]
+
+NO_BEST = {"top1": -1.0, "top5": 0.0, "epoch": -1}  # before any evaluation
+
+
+@dataclasses.dataclass
+class RunState:
+    """The run's model, optimiser, schedule, scaler, EMA and RNGs, and where it stands: `epoch` is the epoch to run
+    next (0-based) and `epoch_state` the running totals inside it when a checkpoint stops mid-epoch."""
+    recipe: Recipe
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any                                   # timm CosineLRScheduler, stepped once per epoch
+    precision: str                                   # what was used: fp32 | bf16 | fp16 (never "auto")
+    scaler: torch.amp.GradScaler | None = None       # fp16 only
+    ema: Any = None                                  # timm ModelEmaV3 when recipe.model_ema
+    generators: dict[str, torch.Generator] = dataclasses.field(default_factory=dict)  # the augmentation RNGs
+    epoch: int = 0
+    epoch_state: EpochState | None = None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one metrics row per epoch run
+    best: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(NO_BEST))
+    started: str = dataclasses.field(default_factory=now)
+    wall_before: float = 0.0                          # seconds run before this process resumed
+    recipe_changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    clock: float = dataclasses.field(default_factory=time.perf_counter)  # when this process's share began
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.clock
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: tensors and primitives only (loadable with weights_only=True)."""
+        return {"model": self.model.state_dict(), "model_name": self.recipe.model, "model_config": self.model.config,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "rng": rng_state(self.generators),
+                "epoch": self.epoch, "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None,
+                "history": self.history, "best": self.best, "config": self.recipe.to_dict(),
+                "precision": self.precision, "data_config": self.model.data_config, "started": self.started,
+                "recipe_changes": self.recipe_changes, "wall_s": self.wall_s}
+
+    def load_state_dict(self, ck: dict[str, Any], rank: int = 0) -> None:
+        """Continue from checkpoint `ck`; `rank` picks this process's RNG state when every rank's was saved."""
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        if self.ema is not None and ck.get("ema") is not None:
+            self.ema.module.load_state_dict(ck["ema"])
+        self.history, self.best = list(ck["history"]), dict(ck["best"])
+        self.epoch = ck["epoch"]
+        self.epoch_state = EpochState(**ck["epoch_state"]) if ck.get("epoch_state") else None
+        self.started, self.wall_before = ck.get("started", self.started), ck.get("wall_s", 0.0)
+        self.recipe_changes = list(ck.get("recipe_changes", []))
+        set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"], self.generators)
+
+    def nonfinite(self) -> list[str]:
+        """Names of the model's (and EMA's) tensors holding NaN or infinity."""
+        ema = self.ema.module.state_dict() if self.ema is not None else None
+        return nonfinite_tensors(self.model.state_dict(), ema)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+class Checkpoints:
+    """checkpoint-last.pt every `checkpoint_every_steps` steps and every `checkpoint_every_minutes` (rank 0's clock
+    decides, so every rank checkpoints at the same step), at each epoch's end and on a stop; checkpoint-best.pt at
+    a new best. Never with non-finite weights: then the last finite checkpoint stays."""
+
+    def __init__(self, rs: RunState, out: Path, d: Dist, dev: torch.device):
+        self.rs, self.out, self.d, self.dev = rs, out, d, dev
+        self.saved_at = time.monotonic()
+
+    def save(self, path: Path | None = None) -> None:
+        raise_if_nonfinite(self.rs, self.out)
+        self.saved_at = time.monotonic()
+        ck = self.rs.state_dict()
+        if self.d.world_size > 1:  # every rank's RNG state, gathered to rank 0
+            rngs: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(rngs, ck["rng"])
+            ck["rng"] = rngs
+        if self.d.main:
+            save_checkpoint(ck, path or self.out / "checkpoint-last.pt")
+
+    def after_step(self, state: EpochState) -> None:
+        """engine's on_step: a mid-epoch checkpoint when one is due."""
+        self.rs.epoch_state = state
+        every = self.rs.recipe.checkpoint_every_steps
+        if (every and state.step % every == 0) or self._due():
+            self.save()
+
+    def _due(self) -> bool:
+        minutes = self.rs.recipe.checkpoint_every_minutes
+        if not minutes:
+            return False
+        flag = time.monotonic() - self.saved_at >= 60 * minutes
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([float(flag)], device=self.dev)
+            dist.broadcast(t, 0)
+            flag = bool(t.item())
+        return flag
+
+
+def raise_if_nonfinite(rs: RunState, out: Path) -> None:
+    """NonFiniteLossError naming where the run is, when the weights (or EMA) hold NaN or infinity."""
+    bad = rs.nonfinite()
+    if bad:
+        step = rs.epoch_state.step if rs.epoch_state else None
+        where = f"epoch {rs.epoch + 1}" + (f", step {step}" if step is not None else "")
+        raise NonFiniteLossError(f"the weights became non-finite in {where} ({len(bad)} tensors, e.g. {bad[0]}); "
+                                 f"the run stopped and keeps its last finite checkpoint ({resume_hint(out)}).")
+
+
+def resume_hint(out: Path) -> str:
+    """How to continue a diverged run from its last finite checkpoint."""
+    return (f"to continue from it with a lower lr: dhvt-train --resume --output {out} --lr <lower> "
+            "--change-recipe, or run(..., resume=True, change_recipe=True, lr=...)")
