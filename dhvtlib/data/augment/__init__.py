@@ -34,18 +34,8 @@ Choices and deviations from timm + Pillow (deliberate):
 # color.py (the ops, replaying Pillow), normalize.py, with params.py (the draws) and images.py (shared helpers).
 # Tests only: single_op.py (apply_op, one op by name). File data sets: pil.py (build_pil_transform).
 from .batch import BatchAugment
-from .crops import pad_crop, resized_crop
-from .crops import resize_center_crop  # noqa: F401  (data/loaders.py and data/folder.py import it from here)
-from .geometric import GEOMETRIC_OPS, affine, op_matrix
+from .crops import resize_center_crop
 from .normalize import normalize_batch
-from .params import AugmentParams, RandAugmentLayer
-from .pil import _pil_posterize, build_pil_transform  # noqa: F401  (tests/test_augment.py imports _pil_posterize)
-from .randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, RandAugmentConfig, level_to_arg,
-                          parse_rand_augment)
-from .single_op import apply_op
+from .pil import build_pil_transform
 
-__all__ = [
-    "BatchAugment", "build_pil_transform", "normalize_batch", "RandAugmentConfig", "parse_rand_augment",
-    "AugmentParams", "RandAugmentLayer", "pad_crop", "resized_crop", "apply_op", "affine", "op_matrix",
-    "level_to_arg", "RAND_TRANSFORMS", "RAND_INCREASING_TRANSFORMS", "GEOMETRIC_OPS",
-]
+__all__ = ["BatchAugment", "build_pil_transform", "normalize_batch", "resize_center_crop"]
