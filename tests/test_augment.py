@@ -13,10 +13,12 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from timm.data import auto_augment as aa
 
-from dhvtlib.data.augment import (
-    RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, BatchAugment, _pil_posterize, apply_op,
-    build_pil_transform, level_to_arg, normalize_batch, pad_crop, parse_rand_augment, resized_crop,
-)
+from dhvtlib.data.augment import BatchAugment, build_pil_transform, normalize_batch
+from dhvtlib.data.augment.crops import pad_crop, resized_crop
+from dhvtlib.data.augment.pil import _pil_posterize
+from dhvtlib.data.augment.randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, level_to_arg,
+                                             parse_rand_augment)
+from dhvtlib.data.augment.single_op import apply_op
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)

@@ -246,7 +246,7 @@ def stored_size(img_size: int) -> int:
 def _decode(root: Path, rel: str, channels: int, size: int) -> np.ndarray:
     """One file as uint8 [C, size, size]: torchvision's Resize(size, bicubic) (shorter side, Pillow's antialias)
     + CenterCrop(size), as timm's evaluation transform."""
-    from .augment import _fit
+    from .augment.pil import _fit
 
     im = _open(root / rel, channels)
     for t in _fit(size):
