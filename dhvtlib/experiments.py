@@ -7,8 +7,11 @@ resuming interrupted ones, and returns the manifests as a pandas frame.
 
 Script vs paper: where the official scripts and the paper's text disagree, a row follows what produced that table
 as best it can be determined: the shipped script where one exists for that model (DHVT-T), else the paper's text
-(DHVT-S on CIFAR-100 and DomainNet, ImageNet DHVT-S at batch 512). README "Recipe per table" lists each case. `validate(notebook, **params)` is the one check each notebook makes of its
-parameters.
+(DHVT-S on CIFAR-100 and DomainNet, ImageNet DHVT-S at batch 512). README "Recipe per table" lists each case.
+
+Checks: each `*_runs` builder checks its own arguments (models, domains, table, rows, ...), and `validate(**params)`
+checks the execution parameters every notebook shares (device, preset, launcher, seeds, epochs, sizes). A notebook
+calls both right after its parameters cell, so a bad value is one sentence before anything runs.
 """
 from __future__ import annotations
 
@@ -17,24 +20,34 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.datasets import DOMAINNET_DOMAINS
-from .models import CNN_VARIANTS, VARIANTS, list_models
-from .models.ablations import ABLATION_TABLES, ABLATIONS, ablation_rows
+from .models import CNN_VARIANTS, list_models
+from .models.ablations import ABLATIONS, ablation_rows
 from .paper import reported_value
 from .recipe import PRESETS, Recipe, resolve
 from .rundir import read_manifest
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
-           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "spec_dataset", "LADDER", "TABLE4_MODELS",
-           "EFFICIENCY_MODELS"]
+           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "ablation_table", "spec_dataset",
+           "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS", "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
                  "dhvt_tiny_cifar_patch2", "dhvt_small_cifar_patch2")
-# The Table 5/6 ladder of issue 5: DeiT with and without PE, +SOPE, +DAFF, +SOPE+DAFF, full DHVT (head tokens).
+DOMAINNET_MODELS = ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16", "resnet50_domain")  # Tables 2, 13
+IMAGENET_MODELS = ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16")  # Tables 3, 15
+FINETUNE_TARGETS = ("clipart", "painting", "sketch", "cifar100")  # Table 14 (DomainNet) and Table 7 (CIFAR-100)
+# The Table 5/6 ladder: DeiT with and without PE, +SOPE, +DAFF, +SOPE+DAFF, full DHVT (head tokens).
 LADDER = ("table5/none", "table5/pe", "table5/sope", "table5/daff", "table5/sope_daff", "table6/sope_daff_ht")
-# The data-efficiency study of issue 13: a plain ViT (DeiT with abs. PE), DHVT and a small-image ResNet-18.
+# The data-efficiency study: a plain ViT (DeiT with abs. PE), DHVT and a small-image ResNet-18.
 EFFICIENCY_MODELS = {"deit": "deit_tiny_cifar_patch4", "dhvt": "dhvt_tiny_cifar_patch4", "resnet": "resnet18_cifar"}
+
+
+def _check(name: str, values: Iterable[Any], allowed: Sequence[Any], where: str) -> None:
+    """One sentence for the first value of `values` not in `allowed`, listing the valid ones."""
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"{name} {bad[0]!r} is not {where}; choose from: {', '.join(map(str, allowed))}.")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class RunSpec:
 def quickstart_runs(models: Sequence[str] = ("dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"),
                     experiment: str = "quick") -> list[RunSpec]:
     """The quick preset's comparison: each model at the preset's width and depth on the embedded data."""
+    _check("model", models, list_models(), "a registered model")
     return [RunSpec(experiment, m, m, m, preset="quick") for m in models]
 
 
@@ -65,6 +79,7 @@ def cifar100_runs(models: Sequence[str] | None = None) -> list[RunSpec]:
     """Table 4: DHVT-T/S and the DeiT baselines at patch 4 and 2 on CIFAR-100. The S rows train at batch 256, as
     the paper's text says (the shipped script is DHVT-T's, 2 x 256); lr 1e-3 is scaled to 5e-4 there (UNVERIFIED in
     the spec: the paper gives lr 0.001 without saying whether it was scaled)."""
+    _check("model", models or (), TABLE4_MODELS, "in Table 4")
     return [RunSpec("cifar100", f"table4/{m}", m, m, recipe={"dataset": "cifar100"}, paper=("table4", m, None),
                     preset=_table_preset("cifar100", m))
             for m in (models or TABLE4_MODELS)]
@@ -84,9 +99,12 @@ def _table_preset(preset: str, model: str, **values: Any) -> str | Recipe:
 
 def ablation_runs(table: str, variant: str = "tiny", rows: Sequence[str] | None = None,
                   experiment: str = "ablation") -> list[RunSpec]:
-    """One ablation table's rows (Table 11's rows carry their batch size). Paper numbers exist for DHVT-T only."""
+    """One ablation table's rows (Table 11's rows carry their batch size). Paper numbers exist for DHVT-T only.
+    `table` may be 5, '5' or 'table5'; `rows` must name rows of that table."""
+    table_rows = ablation_rows(ablation_table(table), variant)  # (checks the table and the variant)
+    _check("row", rows or (), [r.row for r in table_rows], f"in {ablation_table(table)}")
     out = []
-    for r in ablation_rows(table, variant):
+    for r in table_rows:
         if rows and r.row not in rows:
             continue
         out.append(RunSpec(experiment, r.key, r.label, r.base, dict(r.model_kwargs), dict(r.recipe),
@@ -97,15 +115,18 @@ def ablation_runs(table: str, variant: str = "tiny", rows: Sequence[str] | None 
 
 def ladder_runs(experiment: str = "ladder", rows: Sequence[str] | None = None) -> list[RunSpec]:
     """The small-data ladder (Tables 5/6 rows) compared with the paper's CIFAR-100 numbers."""
+    _check("row", rows or (), LADDER, "in the ladder")
     return [RunSpec(experiment, k, ABLATIONS[k].label, ABLATIONS[k].base, dict(ABLATIONS[k].model_kwargs),
                     paper=(ABLATIONS[k].table, ABLATIONS[k].row, None), preset="quick")
             for k in LADDER if not rows or k in rows]
 
 
 def domainnet_runs(domains: Sequence[str] = DOMAINNET_DOMAINS,
-                   models: Sequence[str] = ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")) -> list[RunSpec]:
+                   models: Sequence[str] = DOMAINNET_MODELS[:2]) -> list[RunSpec]:
     """Tables 2 and 13: DHVT-T/S (and the ResNet-50 row: models=[..., 'resnet50_domain']) from scratch on each
     DomainNet domain (224 px). A CNN's tag and paper cell use its paper row ('table13/resnet50/<domain>')."""
+    _check("domain", domains, DOMAINNET_DOMAINS, "a DomainNet domain")
+    _check("model", models, DOMAINNET_MODELS, "in Tables 2 and 13")
     rows = {m: (CNN_VARIANTS[m].paper_row[1] if m in CNN_VARIANTS and CNN_VARIANTS[m].paper_row else m)
             for m in models}
     return [RunSpec("domainnet", f"table13/{rows[m]}/{d}", f"{m} {d}", m, recipe={"dataset": f"domainnet_{d}"},
@@ -129,18 +150,18 @@ def table16_runs(targets: Sequence[str] = ("cifar100", "clipart", "painting", "s
     return specs
 
 
-def imagenet_runs(models: Sequence[str] = ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16")
-                  ) -> list[RunSpec]:
+def imagenet_runs(models: Sequence[str] = IMAGENET_MODELS) -> list[RunSpec]:
     """Tables 3 and 15: DHVT-T/S on ImageNet-1K."""
+    _check("model", models, IMAGENET_MODELS, "in Table 3")
     return [RunSpec("imagenet", f"table3/{m}", m, m, recipe={"dataset": "imagenet"},
                     paper=("table3", m, "imagenet"), preset=_table_preset("imagenet", m))
             for m in models]
 
 
-def finetune_runs(checkpoints: dict[str, str], targets: Sequence[str] = ("clipart", "painting", "sketch", "cifar100")
-                  ) -> list[RunSpec]:
+def finetune_runs(checkpoints: dict[str, str | None], targets: Sequence[str] = FINETUNE_TARGETS) -> list[RunSpec]:
     """Tables 14 and 7: fine-tune ImageNet-1K checkpoints ({model: path}) on DomainNet domains and on CIFAR-100
-    upsampled to 224 px (Table 7 fine-tunes at 224)."""
+    upsampled to 224 px (Table 7 fine-tunes at 224). A path of None plans the rows (checks) before training."""
+    _check("finetune target", targets, FINETUNE_TARGETS, "a fine-tuning target")
     specs = []
     for m, ckpt in checkpoints.items():
         for t in targets:
@@ -163,6 +184,7 @@ def own_data_models() -> list[str]:
 
 def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_data") -> list[RunSpec]:
     """Each model on your own image folder (dataset 'imagefolder'; no paper number to compare with)."""
+    _check("model", models or (), list_models(), "a registered model")
     return [RunSpec(experiment, m, m, m, recipe={"dataset": "imagefolder"}, preset="quick")
             for m in (models or own_data_models())]
 
@@ -201,10 +223,7 @@ def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300),
     from .data import dataset_info
     from .models import create_model, matched_width
 
-    bad = [m for m in models if m not in EFFICIENCY_MODELS]
-    if bad:
-        raise ValueError(f"model {bad[0]!r} is not in the efficiency study; choose from: "
-                         f"{', '.join(EFFICIENCY_MODELS)}.")
+    _check("model", models, tuple(EFFICIENCY_MODELS), "in the efficiency study")
     bad_n = [n for n in samples_per_class if not isinstance(n, int) or n < 1]
     if bad_n or not samples_per_class:
         raise ValueError(f"samples_per_class {list(samples_per_class)!r} must be a non-empty list of positive "
@@ -366,42 +385,20 @@ def _stops_in_one_sentence(run):
 
 
 # ------------------------------------------------------------------------------------------------ validation
-_COMMON = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": ("inline", "local", "slurm")}
-_NOTEBOOKS: dict[str, dict[str, tuple]] = {
-    "00_quickstart": {"models": tuple(VARIANTS)},
-    "01_cifar100": {"models": TABLE4_MODELS},
-    "02_ablation": {"variant": ("tiny", "small"), "table": ABLATION_TABLES + ("ladder",)},
-    "03_domainnet": {"domains": DOMAINNET_DOMAINS,
-                     "models": ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16", "resnet50_domain")},
-    "04_imagenet": {"models": ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16"),
-                    "finetune_targets": ("clipart", "painting", "sketch", "cifar100")},
-    "05_head_tokens": {"method": ("integrated_gradients", "occlusion", "layer_integrated_gradients")},
-    "06_your_data": {"models": tuple(list_models())},
-    "07_data_efficiency": {"models": tuple(EFFICIENCY_MODELS)},
-}
+_CHOICES = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": ("inline", "local", "slurm")}
+_SIZES = ("img_size", "samples_per_class")  # a positive integer, or None (inferred / every image)
 
 
-def validate(notebook: str, **params: Any) -> dict[str, Any]:
-    """Check a notebook's parameters; an unknown value raises one sentence listing the valid ones.
+def validate(**params: Any) -> dict[str, Any]:
+    """Check the execution parameters every notebook shares; a bad value raises one sentence naming the fix.
 
-    Choice parameters are checked against their allowed values (a list parameter element by element); `seeds` must
-    be non-negative integers, `epochs` a positive integer or None; `table` may be given as 5 or 'table5';
-    `rows` must name rows of that table. Returns the parameters with `table` normalised.
-    """
-    if notebook not in _NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; choose one of: {', '.join(_NOTEBOOKS)}.")
-    allowed = {**_COMMON, **_NOTEBOOKS[notebook]}
-    params = dict(params)
-    if "table" in params:
-        t = str(params["table"])
-        params["table"] = t if t in ABLATION_TABLES or not t.isdigit() else f"table{t}"
-    for name, value in params.items():
-        if name in allowed and value is not None:
-            values = value if isinstance(value, (list, tuple)) else [value]
-            bad = [v for v in values if v not in allowed[name]]
-            if bad:
-                raise ValueError(f"{name} {bad[0]!r} is not valid for {notebook}; choose from: "
-                                 f"{', '.join(map(str, allowed[name]))}.")
+    `device`, `preset` and `launcher` must be one of their values (None: the default), `seeds` a non-empty list of
+    non-negative integers, `epochs` a positive integer or None, `img_size` and `samples_per_class` positive
+    integers or None. Other parameters are the business of the `*_runs` builder that takes them. Returns the
+    parameters."""
+    for name, allowed in _CHOICES.items():
+        if params.get(name) is not None:
+            _check(name, [params[name]], allowed, f"a valid {name}")
     seeds = params.get("seeds")
     if seeds is not None and (not isinstance(seeds, (list, tuple)) or not seeds
                               or not all(isinstance(s, int) and s >= 0 for s in seeds)):
@@ -409,31 +406,14 @@ def validate(notebook: str, **params: Any) -> dict[str, Any]:
     epochs = params.get("epochs")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs {epochs!r} must be a positive integer, or None for the preset's value.")
-    if notebook == "06_your_data":
-        _validate_your_data(params)
-    rows = params.get("rows")
-    if rows and params.get("table") == "ladder":
-        bad = [r for r in rows if r not in LADDER]
-        if bad:
-            raise ValueError(f"row {bad[0]!r} is not in the ladder; choose from: {', '.join(LADDER)}.")
-    elif rows and "table" in params:
-        valid = [r.row for r in ablation_rows(params["table"], params.get("variant", "tiny"))]
-        bad = [r for r in rows if r not in valid]
-        if bad:
-            raise ValueError(f"row {bad[0]!r} is not in {params['table']}; choose from: {', '.join(valid)}.")
-    return params
-
-
-def _validate_your_data(params: dict[str, Any]) -> None:
-    """06_your_data: sizes are positive integers or None, and the folder's problems surface (one sentence each)
-    before any training."""
-    from .data.folder import scan_folder
-
-    for name in ("img_size", "samples_per_class"):
+    for name in _SIZES:
         v = params.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{name} {v!r} must be a positive integer, or None (inferred from the data / all images).")
-    if not params.get("data_dir"):
-        raise ValueError("data_dir is not set; point it at your folder of class folders (root/<class>/*.png, or "
-                         "root/train/<class>/ and root/val/<class>/).")
-    scan_folder(params["data_dir"], params.get("val_fraction", 0.2))
+    return params
+
+
+def ablation_table(table: str | int) -> str:
+    """An ablation table's name as the rows call it: 5, '5' and 'table5' are 'table5'; 'affine' and 'ladder' stay."""
+    t = str(table)
+    return f"table{t}" if t.isdigit() else t

@@ -519,17 +519,12 @@ def _specs(args) -> list[tuple[list, str | None]]:
         table = "ladder" if args.experiment == "ladder" else args.table
         if not table:
             raise ValueError("--experiment ablation needs --table (5, 6, 8, 9, 10, 11, affine or ladder).")
-        table = E.validate("02_ablation", table=table, rows=args.rows, variant=args.variant)["table"]
+        table = E.ablation_table(table)  # (the builders check the table, the variant and the rows)
         name = args.name or f"ablation/{table}_{args.variant}"
         return [(E.ladder_runs(name, args.rows) if table == "ladder"
                  else E.ablation_runs(table, args.variant, args.rows, experiment=name), args.data_dir)]
     if args.experiment == "domainnet":
-        from .data.datasets import DOMAINNET_DOMAINS
-
         domains = args.domains or ["clipart", "painting", "sketch"]
-        bad = [d for d in domains if d not in DOMAINNET_DOMAINS]
-        if bad:
-            raise ValueError(f"unknown domain {bad[0]!r}; choose from: {', '.join(DOMAINNET_DOMAINS)}.")
         models = args.models or ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")
         root = args.data_dir or "data/domainnet"
         return [(E.domainnet_runs([d], models), root if args.dataset else str(Path(root) / d)) for d in domains]

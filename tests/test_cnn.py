@@ -150,8 +150,6 @@ def test_efficiency_runs_give_every_model_the_same_budget(fmnist):
     assert specs[0].model_kwargs == specs[1].model_kwargs == {"embed_dim": 64, "depth": 4, "num_heads": 4}
     with pytest.raises(ValueError, match="model 'vit' is not in the efficiency study; choose from: deit, dhvt"):
         experiments.efficiency_runs([10], ["vit"])
-    with pytest.raises(ValueError, match="models 'vit' is not valid for 07_data_efficiency"):
-        experiments.validate("07_data_efficiency", models=["vit"])
 
 
 def _fake_runs() -> pd.DataFrame:
@@ -182,7 +180,7 @@ def test_efficiency_tables_and_figure(tmp_path):
 
 
 def test_domainnet_runs_train_the_papers_resnet50_row():
-    experiments.validate("03_domainnet", models=["dhvt_tiny_domain_patch16", "resnet50_domain"])
+    assert len(experiments.domainnet_runs(["clipart"], ["dhvt_tiny_domain_patch16", "resnet50_domain"])) == 2
     spec = experiments.domainnet_runs(["clipart"], ["resnet50_domain"])[0]
     assert (spec.model, spec.tag, spec.paper_top1) == ("resnet50_domain", "table13/resnet50/clipart", 71.90)
     assert results.paper_lookup(spec.tag)[0] == 71.90

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dhvtlib import experiments, results
 from clitools import signal_cell
+from dhvtlib import experiments, results
+from dhvtlib.data.folder import check_folder
 from fakedata import MODES, fake_fashion_mnist, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,19 +132,23 @@ def test_opening_a_notebook_does_not_modify_it():
 
 
 def test_validation_rejects_unknown_values_listing_valid_ones():
-    with pytest.raises(ValueError, match=r"table 'table7' is not valid for 02_ablation; choose from: table5, "):
-        experiments.validate("02_ablation", table="7")
-    with pytest.raises(ValueError, match="variant 'huge' is not valid for 02_ablation; choose from: tiny, small"):
-        experiments.validate("02_ablation", variant="huge")
+    """The builders check their own arguments (table, variant, rows, domains); validate the shared ones."""
+    with pytest.raises(ValueError, match=r"unknown ablation table 'table7'; choose one of table5, "):
+        experiments.ablation_runs("7")
+    with pytest.raises(ValueError, match="unknown variant 'huge'; choose 'tiny' or 'small'"):
+        experiments.ablation_runs("5", variant="huge")
     with pytest.raises(ValueError, match="row 'nope' is not in table5; choose from: pe, none, "):
-        experiments.validate("02_ablation", table="5", rows=["nope"])
-    with pytest.raises(ValueError, match="domains 'photo' is not valid"):
-        experiments.validate("03_domainnet", domains=["photo"])
+        experiments.ablation_runs("5", rows=["nope"])
+    with pytest.raises(ValueError, match="domain 'photo' is not a DomainNet domain; choose from: clipart"):
+        experiments.domainnet_runs(["photo"])
+    with pytest.raises(ValueError, match="model 'dhvt_huge' is not in Table 4; choose from: deit_tiny_cifar_patch4"):
+        experiments.cifar100_runs(["dhvt_huge"])
     with pytest.raises(ValueError, match="seeds"):
-        experiments.validate("02_ablation", seeds=[-1])
-    with pytest.raises(ValueError, match="preset 'fast' is not valid .*quick"):
-        experiments.validate("00_quickstart", preset="fast")
-    assert experiments.validate("02_ablation", table=5)["table"] == "table5"
+        experiments.validate(seeds=[-1])
+    with pytest.raises(ValueError, match="preset 'fast' is not a valid preset; choose from: .*quick"):
+        experiments.validate(preset="fast")
+    assert experiments.ablation_table(5) == experiments.ablation_table("5") == "table5"
+    assert [s.tag for s in experiments.ablation_runs(5)] == [s.tag for s in experiments.ablation_runs("table5")]
 
 
 SMOKE = dict(preset="smoke", device="cpu")
@@ -263,7 +268,9 @@ def test_finetune_specs_cover_tables_7_and_14():
     assert [(s.tag, s.paper_top1) for s in specs] == [("table14/dhvt_small_imagenet_patch16/sketch", 73.32),
                                                       ("table7/dhvt_small_imagenet_patch16", 88.87)]
     assert specs[1].recipe == {"dataset": "cifar100", "img_size": 224, "finetune": "w.safetensors"}
-    assert experiments.validate("04_imagenet", finetune_targets=["cifar100"])
+    assert experiments.finetune_runs(dict.fromkeys(["dhvt_small_imagenet_patch16"]), ["cifar100"])
+    with pytest.raises(ValueError, match="finetune target 'photo' is not a fine-tuning target; choose from: clipart"):
+        experiments.finetune_runs({}, ["photo"])
 
 
 def test_06_your_data_on_a_mixed_folder(kernel, tmp_path):
@@ -281,9 +288,11 @@ def test_06_your_data_on_a_mixed_folder(kernel, tmp_path):
     for stem in ("your_data_curves", "your_data_head_tokens_0", "your_data_head_tokens_1"):
         assert (tmp_path / "res" / "figures" / f"{stem}.png").is_file(), stem
     with pytest.raises(ValueError, match="has one class folder"):
-        experiments.validate("06_your_data", data_dir=str(image_folder(tmp_path / "one", classes=1, per_class=2)))
+        check_folder(str(image_folder(tmp_path / "one", classes=1, per_class=2)))
+    with pytest.raises(ValueError, match="data_dir is not set; point it at your folder"):
+        check_folder(None)
     with pytest.raises(ValueError, match="img_size 0 must be a positive integer"):
-        experiments.validate("06_your_data", data_dir=str(data), img_size=0)
+        experiments.validate(img_size=0)
 
 
 @pytest.mark.parametrize("name", ["00_quickstart", "02_ablation"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dhvtlib import build
 from dhvtlib import checkpoint as ckpt_mod
 from dhvtlib import experiments
 from dhvtlib import runstate
@@ -268,7 +269,7 @@ def test_failed_download_is_one_sentence(tmp_path, monkeypatch):
 
     def offline(*a, **k):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(train_mod, "load_split", offline)
+    monkeypatch.setattr(build, "load_split", offline)
     with pytest.raises(SystemExit) as e:
         train_mod.main(["--preset", "smoke", "--dataset", "cifar100", "--download", "--output", str(tmp_path / "x")])
     assert e.value.code.startswith("dhvt-train: downloading cifar100 failed (URLError")

@@ -49,8 +49,8 @@ from torch.utils.data import Dataset
 from ..files import atomic_write
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["FolderError", "FolderScan", "OwnData", "scan_folder", "load_image", "stored_size", "infer_img_size",
-           "own_data", "FileImages", "IMG_EXTENSIONS", "RULE", "default_memory_budget"]
+__all__ = ["FolderError", "FolderScan", "OwnData", "check_folder", "scan_folder", "load_image", "stored_size",
+           "infer_img_size", "own_data", "FileImages", "IMG_EXTENSIONS", "RULE", "default_memory_budget"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -123,6 +123,14 @@ def _read_split(root: Path, folder: Path, what: str) -> tuple[dict[str, list[str
                               "remove it.")
         per_class[c] = images
     return per_class, others, hidden
+
+
+def check_folder(root: str | os.PathLike | None, val_fraction: float = 0.2) -> FolderScan:
+    """`scan_folder`, with one sentence when no folder is given: what a notebook checks before any training."""
+    if not root:
+        raise FolderError("data_dir is not set; point it at your folder of class folders (root/<class>/*.png, or "
+                          "root/train/<class>/ and root/val/<class>/).")
+    return scan_folder(root, val_fraction)
 
 
 def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderScan:
