@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PRECISIONS", "resolve_precision", "cpu_bf16_capability"]
+__all__ = ["PRECISIONS", "check_precision", "resolve_precision", "cpu_bf16_capability"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16", "svebf16")  # x86 (AMX, AVX512), Arm
@@ -39,12 +39,18 @@ def cpu_bf16_capability() -> tuple[bool, str]:
     return False, f"no native bf16 ({best or 'no'} SIMD only: bf16 would be emulated)"
 
 
+def check_precision(requested: str) -> str:
+    """`requested` when it is one of PRECISIONS, else one sentence listing them."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision {requested!r} is not supported; use one of {PRECISIONS}.")
+    return requested
+
+
 def resolve_precision(requested: str, device: torch.device | str, resumed: str | None = None) -> tuple[str, str]:
     """The precision to run in ('fp32', 'bf16' or 'fp16') and one sentence saying why.
 
     `resumed` is the precision a run being resumed used: 'auto' keeps it, so that a run continues as it started."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision {requested!r} is not supported; use one of {PRECISIONS}.")
+    check_precision(requested)
     device = torch.device(device)
     if requested != "auto":
         return requested, f"requested precision={requested!r}"

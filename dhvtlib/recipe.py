@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .precision import PRECISIONS
+from .precision import check_precision
 
 __all__ = ["Recipe", "PRESETS", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
            "recipe_from_dict", "recipe_diff", "describe_diff"]
@@ -218,8 +218,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _check(r: Recipe) -> None:
-    if r.precision not in PRECISIONS:
-        raise ValueError(f"precision {r.precision!r} is not supported; use one of {PRECISIONS}.")
+    check_precision(r.precision)
     for name in ("epochs", "batch_size", "eval_batch_size", "lr_scale_batch", "eval_every", "ra_repeats"):
         if getattr(r, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(r, name)}.")
