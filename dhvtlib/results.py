@@ -1,8 +1,8 @@
 """Results: load run directories, aggregate seeds, compare with the paper, write tables and figures.
 
 Everything here reads what `dhvtlib.train.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
-and never trains. `make_figures` (CLI: `python -m dhvtlib.results figures [--root results]`) regenerates every
-table and figure under results/ from the stored runs, plus the paper's reported tables under results/paper/.
+and never trains. `dhvtlib.report.make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, run by
+`make figures`) regenerates every table and figure under results/ from the stored runs.
 
 Conventions: experiments are named by the manifest's `experiment`, rows by its `tag`; a tag that is a key of
 `dhvtlib.models.ablations.ABLATIONS` (e.g. 'table5/sope'), or any 'table/row[/setting]' of dhvtlib/paper/reported.csv,
@@ -10,7 +10,6 @@ gets its paper number automatically. Accuracies are percentages. Files are writt
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,10 +26,9 @@ from .paper import paper_statistic, reported, reported_value
 
 __all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
-           "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
-           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency",
-           "report_efficiency", "table_caption", "drop_empty_columns", "to_latex", "CaptionedTable", "captioned",
-           "runs_summary", "display_epochs", "write_report", "DATASET_NAMES"]
+           "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "efficiency_frame",
+           "efficiency_table", "efficiency_gaps", "plot_efficiency", "table_caption", "drop_empty_columns", "to_latex",
+           "CaptionedTable", "captioned", "runs_summary", "display_epochs", "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
@@ -521,111 +519,8 @@ def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None,
     return fig
 
 
-EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
-
-
-def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
-    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
-    provenance. Returns (table, gaps, paths written)."""
-    import matplotlib.pyplot as plt
-
-    out = Path(results_root) / experiment
-    if runs is None:
-        runs = load_runs(results_root)
-        runs = runs[runs["experiment"] == experiment] if len(runs) else runs
-    done = runs[runs["status"].eq("completed")] if len(runs) else runs
-    if done.empty:
-        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
-        return pd.DataFrame(), pd.DataFrame(), []
-    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
-    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
-    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
-    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
-            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
-    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
-                        "std over seeds, vs training images per class", provenance=prov)
-    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
-                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
-    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
-    files += save_figure(fig, out / "top1_vs_samples")
-    plt.close(fig)
-    return table, gaps, files
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# make figures
-# ---------------------------------------------------------------------------------------------------------------
-def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
-                      ) -> tuple[pd.DataFrame, list[Path]]:
-    """Paper-vs-reproduced table and figures of one experiment from its stored runs: writes
-    `<root>/<experiment>/table.{csv,md}`, `<root>/figures/<experiment>_curves.{png,pdf}` and, where the paper has
-    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written)."""
-    import matplotlib.pyplot as plt
-
-    root = Path(results_root)
-    runs = load_runs(root) if runs is None else runs
-    group = runs[runs["experiment"] == experiment] if len(runs) else runs
-    done = group[group["completed"]] if len(group) else group
-    if done.empty:
-        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
-        return pd.DataFrame(), []
-    agg = aggregate(done)
-    table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
-    table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
-    written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
-                          f"(top-1 %: each run's best epoch, the max over test epochs as the official log; final-epoch mean in "
-                          f"ours_final_mean; delta in the paper's statistic per table)", provenance=provenance(done),
-                          caption=table.attrs["caption"])
-    stem = experiment.replace("/", "_")
-    metrics = load_metrics(done)
-    if not metrics.empty and "top1" in metrics:
-        fig = plot_curves(metrics)
-        fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
-        written += save_figure(fig, root / "figures" / f"{stem}_curves")
-        plt.close(fig)
-    compared = table.dropna(subset=["paper_top1"])
-    if not compared.empty:
-        fig = plot_paper_vs_ours(compared, title=f"{experiment}: paper vs reproduced")
-        written += save_figure(fig, root / "figures" / f"{stem}_paper_vs_ours")
-        plt.close(fig)
-    return table, written
-
-
-def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
-    """Regenerate every table and figure from the stored runs (no training): `report_experiment` for each
-    experiment found, the paper's tables under `<root>/paper/`, and `<root>/report.md` collecting every table and
-    figure with captions (`write_report`). Returns the paths written."""
-    root = Path(results_root)
-    runs = load_runs(root)
-    written: list[Path] = []
-    for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
-        if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
-            written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
-        else:
-            written += report_experiment(root, experiment, runs)[1]
-    written += export_paper_tables(root / "paper")
-    return written + ([write_report(root)] if len(runs) else [])
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dhvtlib.results", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
-    figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
-    args = parser.parse_args(argv)
-    import matplotlib
-
-    from .paths import output_dir
-
-    matplotlib.use("Agg")
-    for path in make_figures(output_dir(args.root)):
-        print(path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Captions, LaTeX, display and the report
+# Captions, LaTeX and display
 # ---------------------------------------------------------------------------------------------------------------
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                  "imagenet": "ImageNet-1K", "imagefolder": "ImageFolder",
@@ -739,31 +634,3 @@ def _figure_caption(stem: str) -> str:
         if stem.endswith(suffix):
             return f"{stem.removesuffix(suffix)}: {text}"
     return stem.replace("_", " ")
-
-
-def write_report(results_root: str | os.PathLike) -> Path:
-    """`<root>/report.md`: every experiment's table (as written by `write_table`, with its caption and provenance)
-    and every figure under `<root>/figures/` (PNG, linked to its PDF) with a caption, in a fixed order, so the
-    same stored runs always give the same file."""
-    root = Path(results_root)
-    parts = ["# dhvtlib results report", "",
-             "Regenerated by `make figures` from the stored runs under this folder (no training). Tables: "
-             "`<experiment>/table.{csv,md,tex}`; figures: `figures/*.{png,pdf}`; the paper's numbers: `paper/`.", ""]
-    for md in sorted(root.rglob("table.md")):
-        rel = md.parent.relative_to(root).as_posix()
-        text = md.read_text(encoding="utf-8").replace("## ", "### ", 1)
-        parts += [f"## Table: {rel}", "", text.rstrip(), "",
-                  f"Files: [{rel}/table.csv]({rel}/table.csv), [{rel}/table.tex]({rel}/table.tex)", ""]
-    figures = sorted((root / "figures").glob("*.png"))
-    if figures:
-        parts += ["## Figures", ""]
-    for png in figures:
-        caption = _figure_caption(png.stem)
-        parts += [f"![{caption}](figures/{png.name})", "",
-                  f"*Figure: {caption}* ([PDF](figures/{png.stem}.pdf))", ""]
-    report = "\n".join(parts).rstrip() + "\n"
-    return _atomic_write(root / "report.md", lambda f: f.write(report))
-
-
-if __name__ == "__main__":
-    main()
