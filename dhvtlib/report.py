@@ -2,7 +2,7 @@
 
 `make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, what `make figures` runs) regenerates every
 table and figure under results/ from the stored runs (no training), plus the paper's reported tables under
-results/paper/ and results/report.md, with the tables and figures of `dhvtlib.results`.
+results/paper/ and results/report.md. The tables come from `dhvtlib.results`, the figures from `dhvtlib.viz`.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from .files import write_text
-from .results import (_ablation_baselines, _figure_caption, _join, aggregate, efficiency_frame,
-                      efficiency_gaps, efficiency_table, export_paper_tables, load_metrics, load_runs,
-                      paper_vs_reproduced, plot_curves, plot_efficiency, plot_paper_vs_ours, provenance, save_figure,
-                      table_caption, write_table)
+from .results import (_ablation_baselines, _join, aggregate, efficiency_frame, efficiency_gaps, efficiency_table,
+                      export_paper_tables, load_metrics, load_runs, paper_vs_reproduced, provenance, table_caption,
+                      write_table)
+from .viz.figures import figure_caption, plot_curves, plot_efficiency, plot_paper_vs_ours, save_figure
 
 __all__ = ["report_efficiency", "report_experiment", "make_figures", "write_report", "main", "EFFICIENCY_LABELS"]
 
@@ -109,7 +109,7 @@ def write_report(results_root: str | os.PathLike) -> Path:
     if figures:
         parts += ["## Figures", ""]
     for png in figures:
-        caption = _figure_caption(png.stem)
+        caption = figure_caption(png.stem)
         parts += [f"![{caption}](figures/{png.name})", "",
                   f"*Figure: {caption}* ([PDF](figures/{png.stem}.pdf))", ""]
     report = "\n".join(parts).rstrip() + "\n"

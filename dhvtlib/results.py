@@ -1,8 +1,9 @@
-"""Results: load run directories, aggregate seeds, compare with the paper, write tables and figures.
+"""Results: load run directories, aggregate seeds, compare with the paper, write tables (CSV, Markdown, LaTeX).
 
 Everything here reads what `dhvtlib.train.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
-and never trains. `dhvtlib.report.make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, run by
-`make figures`) regenerates every table and figure under results/ from the stored runs.
+and never trains. The figures of these frames are in `dhvtlib.viz` (viz/figures.py); `dhvtlib.report.make_figures`
+(CLI: `python -m dhvtlib.report figures [--root results]`, run by `make figures`) regenerates every table and figure
+under results/ from the stored runs.
 
 Conventions: experiments are named by the manifest's `experiment`, rows by its `tag`; a tag that is a key of
 `dhvtlib.models.ablations.ABLATIONS` (e.g. 'table5/sope'), or any 'table/row[/setting]' of dhvtlib/paper/reported.csv,
@@ -20,22 +21,20 @@ from typing import Any
 
 import pandas as pd
 
-from .files import atomic_write
+from .files import atomic_write, write_text
 from .models.ablations import ABLATIONS
 from .paper import paper_statistic, reported, reported_value
 
-__all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
+__all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
-           "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "efficiency_frame",
-           "efficiency_table", "efficiency_gaps", "plot_efficiency", "table_caption", "drop_empty_columns", "to_latex",
-           "CaptionedTable", "captioned", "runs_summary", "display_epochs", "DATASET_NAMES"]
+           "export_paper_tables", "efficiency_frame", "efficiency_table", "efficiency_gaps", "table_caption",
+           "drop_empty_columns", "to_latex", "CaptionedTable", "captioned", "runs_summary", "display_epochs",
+           "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
 JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
 PAPER_SOURCE = "paper (arXiv v2), reported"
-PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
-           "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,9 +303,9 @@ def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Writing tables
 # ---------------------------------------------------------------------------------------------------------------
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through `write(file)` atomically (files.atomic_write: temp file, fsync, rename)."""
-    with atomic_write(path, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write text through `write(file)` atomically (files.atomic_write: temp file, fsync, rename), for the CSVs."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         write(f)
     return Path(path)
 
@@ -347,10 +346,10 @@ def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | Non
     md = (f"## {title}\n\n" if title else "") + (f"_{caption}_\n\n" if caption else "") + \
         to_markdown(shown, float_fmt) + f"\n\n_Provenance: {prov or 'not recorded'}._\n"
     written = [_atomic_write(stem.with_name(stem.name + ".csv"), lambda f: df.to_csv(f, index=False)),
-               _atomic_write(stem.with_name(stem.name + ".md"), lambda f: f.write(md))]
+               write_text(stem.with_name(stem.name + ".md"), md)]
     if caption is not None:
-        tex = to_latex(shown, caption, label=f"tab:{stem.parent.name}", float_fmt=float_fmt)
-        written.append(_atomic_write(stem.with_name(stem.name + ".tex"), lambda f: f.write(tex)))
+        written.append(write_text(stem.with_name(stem.name + ".tex"),
+                                  to_latex(shown, caption, label=f"tab:{stem.parent.name}", float_fmt=float_fmt)))
     return written
 
 
@@ -362,62 +361,6 @@ def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Pa
     written = [_atomic_write(out_dir / f"{table}.csv", lambda f, g=g: g.to_csv(f, index=False))
                for table, g in frame.groupby("table", sort=False)]
     return written + [_atomic_write(out_dir / "all.csv", lambda f: frame.to_csv(f, index=False))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------------------
-def set_style() -> None:
-    """The one plotting style of the project: seaborn 'whitegrid' with the fixed PALETTE."""
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", palette=list(PALETTE), rc={"figure.dpi": 100, "savefig.bbox": "tight"})
-
-
-def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
-    """Save `fig` as `<stem>.png` (dpi 150) and `<stem>.pdf`, atomically; returns the two paths."""
-    stem = Path(path_stem)
-    return [_atomic_write(stem.with_name(f"{stem.name}.{fmt}"),
-                          lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=meta),
-                          binary=True)
-            for fmt, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None}))]
-
-
-def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", ax=None):
-    """`metric` against epoch (1-based: the first epoch is 1), one line per `hue` value: mean over seeds with a
-    +-1 std band. The legend sits outside the axes, right of them, so it never covers a curve."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
-
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4))
-    metrics = display_epochs(metrics)  # stored epochs are 0-based; curves count from 1 like the training log
-    sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax)
-    ax.set(xlabel="epoch", ylabel=f"{metric} (%)" if "top" in metric else metric)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize="small", title=hue, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    return ax.figure
-
-
-def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
-    """Dot plot of a `paper_vs_reproduced` frame: the paper's number (diamond) and our mean +- std per row."""
-    import matplotlib.pyplot as plt
-
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
-    y = range(len(table))[::-1]
-    ax.scatter(table["paper_top1"], y, marker="D", color=PALETTE[1], label=PAPER_SOURCE, zorder=3)
-    ax.errorbar(table["ours_mean"], y, xerr=table["ours_std"].fillna(0), fmt="o", color=PALETTE[0], capsize=3,
-                label="ours, mean $\\pm$ std over seeds", zorder=3)
-    ax.set_yticks(list(y), table["label"])
-    ax.set_xlabel("top-1 (%)")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="small", loc="best")
-    return ax.figure
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -471,52 +414,6 @@ def efficiency_gaps(runs: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt",
                      "closed_pct": 100 * gain.mean() / gap.mean() if gap.mean() > 0 else math.nan})
     return pd.DataFrame(rows, columns=["samples_per_class", "n_seeds", "gap_mean", "gap_std", "gain_mean", "gain_std",
                                        "hybrid_minus_cnn_mean", "closed_pct"])
-
-
-def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None, metric: str = "final_top1",
-                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet", title: str | None = None):
-    """Two panels: top-1 vs training images per class (log x), one line per model, mean +- std band over seeds;
-    and the ViT-to-CNN gap beside the part of it the hybrid closes (paired by seed, mean +- std)."""
-    import matplotlib.pyplot as plt
-
-    set_style()
-    labels = dict(labels or {})
-    f = efficiency_frame(runs, metric)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(f["model"].unique()))}
-    for model, g in f.groupby("model", sort=True):
-        s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.plot(s.index, s["mean"], "o-", color=colours[model], label=labels.get(model, model))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=colours[model], alpha=0.2,
-                        linewidth=0)
-    ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
-           title="top-1 vs data (mean $\\pm$ std over seeds)")
-    ax.legend(fontsize="small")
-    gaps = efficiency_gaps(runs, vit, hybrid, cnn, metric)
-    if not gaps.empty:
-        x = gaps["samples_per_class"]
-        for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
-                                  ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
-                                   colours.get(hybrid, PALETTE[1]))):
-            m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
-            ax2.plot(x, m, "o-", color=colour, label=name)
-            ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
-        for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
-            if not _missing(pct):
-                ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
-                             fontsize="small", color=colours.get(hybrid, PALETTE[1]))
-        ax2.axhline(0, color="0.5", linewidth=0.8)
-        ax2.legend(fontsize="small")
-    ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
-            title=f"the {labels.get(vit, vit)}-to-CNN gap, and the share {labels.get(hybrid, hybrid)} closes")
-    sizes = sorted(f["samples_per_class"].unique())
-    for a in (ax, ax2):  # ticks at the sizes run, written plainly
-        a.set_xticks(sizes, [str(n) for n in sizes])
-        a.minorticks_off()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -603,7 +500,7 @@ class CaptionedTable:
 
 
 def captioned(table: pd.DataFrame, caption: str | None = None) -> CaptionedTable:
-    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report_experiment`)."""
+    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report.report_experiment`)."""
     return CaptionedTable(table, caption)
 
 
@@ -624,13 +521,7 @@ def runs_summary(runs: pd.DataFrame, columns: Iterable[str] = ("tag", "seed", "b
     return display_epochs(runs[[c for c in columns if c in runs]]).reset_index(drop=True)
 
 
-_FIGURE_CAPTIONS = (("_paper_vs_ours", "paper (reported) vs reproduced top-1, our mean ± std over seeds"),
-                    ("_curves", "test top-1 per epoch (epochs counted from 1), mean ± std over seeds"),
-                    ("_head_tokens", "head-token attention over the patches (last block)"))
+if __name__ == "__main__":  # the figures CLI is dhvtlib.report's; the old `python -m dhvtlib.results figures` runs it
+    from .report import main
 
-
-def _figure_caption(stem: str) -> str:
-    for suffix, text in _FIGURE_CAPTIONS:
-        if stem.endswith(suffix):
-            return f"{stem.removesuffix(suffix)}: {text}"
-    return stem.replace("_", " ")
+    main()

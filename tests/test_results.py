@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from dhvtlib import results  # noqa: E402
+from dhvtlib import results, viz  # noqa: E402
 from dhvtlib.paper import reported  # noqa: E402
 from dhvtlib.report import main, make_figures, report_experiment  # noqa: E402
 
@@ -441,7 +441,7 @@ def test_epochs_display_one_based(runs_root):
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = results.plot_curves(results.load_metrics(runs[runs["experiment"].eq("quick")]))
+    fig = viz.plot_curves(results.load_metrics(runs[runs["experiment"].eq("quick")]))
     xs = fig.axes[0].lines[0].get_xdata()
     assert list(xs) == [1, 2, 3]
     legend = fig.axes[0].get_legend()
