@@ -35,7 +35,7 @@ test: setup
 # Every results table (CSV, Markdown, LaTeX) and figure, and results/report.md, rebuilt from the stored runs under
 # results/ (no training; the same runs give the same files).
 figures: setup
-	$(VPY) -m dhvtlib.results figures --root results
+	$(VPY) -m dhvtlib.report figures --root results
 
 benchmark: setup
 	$(VPY) benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --rounds 7 --json results/benchmarks/throughput_dhvt_tiny_cifar_patch4_fp32.json

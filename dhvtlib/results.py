@@ -1,8 +1,9 @@
-"""Results: load run directories, aggregate seeds, compare with the paper, write tables and figures.
+"""Results: load run directories, aggregate seeds, compare with the paper, write tables (CSV, Markdown, LaTeX).
 
 Everything here reads what `dhvtlib.train.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
-and never trains. `make_figures` (CLI: `python -m dhvtlib.results figures [--root results]`) regenerates every
-table and figure under results/ from the stored runs, plus the paper's reported tables under results/paper/.
+and never trains. The figures of these frames are in `dhvtlib.viz` (viz/figures.py); `dhvtlib.report.make_figures`
+(CLI: `python -m dhvtlib.report figures [--root results]`, run by `make figures`) regenerates every table and figure
+under results/ from the stored runs.
 
 Conventions: experiments are named by the manifest's `experiment`, rows by its `tag`; a tag that is a key of
 `dhvtlib.models.ablations.ABLATIONS` (e.g. 'table5/sope'), or any 'table/row[/setting]' of dhvtlib/paper/reported.csv,
@@ -10,7 +11,6 @@ gets its paper number automatically. Accuracies are percentages. Files are writt
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -21,23 +21,20 @@ from typing import Any
 
 import pandas as pd
 
-from .files import atomic_write
+from .files import atomic_write, write_text
 from .models.ablations import ABLATIONS
 from .paper import paper_statistic, reported, reported_value
 
-__all__ = ["RUN_COLUMNS", "PALETTE", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
+__all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
-           "export_paper_tables", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "report_experiment",
-           "make_figures", "main", "efficiency_frame", "efficiency_table", "efficiency_gaps", "plot_efficiency",
-           "report_efficiency", "table_caption", "drop_empty_columns", "to_latex", "CaptionedTable", "captioned",
-           "runs_summary", "display_epochs", "write_report", "DATASET_NAMES"]
+           "export_paper_tables", "efficiency_frame", "efficiency_table", "efficiency_gaps", "table_caption",
+           "drop_empty_columns", "to_latex", "CaptionedTable", "captioned", "runs_summary", "display_epochs",
+           "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
 JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
 PAPER_SOURCE = "paper (arXiv v2), reported"
-PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
-           "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,9 +303,9 @@ def _ablation_baselines(tags: Iterable[str]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Writing tables
 # ---------------------------------------------------------------------------------------------------------------
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through `write(file)` atomically (files.atomic_write: temp file, fsync, rename)."""
-    with atomic_write(path, "wb" if binary else "w", **({} if binary else dict(newline="", encoding="utf-8"))) as f:
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write text through `write(file)` atomically (files.atomic_write: temp file, fsync, rename), for the CSVs."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         write(f)
     return Path(path)
 
@@ -349,10 +346,10 @@ def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | Non
     md = (f"## {title}\n\n" if title else "") + (f"_{caption}_\n\n" if caption else "") + \
         to_markdown(shown, float_fmt) + f"\n\n_Provenance: {prov or 'not recorded'}._\n"
     written = [_atomic_write(stem.with_name(stem.name + ".csv"), lambda f: df.to_csv(f, index=False)),
-               _atomic_write(stem.with_name(stem.name + ".md"), lambda f: f.write(md))]
+               write_text(stem.with_name(stem.name + ".md"), md)]
     if caption is not None:
-        tex = to_latex(shown, caption, label=f"tab:{stem.parent.name}", float_fmt=float_fmt)
-        written.append(_atomic_write(stem.with_name(stem.name + ".tex"), lambda f: f.write(tex)))
+        written.append(write_text(stem.with_name(stem.name + ".tex"),
+                                  to_latex(shown, caption, label=f"tab:{stem.parent.name}", float_fmt=float_fmt)))
     return written
 
 
@@ -364,62 +361,6 @@ def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Pa
     written = [_atomic_write(out_dir / f"{table}.csv", lambda f, g=g: g.to_csv(f, index=False))
                for table, g in frame.groupby("table", sort=False)]
     return written + [_atomic_write(out_dir / "all.csv", lambda f: frame.to_csv(f, index=False))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------------------
-def set_style() -> None:
-    """The one plotting style of the project: seaborn 'whitegrid' with the fixed PALETTE."""
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", palette=list(PALETTE), rc={"figure.dpi": 100, "savefig.bbox": "tight"})
-
-
-def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
-    """Save `fig` as `<stem>.png` (dpi 150) and `<stem>.pdf`, atomically; returns the two paths."""
-    stem = Path(path_stem)
-    return [_atomic_write(stem.with_name(f"{stem.name}.{fmt}"),
-                          lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=meta),
-                          binary=True)
-            for fmt, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None}))]
-
-
-def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", ax=None):
-    """`metric` against epoch (1-based: the first epoch is 1), one line per `hue` value: mean over seeds with a
-    +-1 std band. The legend sits outside the axes, right of them, so it never covers a curve."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
-
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4))
-    metrics = display_epochs(metrics)  # stored epochs are 0-based; curves count from 1 like the training log
-    sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax)
-    ax.set(xlabel="epoch", ylabel=f"{metric} (%)" if "top" in metric else metric)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize="small", title=hue, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    return ax.figure
-
-
-def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
-    """Dot plot of a `paper_vs_reproduced` frame: the paper's number (diamond) and our mean +- std per row."""
-    import matplotlib.pyplot as plt
-
-    set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
-    y = range(len(table))[::-1]
-    ax.scatter(table["paper_top1"], y, marker="D", color=PALETTE[1], label=PAPER_SOURCE, zorder=3)
-    ax.errorbar(table["ours_mean"], y, xerr=table["ours_std"].fillna(0), fmt="o", color=PALETTE[0], capsize=3,
-                label="ours, mean $\\pm$ std over seeds", zorder=3)
-    ax.set_yticks(list(y), table["label"])
-    ax.set_xlabel("top-1 (%)")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize="small", loc="best")
-    return ax.figure
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -475,157 +416,8 @@ def efficiency_gaps(runs: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt",
                                        "hybrid_minus_cnn_mean", "closed_pct"])
 
 
-def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None, metric: str = "final_top1",
-                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet", title: str | None = None):
-    """Two panels: top-1 vs training images per class (log x), one line per model, mean +- std band over seeds;
-    and the ViT-to-CNN gap beside the part of it the hybrid closes (paired by seed, mean +- std)."""
-    import matplotlib.pyplot as plt
-
-    set_style()
-    labels = dict(labels or {})
-    f = efficiency_frame(runs, metric)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(f["model"].unique()))}
-    for model, g in f.groupby("model", sort=True):
-        s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.plot(s.index, s["mean"], "o-", color=colours[model], label=labels.get(model, model))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=colours[model], alpha=0.2,
-                        linewidth=0)
-    ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
-           title="top-1 vs data (mean $\\pm$ std over seeds)")
-    ax.legend(fontsize="small")
-    gaps = efficiency_gaps(runs, vit, hybrid, cnn, metric)
-    if not gaps.empty:
-        x = gaps["samples_per_class"]
-        for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
-                                  ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
-                                   colours.get(hybrid, PALETTE[1]))):
-            m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
-            ax2.plot(x, m, "o-", color=colour, label=name)
-            ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
-        for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
-            if not _missing(pct):
-                ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
-                             fontsize="small", color=colours.get(hybrid, PALETTE[1]))
-        ax2.axhline(0, color="0.5", linewidth=0.8)
-        ax2.legend(fontsize="small")
-    ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
-            title=f"the {labels.get(vit, vit)}-to-CNN gap, and the share {labels.get(hybrid, hybrid)} closes")
-    sizes = sorted(f["samples_per_class"].unique())
-    for a in (ax, ax2):  # ticks at the sizes run, written plainly
-        a.set_xticks(sizes, [str(n) for n in sizes])
-        a.minorticks_off()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
-
-
-def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
-    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
-    provenance. Returns (table, gaps, paths written)."""
-    import matplotlib.pyplot as plt
-
-    out = Path(results_root) / experiment
-    if runs is None:
-        runs = load_runs(results_root)
-        runs = runs[runs["experiment"] == experiment] if len(runs) else runs
-    done = runs[runs["status"].eq("completed")] if len(runs) else runs
-    if done.empty:
-        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
-        return pd.DataFrame(), pd.DataFrame(), []
-    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
-    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
-    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
-    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
-            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
-    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
-                        "std over seeds, vs training images per class", provenance=prov)
-    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
-                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
-    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
-    files += save_figure(fig, out / "top1_vs_samples")
-    plt.close(fig)
-    return table, gaps, files
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# make figures
-# ---------------------------------------------------------------------------------------------------------------
-def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
-                      ) -> tuple[pd.DataFrame, list[Path]]:
-    """Paper-vs-reproduced table and figures of one experiment from its stored runs: writes
-    `<root>/<experiment>/table.{csv,md}`, `<root>/figures/<experiment>_curves.{png,pdf}` and, where the paper has
-    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written)."""
-    import matplotlib.pyplot as plt
-
-    root = Path(results_root)
-    runs = load_runs(root) if runs is None else runs
-    group = runs[runs["experiment"] == experiment] if len(runs) else runs
-    done = group[group["completed"]] if len(group) else group
-    if done.empty:
-        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
-        return pd.DataFrame(), []
-    agg = aggregate(done)
-    table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
-    table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
-    written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
-                          f"(top-1 %: each run's best epoch, the max over test epochs as the official log; final-epoch mean in "
-                          f"ours_final_mean; delta in the paper's statistic per table)", provenance=provenance(done),
-                          caption=table.attrs["caption"])
-    stem = experiment.replace("/", "_")
-    metrics = load_metrics(done)
-    if not metrics.empty and "top1" in metrics:
-        fig = plot_curves(metrics)
-        fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
-        written += save_figure(fig, root / "figures" / f"{stem}_curves")
-        plt.close(fig)
-    compared = table.dropna(subset=["paper_top1"])
-    if not compared.empty:
-        fig = plot_paper_vs_ours(compared, title=f"{experiment}: paper vs reproduced")
-        written += save_figure(fig, root / "figures" / f"{stem}_paper_vs_ours")
-        plt.close(fig)
-    return table, written
-
-
-def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
-    """Regenerate every table and figure from the stored runs (no training): `report_experiment` for each
-    experiment found, the paper's tables under `<root>/paper/`, and `<root>/report.md` collecting every table and
-    figure with captions (`write_report`). Returns the paths written."""
-    root = Path(results_root)
-    runs = load_runs(root)
-    written: list[Path] = []
-    for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
-        if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
-            written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
-        else:
-            written += report_experiment(root, experiment, runs)[1]
-    written += export_paper_tables(root / "paper")
-    return written + ([write_report(root)] if len(runs) else [])
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dhvtlib.results", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
-    figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
-    args = parser.parse_args(argv)
-    import matplotlib
-
-    from .paths import output_dir
-
-    matplotlib.use("Agg")
-    for path in make_figures(output_dir(args.root)):
-        print(path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Captions, LaTeX, display and the report
+# Captions, LaTeX and display
 # ---------------------------------------------------------------------------------------------------------------
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                  "imagenet": "ImageNet-1K", "imagefolder": "ImageFolder",
@@ -708,7 +500,7 @@ class CaptionedTable:
 
 
 def captioned(table: pd.DataFrame, caption: str | None = None) -> CaptionedTable:
-    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report_experiment`)."""
+    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report.report_experiment`)."""
     return CaptionedTable(table, caption)
 
 
@@ -727,43 +519,3 @@ def runs_summary(runs: pd.DataFrame, columns: Iterable[str] = ("tag", "seed", "b
                                                                 "epochs_run", "final_top1", "wall_s")) -> pd.DataFrame:
     """The runs of `experiments.execute` for display: one row per run, `best_epoch` 1-based (of `epochs_run`)."""
     return display_epochs(runs[[c for c in columns if c in runs]]).reset_index(drop=True)
-
-
-_FIGURE_CAPTIONS = (("_paper_vs_ours", "paper (reported) vs reproduced top-1, our mean ± std over seeds"),
-                    ("_curves", "test top-1 per epoch (epochs counted from 1), mean ± std over seeds"),
-                    ("_head_tokens", "head-token attention over the patches (last block)"))
-
-
-def _figure_caption(stem: str) -> str:
-    for suffix, text in _FIGURE_CAPTIONS:
-        if stem.endswith(suffix):
-            return f"{stem.removesuffix(suffix)}: {text}"
-    return stem.replace("_", " ")
-
-
-def write_report(results_root: str | os.PathLike) -> Path:
-    """`<root>/report.md`: every experiment's table (as written by `write_table`, with its caption and provenance)
-    and every figure under `<root>/figures/` (PNG, linked to its PDF) with a caption, in a fixed order, so the
-    same stored runs always give the same file."""
-    root = Path(results_root)
-    parts = ["# dhvtlib results report", "",
-             "Regenerated by `make figures` from the stored runs under this folder (no training). Tables: "
-             "`<experiment>/table.{csv,md,tex}`; figures: `figures/*.{png,pdf}`; the paper's numbers: `paper/`.", ""]
-    for md in sorted(root.rglob("table.md")):
-        rel = md.parent.relative_to(root).as_posix()
-        text = md.read_text(encoding="utf-8").replace("## ", "### ", 1)
-        parts += [f"## Table: {rel}", "", text.rstrip(), "",
-                  f"Files: [{rel}/table.csv]({rel}/table.csv), [{rel}/table.tex]({rel}/table.tex)", ""]
-    figures = sorted((root / "figures").glob("*.png"))
-    if figures:
-        parts += ["## Figures", ""]
-    for png in figures:
-        caption = _figure_caption(png.stem)
-        parts += [f"![{caption}](figures/{png.name})", "",
-                  f"*Figure: {caption}* ([PDF](figures/{png.stem}.pdf))", ""]
-    report = "\n".join(parts).rstrip() + "\n"
-    return _atomic_write(root / "report.md", lambda f: f.write(report))
-
-
-if __name__ == "__main__":
-    main()

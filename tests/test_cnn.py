@@ -14,7 +14,7 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 import dhvtlib
-from dhvtlib import experiments, results
+from dhvtlib import experiments, results, viz
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
 from dhvtlib.models.profile import format_table, profile, variant_table
@@ -172,10 +172,10 @@ def test_efficiency_tables_and_figure(tmp_path):
     gaps = results.efficiency_gaps(runs).set_index("samples_per_class")
     assert gaps.loc[10, "gap_mean"] == 20 and gaps.loc[10, "gain_mean"] == 15 and gaps.loc[10, "closed_pct"] == 75
     assert gaps.loc[100, "closed_pct"] == 80 and gaps.loc[10, "gap_std"] == 0
-    fig = results.plot_efficiency(runs)
+    fig = viz.plot_efficiency(runs)
     assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
     assert len(fig.axes[0].get_lines()) == 3
-    paths = results.save_figure(fig, tmp_path / "eff")
+    paths = viz.save_figure(fig, tmp_path / "eff")
     assert all(p.is_file() for p in paths)
 
 

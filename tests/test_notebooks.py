@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from clitools import signal_cell
-from dhvtlib import experiments, results
+from dhvtlib import experiments, report
 from dhvtlib.data.folder import check_folder
 from fakedata import MODES, fake_fashion_mnist, image_folder
 
@@ -258,7 +258,7 @@ def test_07_data_efficiency(kernel, fmnist, tmp_path):
     assert (out / "efficiency.md").read_text().count("| deit |") == 2
     assert len(list(out.rglob("manifest.json"))) == 6
     (out / "efficiency.csv").unlink()
-    results.make_figures(tmp_path / "res")  # `make figures` rebuilds the study's table from the stored runs
+    report.make_figures(tmp_path / "res")  # `make figures` rebuilds the study's table from the stored runs
     assert pd.read_csv(out / "efficiency.csv").equals(table)
     assert not (tmp_path / "res" / "figures" / "efficiency_fmnist_curves.png").exists()
 

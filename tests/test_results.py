@@ -13,8 +13,9 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from dhvtlib import results  # noqa: E402
+from dhvtlib import results, viz  # noqa: E402
 from dhvtlib.paper import reported  # noqa: E402
+from dhvtlib.report import main, make_figures, report_experiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION4 = ROOT / "tests" / "fixtures" / "paper-section4.md"
@@ -354,7 +355,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_make_figures(runs_root):
     with pytest.warns(UserWarning):
-        written = results.make_figures(runs_root)
+        written = make_figures(runs_root)
     rel = {str(p.relative_to(runs_root)) for p in written}
     expected = {*(f"{e}/table.{ext}" for e in ("ablation", "quick") for ext in ("csv", "md", "tex")), "report.md",
                 *(f"figures/{name}.{ext}" for name in ("ablation_curves", "ablation_paper_vs_ours", "quick_curves")
@@ -371,10 +372,10 @@ def test_make_figures(runs_root):
 def test_make_figures_without_runs(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for root in (tmp_path / "missing", tmp_path / "empty"):
-        written = results.make_figures(root)
+        written = make_figures(root)
         assert {p.parent.name for p in written} == {"paper"}
         assert sorted(p.name for p in root.iterdir()) == ["paper"]
-    results.main(["figures", "--root", str(tmp_path / "empty")])
+    main(["figures", "--root", str(tmp_path / "empty")])
     assert "all.csv" in capsys.readouterr().out
 
 
@@ -409,7 +410,7 @@ def test_table_caption_and_hidden_columns(runs_root):
     quick = runs[runs["experiment"].eq("quick")]
     caption = results.table_caption(quick, "quick")
     assert caption == "quick: CIFAR-100, preset ablation (3 epochs, all training images), seeds 0, commit abc1234"
-    table, _ = results.report_experiment(runs_root, "quick", runs)
+    table, _ = report_experiment(runs_root, "quick", runs)
     assert table.attrs["caption"] == caption and table["paper_top1"].isna().all()
     shown = results.captioned(table)
     assert "paper_top1" not in shown.table and "delta" not in shown.table and "note" in shown.table
@@ -440,7 +441,7 @@ def test_epochs_display_one_based(runs_root):
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = results.plot_curves(results.load_metrics(runs[runs["experiment"].eq("quick")]))
+    fig = viz.plot_curves(results.load_metrics(runs[runs["experiment"].eq("quick")]))
     xs = fig.axes[0].lines[0].get_xdata()
     assert list(xs) == [1, 2, 3]
     legend = fig.axes[0].get_legend()
@@ -449,9 +450,9 @@ def test_epochs_display_one_based(runs_root):
 
 def test_make_figures_is_deterministic_and_writes_the_report(runs_root):
     with pytest.warns(UserWarning):
-        first = {p: p.read_bytes() for p in results.make_figures(runs_root)}
+        first = {p: p.read_bytes() for p in make_figures(runs_root)}
     with pytest.warns(UserWarning):
-        second = {p: p.read_bytes() for p in results.make_figures(runs_root)}
+        second = {p: p.read_bytes() for p in make_figures(runs_root)}
     assert first == second
     report = (runs_root / "report.md").read_text()
     assert report.count("## Table: ") == 2 and "## Table: ablation" in report and "## Table: quick" in report
@@ -469,7 +470,7 @@ def test_committed_results_are_current(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    for path in results.make_figures(copy):
+    for path in make_figures(copy):
         rel = path.relative_to(copy)
         if path.suffix in (".md", ".tex", ".csv"):
             assert path.read_text().replace(str(copy), "<root>") == (ROOT / "results" / rel).read_text(), rel

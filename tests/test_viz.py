@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 import dhvtlib  # noqa: E402
 from dhvtlib import viz  # noqa: E402
-from dhvtlib.results import save_figure  # noqa: E402
+from dhvtlib.viz import save_figure  # noqa: E402
 
 HEADS = 4
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -1,0 +1,151 @@
+"""Reports: every table and figure of the stored runs, written together; the `make figures` command.
+
+`make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, what `make figures` runs) regenerates every
+table and figure under results/ from the stored runs (no training), plus the paper's reported tables under
+results/paper/ and results/report.md. The tables come from `dhvtlib.results`, the figures from `dhvtlib.viz`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from .files import write_text
+from .results import (_ablation_baselines, _join, aggregate, efficiency_frame, efficiency_gaps, efficiency_table,
+                      export_paper_tables, load_metrics, load_runs, paper_vs_reproduced, provenance, table_caption,
+                      write_table)
+from .viz.figures import figure_caption, plot_curves, plot_efficiency, plot_paper_vs_ours, save_figure
+
+__all__ = ["report_efficiency", "report_experiment", "make_figures", "write_report", "main", "EFFICIENCY_LABELS"]
+
+
+def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
+                      ) -> tuple[pd.DataFrame, list[Path]]:
+    """Paper-vs-reproduced table and figures of one experiment from its stored runs: writes
+    `<root>/<experiment>/table.{csv,md}`, `<root>/figures/<experiment>_curves.{png,pdf}` and, where the paper has
+    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written)."""
+    import matplotlib.pyplot as plt
+
+    root = Path(results_root)
+    runs = load_runs(root) if runs is None else runs
+    group = runs[runs["experiment"] == experiment] if len(runs) else runs
+    done = group[group["completed"]] if len(group) else group
+    if done.empty:
+        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
+        return pd.DataFrame(), []
+    agg = aggregate(done)
+    table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
+    table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
+    written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
+                          "(top-1 %: each run's best epoch, the max over test epochs as the official log; "
+                          "final-epoch mean in ours_final_mean; delta in the paper's statistic per table)",
+                          provenance=provenance(done), caption=table.attrs["caption"])
+    stem = experiment.replace("/", "_")
+    metrics = load_metrics(done)
+    if not metrics.empty and "top1" in metrics:
+        fig = plot_curves(metrics)
+        fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
+        written += save_figure(fig, root / "figures" / f"{stem}_curves")
+        plt.close(fig)
+    compared = table.dropna(subset=["paper_top1"])
+    if not compared.empty:
+        fig = plot_paper_vs_ours(compared, title=f"{experiment}: paper vs reproduced")
+        written += save_figure(fig, root / "figures" / f"{stem}_paper_vs_ours")
+        plt.close(fig)
+    return table, written
+
+
+EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
+
+
+def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
+    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
+    provenance. Returns (table, gaps, paths written)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(results_root) / experiment
+    if runs is None:
+        runs = load_runs(results_root)
+        runs = runs[runs["experiment"] == experiment] if len(runs) else runs
+    done = runs[runs["status"].eq("completed")] if len(runs) else runs
+    if done.empty:
+        warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
+        return pd.DataFrame(), pd.DataFrame(), []
+    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
+    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
+    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
+    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
+            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
+    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
+                        "std over seeds, vs training images per class", provenance=prov)
+    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
+                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
+    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
+    files += save_figure(fig, out / "top1_vs_samples")
+    plt.close(fig)
+    return table, gaps, files
+
+
+def write_report(results_root: str | os.PathLike) -> Path:
+    """`<root>/report.md`: every experiment's table (as written by `write_table`, with its caption and provenance)
+    and every figure under `<root>/figures/` (PNG, linked to its PDF) with a caption, in a fixed order, so the
+    same stored runs always give the same file."""
+    root = Path(results_root)
+    parts = ["# dhvtlib results report", "",
+             "Regenerated by `make figures` from the stored runs under this folder (no training). Tables: "
+             "`<experiment>/table.{csv,md,tex}`; figures: `figures/*.{png,pdf}`; the paper's numbers: `paper/`.", ""]
+    for md in sorted(root.rglob("table.md")):
+        rel = md.parent.relative_to(root).as_posix()
+        text = md.read_text(encoding="utf-8").replace("## ", "### ", 1)
+        parts += [f"## Table: {rel}", "", text.rstrip(), "",
+                  f"Files: [{rel}/table.csv]({rel}/table.csv), [{rel}/table.tex]({rel}/table.tex)", ""]
+    figures = sorted((root / "figures").glob("*.png"))
+    if figures:
+        parts += ["## Figures", ""]
+    for png in figures:
+        caption = figure_caption(png.stem)
+        parts += [f"![{caption}](figures/{png.name})", "",
+                  f"*Figure: {caption}* ([PDF](figures/{png.stem}.pdf))", ""]
+    report = "\n".join(parts).rstrip() + "\n"
+    return write_text(root / "report.md", report)
+
+
+def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
+    """Regenerate every table and figure from the stored runs (no training): `report_experiment` for each
+    experiment found, the paper's tables under `<root>/paper/`, and `<root>/report.md` collecting every table and
+    figure with captions (`write_report`). Returns the paths written."""
+    root = Path(results_root)
+    runs = load_runs(root)
+    written: list[Path] = []
+    for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
+        if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
+            written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
+        else:
+            written += report_experiment(root, experiment, runs)[1]
+    written += export_paper_tables(root / "paper")
+    return written + ([write_report(root)] if len(runs) else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dhvtlib.report", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
+    figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    from .paths import output_dir
+
+    matplotlib.use("Agg")
+    for path in make_figures(output_dir(args.root)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
