@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .data.datasets import DOMAINNET_DOMAINS
 from .models import CNN_VARIANTS, list_models
@@ -28,8 +28,8 @@ from .rundir import read_manifest
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
-           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "ablation_table", "spec_dataset",
-           "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS", "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
+           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "ablation_table",
+           "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS", "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -272,12 +272,27 @@ def spec_dataset(spec: RunSpec, preset: str | Recipe | None = None) -> str:
     return (p if isinstance(p, Recipe) else PRESETS[p]).dataset
 
 
+def spec_data_dir(spec: RunSpec, data_dir: str | Path | Mapping[str, str | Path] | None,
+                  dataset: str | None = None) -> Path | None:
+    """The folder a row reads. `data_dir` is one folder, or {data set or family: folder} for a table that mixes
+    data sets (e.g. {"cifar100": ..., "domainnet": ...}); a DomainNet domain is its own data set, read from
+    `<folder>/<domain>` (train/ and val/ inside). `dataset` is execute's data set override, which replaces the
+    row's own (then the folder is that data set's, as given). None: each data set's default place."""
+    name = dataset or spec_dataset(spec)
+    family = "domainnet" if name.startswith("domainnet_") else name
+    root = (data_dir.get(name, data_dir.get(family)) if isinstance(data_dir, Mapping) else data_dir)
+    if root is None or family != "domainnet":
+        return None if root is None else Path(root)
+    return Path(root) / name.removeprefix("domainnet_")
+
+
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
     return Path(results_root) / spec.experiment / spec.tag.replace("/", "__") / f"s{seed}"
 
 
 def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: str | None = None,
-            results_root: str | Path = "results", data_dir: str | None = None, download: bool = False,
+            results_root: str | Path = "results", data_dir: str | Path | Mapping[str, Any] | None = None,
+            download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
             launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
             **overrides: Any):
@@ -286,7 +301,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     `preset`: None trains each row with its own preset (the one its table was produced with); a name (e.g.
     "smoke") applies to every row. `overrides` apply to every row on top of the row's own values; None values mean
     "not given" and never erase a row's value. A completed run is reused only if its recipe equals the one asked
-    for (execution-only values aside); otherwise one sentence names the values that differ.
+    for (execution-only values aside); otherwise one sentence names the values that differ. `data_dir`: a folder,
+    or {data set or family: folder}; DomainNet rows read `<folder>/<domain>` (see `spec_data_dir`).
 
     `launcher`: "inline" (each run in this process, one after another), "local" (concurrent submitit jobs on this
     machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`; `launch_options` are its options
@@ -301,7 +317,9 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
     todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose)
-    tasks = [launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed, data_dir, download, device)
+    dataset = overrides.get("dataset")
+    tasks = [launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed,
+                            _str(spec_data_dir(spec, data_dir, dataset)), download, device)
              for spec, seed, out, row_preset, kwargs in todo]
     jobs = {}
     if cfg.launcher == "inline":
@@ -313,7 +331,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             resume = (out / "checkpoint-last.pt").exists()
             if verbose:
                 print(f"{'resuming' if resume else 'training'} {task.tag} seed {task.seed} -> {out}", flush=True)
-            manifests[task.output] = run(task.preset, output=out, data_dir=data_dir, download=download,
+            manifests[task.output] = run(task.preset, output=out, data_dir=task.data_dir, download=download,
                                          device=device, resume=resume, experiment=task.experiment, tag=task.tag,
                                          progress=progress, verbose=verbose, **task.kwargs)
     elif tasks:
@@ -329,6 +347,10 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
         frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
     frame.attrs["jobs"] = jobs
     return frame
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, results_root: str | Path,

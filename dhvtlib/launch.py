@@ -526,8 +526,7 @@ def _specs(args) -> list[tuple[list, str | None]]:
     if args.experiment == "domainnet":
         domains = args.domains or ["clipart", "painting", "sketch"]
         models = args.models or ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")
-        root = args.data_dir or "data/domainnet"
-        return [(E.domainnet_runs([d], models), root if args.dataset else str(Path(root) / d)) for d in domains]
+        return [(E.domainnet_runs(domains, models), args.data_dir or "data/domainnet")]  # (<dir>/<domain> each)
     return [(E.imagenet_runs(*([args.models] if args.models else [])), args.data_dir)]
 
 
@@ -552,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
                 frame = E.execute(specs, seeds, preset=args.preset, results_root=args.results_root,
                                   data_dir=data_dir, download=args.download, device=args.device, epochs=args.epochs,
                                   launcher=dataclasses.replace(cfg, wait=wait),
-                                  **({"dataset": args.dataset} if args.dataset else {}))
+                                  dataset=args.dataset)
                 jobs.update(frame.attrs.get("jobs", {}))
     except ValueError as e:
         raise SystemExit(f"dhvt-sweep: {e}") from None
