@@ -6,7 +6,6 @@ head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -14,14 +13,10 @@ import torch
 from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import (DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, AllReduceSyncBatchNorm2d, Attention, Block, ConvNorm,
-                     LinearPatchEmbed, Mlp)
+from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
 
-__all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
-           "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm", "fuse_batchnorm"]
+__all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -224,54 +219,6 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
     if cfg["pos_embed"] and x.shape[2] != cfg["img_size"]:
         raise ValueError(f"image side {x.shape[2]} differs from img_size {cfg['img_size']}, which the absolute "
                          f"position embedding fixes; resize the images to {cfg['img_size']}.")
-
-
-def convert_sope_sync_batchnorm(model: DHVT, native: bool = True) -> DHVT:
-    """Under DDP, make SOPE's BatchNorm2d layers synchronised, as the official model (DAFF keeps per-device BN):
-    torch's SyncBatchNorm (`native`, CUDA only) or AllReduceSyncBatchNorm2d (any backend, e.g. gloo on CPU).
-    The state_dict layout is unchanged."""
-    if not isinstance(getattr(model, "patch_embed", None), SOPE):  # a CNN keeps its per-device BN
-        return model
-    if native:
-        model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
-        return model
-    for stage in model.patch_embed.proj:
-        if isinstance(stage, ConvNorm) and type(stage[1]) is nn.BatchNorm2d:
-            bn = stage[1]
-            sync = AllReduceSyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                                            device=bn.running_mean.device, dtype=bn.running_mean.dtype)
-            sync.load_state_dict(bn.state_dict())
-            stage[1] = sync
-    return model
-
-
-def fuse_batchnorm(model: DHVT) -> DHVT:
-    """An inference copy of `model` with every BatchNorm folded into the conv before it (SOPE stages, DAFF
-    conv1/conv2/conv3), using the running statistics: the same logits in eval mode (to float rounding) with three
-    fewer passes over DAFF's hidden tensor per block. The copy is eval-only (its state_dict has no BN keys);
-    train and save the original."""
-    fused = copy.deepcopy(model).eval()
-    pairs = [(m, "0", "1") for m in fused.modules() if isinstance(m, ConvNorm)]
-    pairs += [(m, f"conv{i}", f"bn{i}") for m in fused.modules() if isinstance(m, DAFF) for i in (1, 2, 3)]
-    for parent, conv_name, bn_name in pairs:
-        conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
-            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
-            setattr(parent, bn_name, nn.Identity())
-    fused.bn_fused = True
-    return fused
-
-
-def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as timm 0.4.12 `add_weight_decay` (spec 1.8): no decay for 1-D tensors, '.bias' names and
-    exact names in model.no_weight_decay(); decay for the rest (E_head and the SOPE affines included)."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 # ---------------------------------------------------------------------------------------------------------------
