@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
-from .dhvt import VariantCfg, build_registered
-from .dhvt import _create as _timm_create  # the timm entry point (no pretrained weights; timm's extra kwargs)
+from .dhvt import VariantCfg, build_registered, register_variants
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
 
@@ -146,11 +144,4 @@ def matched_width(target_params: int, name: str = "resnet18_cifar", max_width: i
     return min(sizes, key=lambda w: (abs(math.log(sizes[w] / target_params)), w))
 
 
-@register_model
-def resnet50_domain(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _timm_create("resnet50_domain", pretrained, build=create_cnn, **kwargs)
-
-
-@register_model
-def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _timm_create("resnet18_cifar", pretrained, build=create_cnn, **kwargs)
+register_variants(CNN_VARIANTS, create_cnn, __name__)

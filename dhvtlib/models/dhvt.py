@@ -6,8 +6,9 @@ head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from timm.layers import trunc_normal_
@@ -316,72 +317,27 @@ def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: 
     return model
 
 
-def _create(name: str, pretrained: bool = False, *, build=None, **kwargs: Any) -> nn.Module:
-    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib` (`build`: the
-    family's factory, default DHVT's create_model)."""
-    if pretrained:
-        raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
-                         f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    return (build or create_model)(name, **kwargs)
+def register_variants(names: Iterable[str], build: Callable[..., nn.Module], module: str) -> None:
+    """Register each name with timm, as `@register_model def <name>(pretrained=False, **kwargs)` in `module`
+    would: `timm.create_model(name, **kwargs)` is `build(name, **kwargs)` (no pretrained weights exist)."""
+    for name in names:
+        entrypoint = _entrypoint(name, build, module)
+        setattr(sys.modules[module], name, entrypoint)  # register_model lists it in the module's __all__
+        register_model(entrypoint)
 
 
-@register_model
-def dhvt_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_cifar_patch4", pretrained, **kwargs)
+def _entrypoint(name: str, build: Callable[..., nn.Module], module: str) -> Callable[..., nn.Module]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
+                             f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
+        for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's own arguments
+            kwargs.pop(k, None)
+        return build(name, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = module
+    return entrypoint
 
 
-@register_model
-def dhvt_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_tiny_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_domain_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_domain_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_tiny_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_imagenet_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_imagenet_patch16", pretrained, **kwargs)
-
-
-@register_model
-def deit_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_tiny_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def deit_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_tiny_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def deit_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_small_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def deit_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_small_cifar_patch2", pretrained, **kwargs)
+register_variants(VARIANTS, create_model, __name__)
