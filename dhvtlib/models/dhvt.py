@@ -1,7 +1,7 @@
 """The DHVT model, its registered variants and the DeiT baselines (spec sections 1.1, 1.7, 1.8 and 2).
 
-One class builds every row of the paper: DHVT is the defaults, DeiT is `embed_layer='linear', pos_embed=True,
-head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `ablations.py`).
+One class builds every row of the paper: DHVT is the defaults, DeiT is the defaults with `DEIT_ARGS`, and each
+ablation flips one argument (see `ablations.py`).
 """
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from torch import nn
 
 from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
 
-__all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EMBED_LAYERS = ("sope", "linear")
 MLP_LAYERS = ("daff", "mlp")
+# DeiT (timm's ViT layout): linear patch embedding, absolute position embedding, no head tokens, ViT's MLP
+DEIT_ARGS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 
 
 class DHVT(nn.Module):
@@ -246,8 +249,7 @@ def _dhvt(dim, heads, patch, img):
 
 
 def _deit(dim, heads, patch, img):
-    return dict(_dhvt(dim, heads, patch, img), embed_layer="linear", pos_embed=True, head_tokens=False,
-                mlp_layer="mlp")
+    return dict(_dhvt(dim, heads, patch, img), **DEIT_ARGS)
 
 
 DEIT_S_HEADS = ("8 heads as DHVT-S on CIFAR (a choice: standard DeiT-S has 6, same parameter count); "
