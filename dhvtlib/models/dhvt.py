@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -230,6 +230,8 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class VariantCfg:
+    """A registered variant: its architecture arguments (`arch`) and its data cfg. The paper's size and GFLOPs
+    for it are in dhvtlib/paper/reported.csv; `official_params` is the official code's parameter count."""
     arch: dict[str, Any]
     dataset: str
     input_size: tuple[int, int, int]
@@ -238,10 +240,8 @@ class VariantCfg:
     std: tuple[float, ...] = IMAGENET_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
-    paper_params_m: float | None = None
-    paper_gflops: float | None = None
     official_params: int | None = None
-    notes: str = field(default="")
+    notes: str = ""
 
 
 def _dhvt(dim, heads, patch, img):
@@ -252,38 +252,28 @@ def _deit(dim, heads, patch, img):
     return dict(_dhvt(dim, heads, patch, img), **DEIT_ARGS)
 
 
+_CIFAR = dict(dataset="cifar100", input_size=(3, 32, 32), num_classes=100, crop_pct=1.0)
+_DOMAIN = dict(dataset="domainnet", input_size=(3, 224, 224), num_classes=345)
+_IMAGENET = dict(dataset="imagenet", input_size=(3, 224, 224), num_classes=1000)
+# The DeiT baselines of Table 4 (the paper's re-implementation at 32 px) in timm's ViT layout; the paper does not
+# say how many heads its DeiT-S has.
 DEIT_S_HEADS = ("8 heads as DHVT-S on CIFAR (a choice: standard DeiT-S has 6, same parameter count); "
                 "num_heads=6 gives the standard DeiT-S")
 
 VARIANTS: dict[str, VariantCfg] = {
-    "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=6.0, paper_gflops=0.4, official_params=6008650),
-    "dhvt_tiny_cifar_patch2": VariantCfg(_dhvt(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.8, paper_gflops=1.4, official_params=5845162),
-    "dhvt_small_cifar_patch4": VariantCfg(_dhvt(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=23.4, paper_gflops=1.5, official_params=23425450),
-    "dhvt_small_cifar_patch2": VariantCfg(_dhvt(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=22.8, paper_gflops=5.6, official_params=22766698),
-    "dhvt_tiny_domain_patch16": VariantCfg(_dhvt(192, 4, 16, 224), "domainnet", (3, 224, 224), 345,
-                                           paper_params_m=6.1, paper_gflops=1.2, official_params=6105975),
-    "dhvt_small_domain_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "domainnet", (3, 224, 224), 345,
-                                            paper_params_m=23.8, paper_gflops=4.7, official_params=23788431),
-    "dhvt_tiny_imagenet_patch16": VariantCfg(_dhvt(192, 3, 16, 224), "imagenet", (3, 224, 224), 1000,
-                                             paper_params_m=6.2, paper_gflops=1.2, official_params=6267334),
-    "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "imagenet", (3, 224, 224), 1000,
-                                              paper_params_m=24.1, paper_gflops=4.7, official_params=24040606,
+    "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), **_CIFAR, official_params=6008650),
+    "dhvt_tiny_cifar_patch2": VariantCfg(_dhvt(192, 4, 2, 32), **_CIFAR, official_params=5845162),
+    "dhvt_small_cifar_patch4": VariantCfg(_dhvt(384, 8, 4, 32), **_CIFAR, official_params=23425450),
+    "dhvt_small_cifar_patch2": VariantCfg(_dhvt(384, 8, 2, 32), **_CIFAR, official_params=22766698),
+    "dhvt_tiny_domain_patch16": VariantCfg(_dhvt(192, 4, 16, 224), **_DOMAIN, official_params=6105975),
+    "dhvt_small_domain_patch16": VariantCfg(_dhvt(384, 6, 16, 224), **_DOMAIN, official_params=23788431),
+    "dhvt_tiny_imagenet_patch16": VariantCfg(_dhvt(192, 3, 16, 224), **_IMAGENET, official_params=6267334),
+    "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), **_IMAGENET, official_params=24040606,
                                               notes="Table 3 prints 24.0M"),
-    # DeiT baselines of Table 4 (the paper's re-implementation, 32 px): timm ViT layout. DeiT-S here has 8 heads,
-    # the head count of DHVT-S on CIFAR, where the standard DeiT-S has 6 (same parameter count; the paper does not
-    # say which it trained): pass num_heads=6 for the standard one.
-    "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.4, paper_gflops=0.4),
-    "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.4, paper_gflops=1.4),
-    "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=1.4, notes=DEIT_S_HEADS),
-    "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=5.5, notes=DEIT_S_HEADS),
+    "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), **_CIFAR),
+    "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), **_CIFAR),
+    "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), **_CIFAR, notes=DEIT_S_HEADS),
+    "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), **_CIFAR, notes=DEIT_S_HEADS),
 }
 
 
