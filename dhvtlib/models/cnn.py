@@ -26,6 +26,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
 from .dhvt import VariantCfg, build_registered, register_variants
+from .utils import check_io_args, require_int
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
 
@@ -92,17 +93,12 @@ def _check_args(*, img_size, in_chans, num_classes, block, layers, width, stem) 
         raise ValueError(f"block {block!r} is not supported; use one of {tuple(BLOCKS)}.")
     if stem not in STEMS:
         raise ValueError(f"stem {stem!r} is not supported; use 'imagenet' (7x7/2 + max-pool) or 'cifar' (3x3/1).")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width {width!r} must be a positive integer (stage-1 channels; 64 for ResNet-18/50).")
+    require_int("width", width, hint=" (stage-1 channels; 64 for ResNet-18/50)")
     if (not isinstance(layers, (list, tuple)) or not layers
             or not all(isinstance(n, int) and n >= 1 for n in layers)):
         raise ValueError(f"layers {layers!r} must be a non-empty list of positive block counts, e.g. [2, 2, 2, 2].")
-    if not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"img_size {img_size!r} must be a positive integer (the training image side).")
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans {in_chans!r} must be a positive integer (3 for RGB, 1 for grey images).")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes {num_classes!r} must be a non-negative integer (0 removes the head).")
+    require_int("img_size", img_size, hint=" (the training image side)")
+    check_io_args(in_chans, num_classes)
 
 
 @dataclass(frozen=True)

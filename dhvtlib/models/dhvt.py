@@ -15,7 +15,9 @@ from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
 
-from .layers import DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, Attention, Block, LinearPatchEmbed, Mlp
+from .layers import (DAFF, NORMS_2D, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads,
+                     check_sope_patch_size)
+from .utils import check_io_args, require_int
 
 __all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
            "IMAGENET_STD"]
@@ -196,21 +198,16 @@ def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth
         raise ValueError(f"sope_norm {sope_norm!r} is not supported; use 'bn' (official) or 'ln'.")
     if daff_norm not in NORMS_2D:
         raise ValueError(f"daff_norm {daff_norm!r} is not supported; use 'bn' (official), 'ln' or 'none'.")
-    if embed_layer == "sope" and patch_size not in SOPE_PATCH_SIZES:
-        raise ValueError(f"patch_size {patch_size} is not supported by SOPE; use one of {SOPE_PATCH_SIZES}.")
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size {patch_size!r} must be a positive integer.")
+    if embed_layer == "sope":
+        check_sope_patch_size(patch_size)
+    require_int("patch_size", patch_size)
     if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
+        example = max(patch_size, 32 // patch_size * patch_size)
         raise ValueError(f"img_size {img_size!r} is not a multiple of patch_size {patch_size}; use a square image "
-                         f"whose side is divisible by the patch size (e.g. {max(patch_size, 32 // patch_size * patch_size)}).")
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans {in_chans!r} must be a positive integer (3 for RGB, 1 for grey images).")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes {num_classes!r} must be a non-negative integer (0 removes the head).")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth {depth!r} must be a positive integer.")
-    if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
-        raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {embed_dim}.")
+                         f"whose side is divisible by the patch size (e.g. {example}).")
+    check_io_args(in_chans, num_classes)
+    require_int("depth", depth)
+    check_num_heads(embed_dim, num_heads)
     if mlp_layer == "daff" and embed_dim % 4:
         raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 for DAFF's squeeze-excitation (ratio 4).")
 

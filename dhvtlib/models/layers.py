@@ -127,6 +127,18 @@ def make_norm2d(kind: str, channels: int, split: bool = False) -> nn.Module:
     raise ValueError(f"norm {kind!r} is not supported; use one of {NORMS_2D}.")
 
 
+def check_sope_patch_size(patch_size: int) -> None:
+    """SOPE halves the resolution log2(P) times: P must be one of SOPE_PATCH_SIZES."""
+    if patch_size not in SOPE_PATCH_SIZES:
+        raise ValueError(f"patch_size {patch_size} is not supported by SOPE; use one of {SOPE_PATCH_SIZES}.")
+
+
+def check_num_heads(dim: int, num_heads: int) -> None:
+    """The heads split the width into equal groups: num_heads must divide it."""
+    if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
+        raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {dim}.")
+
+
 def _grid_side(num_patches: int) -> int:
     side = math.isqrt(num_patches)
     if side * side != num_patches:
@@ -165,9 +177,7 @@ class SOPE(nn.Module):
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192,
                  norm: str = "bn", affine: bool = True, last_act: bool | None = None, conv_bias: bool = False):
         super().__init__()
-        if patch_size not in SOPE_PATCH_SIZES:
-            raise ValueError(f"SOPE patch_size {patch_size} is not supported; use one of {SOPE_PATCH_SIZES} "
-                             "(or embed_layer='linear' for any patch size).")
+        check_sope_patch_size(patch_size)
         stages = int(math.log2(patch_size))
         if embed_dim % 2 ** (stages - 1):
             raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 ** (stages - 1)} for SOPE with "
@@ -223,9 +233,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, head_tokens: bool = False, ht_norm: bool = True, impl: str = "auto"):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; pick a head count "
-                             f"that divides it.")
+        check_num_heads(dim, num_heads)
         if impl not in ATTN_IMPLS:
             raise ValueError(f"attention impl {impl!r} is not supported; use one of {ATTN_IMPLS}.")
         self.impl = impl

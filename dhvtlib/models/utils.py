@@ -1,5 +1,5 @@
 """Model utilities: the optimiser's weight-decay groups, SOPE's BatchNorm under DDP, BatchNorm folding for
-inference."""
+inference, and the argument checks that DHVT and the CNN share."""
 from __future__ import annotations
 
 import copy
@@ -62,3 +62,15 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     fused.bn_fused = True
     return fused
 
+
+def require_int(name: str, value: Any, minimum: int = 1, hint: str = "") -> None:
+    """One sentence unless `value` is an int of at least `minimum` (1: positive, 0: non-negative)."""
+    if not isinstance(value, int) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} {value!r} must be a {kind} integer{hint}.")
+
+
+def check_io_args(in_chans: Any, num_classes: Any) -> None:
+    """The input channels and class count every model takes."""
+    require_int("in_chans", in_chans, hint=" (3 for RGB, 1 for grey images)")
+    require_int("num_classes", num_classes, minimum=0, hint=" (0 removes the head)")
