@@ -17,7 +17,7 @@ from torch import nn
 
 from .layers import (DAFF, NORMS_2D, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads,
                      check_sope_patch_size)
-from .utils import check_io_args, require_int
+from .utils import check_io_args, init_arg_names, require_int
 
 __all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
            "IMAGENET_STD"]
@@ -55,6 +55,8 @@ class DHVT(nn.Module):
     'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
     """
 
+    variant: str  # the registered name; create_model and the checkpoint loaders set it, DHVT(...) leaves it unset
+
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 4, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
@@ -65,10 +67,12 @@ class DHVT(nn.Module):
                  ht_norm: bool = True, daff_conv_init: str = "default", attn_impl: str = "auto",
                  daff_layout: str = "auto"):
         super().__init__()
-        _check_args(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                    embed_dim=embed_dim, depth=depth, num_heads=num_heads, embed_layer=embed_layer,
-                    mlp_layer=mlp_layer, sope_norm=sope_norm, daff_norm=daff_norm, daff_conv_init=daff_conv_init)
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        args = locals()
+        self.config = {name: args[name] for name in init_arg_names(DHVT)}  # the arguments, saved with the weights
+        _check_args(**self.config)
+        self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_model sets it)
+        self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
+        self.bn_fused = False  # True on fuse_batchnorm's eval-only copy
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1
@@ -100,7 +104,7 @@ class DHVT(nn.Module):
 
     # ---- initialisation and optimiser groups (spec 1.7, 1.8) ----
     def train(self, mode: bool = True) -> DHVT:
-        if mode and getattr(self, "bn_fused", False):
+        if mode and self.bn_fused:
             raise ValueError("this model's BatchNorms are folded into its convs for inference (fuse_batchnorm); "
                              "train the original, unfused model instead.")
         return super().train(mode)
@@ -186,7 +190,7 @@ class DHVT(nn.Module):
 
 
 def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
-                mlp_layer, sope_norm, daff_norm, daff_conv_init) -> None:
+                mlp_layer, sope_norm, daff_norm, daff_conv_init, **_) -> None:
     if daff_conv_init not in ("default", "trunc_normal"):
         raise ValueError(f"daff_conv_init {daff_conv_init!r} is not supported; use 'default' (official) or "
                          "'trunc_normal'.")
@@ -292,7 +296,7 @@ def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: 
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
     cfg = registry[name]
     kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
-    unknown = set(overrides) - set(cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount])
+    unknown = set(overrides) - set(init_arg_names(cls))
     if unknown:
         raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.models."
                          f"{cls.__name__}) for the accepted ones.")

@@ -3,6 +3,7 @@ inference, and the argument checks that DHVT and the CNN share."""
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from torch import nn
@@ -61,6 +62,11 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
             setattr(parent, bn_name, nn.Identity())
     fused.bn_fused = True
     return fused
+
+
+def init_arg_names(cls: type) -> list[str]:
+    """The arguments `cls(...)` takes, in signature order."""
+    return list(inspect.signature(cls.__init__).parameters)[1:]
 
 
 def require_int(name: str, value: Any, minimum: int = 1, hint: str = "") -> None:
