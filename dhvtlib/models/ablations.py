@@ -2,7 +2,7 @@
 
 One row = a base variant + DHVT argument overrides (+ recipe overrides, e.g. Table 11's batch size). The paper's
 reported accuracy is looked up in dhvtlib/paper/reported.csv under the same (table, row) key, so the numbers live
-in one place. All rows are on CIFAR-100, patch 4, trained with the ablation recipe (spec 3.3).
+in one place. All rows are on CIFAR-100, patch 4, trained with the 'ablation' preset of dhvtlib.recipe.
 
 Interpretations (the paper is terse here):
 - Table 5 rows have no head tokens (Table 6 adds them); "no SOPE" = ViT's linear patch embedding, "no DAFF" =

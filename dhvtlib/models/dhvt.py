@@ -1,4 +1,4 @@
-"""The DHVT model, its registered variants and the DeiT baselines (spec sections 1.1, 1.7, 1.8 and 2).
+"""The DHVT model as the official code builds and initialises it, its registered variants and the DeiT baselines.
 
 One class builds every row of the paper: DHVT is the defaults, DeiT is the defaults with `DEIT_ARGS`, and each
 ablation flips one argument (see `ablations.py`).
@@ -49,7 +49,7 @@ class DHVT(nn.Module):
       daff_token_mixer 'dwconv'|'avgpool'|'none', daff_dw_shortcut bool, daff_se 'cls'|'all'|'none'  Tables 8-9
       ht_norm      bool                       group-wise LayerNorm in head tokens (paper Eq. 6 has none)
       daff_conv_init 'default' | 'trunc_normal'  DAFF's 1x1 convs (conv1, conv3): PyTorch's default init, as the
-                                          official code (spec 1.7), or ViT's Linear init, trunc_normal(0.02) and
+                                          official code, or ViT's Linear init, trunc_normal(0.02) and
                                           zero bias (Table 8's FFN forms, whose 1x1 convs stand for fc1/fc2)
     Kernel choices (the same maths, see layers.py): attn_impl 'auto'|'sdpa'|'explicit', daff_layout
     'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
@@ -102,7 +102,7 @@ class DHVT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
-    # ---- initialisation and optimiser groups (spec 1.7, 1.8) ----
+    # ---- training mode, initialisation and weight-decay names (as the official code) ----
     def train(self, mode: bool = True) -> DHVT:
         if mode and self.bn_fused:
             raise ValueError("this model's BatchNorms are folded into its convs for inference (fuse_batchnorm); "
@@ -134,7 +134,7 @@ class DHVT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Exact names excluded from weight decay (official set; only top-level names match, spec 1.8)."""
+        """Exact names excluded from weight decay (the official set; whole names, so only top-level ones match)."""
         return {"pos_embed", "cls_token", "dist_token"}
 
     # ---- forward ----

@@ -1,7 +1,8 @@
 """DHVT building blocks: SOPE, HI-MHSA (head tokens), DAFF, the pre-norm block.
 
-Every module computes exactly what the official code computes (dhvt-spec.md sections 1.2-1.6) with the default
-arguments; the other arguments are the paper's ablations (section 4) or the paper's own form of an equation.
+Every module computes exactly what the official code's module computes (ConvPatchEmbed, HI_Attention, DAFF,
+DHVT_Block) with the default arguments; the other arguments are the paper's ablations (Tables 5-11, appendix
+B.2.2) or the paper's own form of an equation.
 Parameter names follow the official state_dict, so official checkpoints load with strict=True.
 
 Shapes: B batch, C width, h heads, d = C/h, P patch, N_p patch tokens, N = N_p + 1 (class token first).
@@ -183,7 +184,7 @@ class SOPE(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 ** (stages - 1)} for SOPE with "
                              f"patch_size {patch_size} (its first stage has embed_dim/{2 ** (stages - 1)} channels).")
         if last_act is None:
-            last_act = patch_size == 2  # the official code's quirk (spec 1.9.1)
+            last_act = patch_size == 2  # the official code's quirk (the paper's Eq. 2 has GELU in every stage)
         self.img_size, self.patch_size = img_size, patch_size
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
@@ -219,7 +220,7 @@ class LinearPatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; with `head_tokens=True` it is HI-MHSA (official `HI_Attention`).
 
-    Head tokens (spec 1.5): split [B, N, C] into h channel groups, average each over all N tokens -> [B, h, d],
+    Head tokens: split [B, N, C] into h channel groups, average each over all N tokens -> [B, h, d],
     shared Linear(d -> C) -> [B, h, C], group-wise LayerNorm(d) over [B, h, h, d], GELU, + E_head (`pos_embed`,
     [1, h, C]); append after the N tokens, attend over N + h tokens, project, then add the mean of the h projected
     head tokens to the class token and drop them. `ht_norm=False` gives the paper's Eq. 6 (no LayerNorm).
