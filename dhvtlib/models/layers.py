@@ -356,7 +356,6 @@ class DAFF(nn.Module):
                 tokens = tokens * w
         return torch.cat([cls, tokens], dim=1)
 
-
     def _nchw(self, x: torch.Tensor) -> bool:
         if self.layout == "auto":
             split = getattr(self.bn1, "num_splits", 1) > 1 and self.training
