@@ -2,7 +2,7 @@
 
 One row = a base variant + DHVT argument overrides (+ recipe overrides, e.g. Table 11's batch size). The paper's
 reported accuracy is looked up in dhvtlib/paper/reported.csv under the same (table, row) key, so the numbers live
-in one place. All rows are on CIFAR-100, patch 4, trained with the ablation recipe (spec 3.3).
+in one place. All rows are on CIFAR-100, patch 4, trained with the 'ablation' preset of dhvtlib.recipe.
 
 Interpretations (the paper is terse here):
 - Table 5 rows have no head tokens (Table 6 adds them); "no SOPE" = ViT's linear patch embedding, "no DAFF" =
@@ -22,15 +22,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..paper import reported_value
-from .dhvt import DHVT, create_model
+from .dhvt import DEIT_ARGS as DEIT, DHVT, create_model
 
 __all__ = ["AblationRow", "ABLATIONS", "ABLATION_TABLES", "ablation_rows", "build_ablation_model"]
 
-DEIT = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 NO_HT = dict(head_tokens=False)
 # ViT's FFN built from DAFF's parts: no BatchNorm, and 1x1 convs initialised as ViT's fc1/fc2 (trunc_normal 0.02)
-FFN_FORMS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="daff", daff_norm="none",
-                 daff_conv_init="trunc_normal")
+FFN_FORMS = dict(DEIT, mlp_layer="daff", daff_norm="none", daff_conv_init="trunc_normal")
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
-from .dhvt import VariantCfg, build_registered
-from .dhvt import _create as _timm_create  # the timm entry point (no pretrained weights; timm's extra kwargs)
+from .dhvt import VariantCfg, build_registered, register_variants
+from .utils import check_io_args, require_int
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
 
@@ -43,6 +42,8 @@ class CNN(ResNet):
     stages double it), stem 'imagenet' (7x7/2 conv + 3x3/2 max-pool) | 'cifar' (3x3/1 conv, no pool),
     drop_rate (dropout before fc), drop_path_rate (stochastic depth, linear in block index).
     """
+
+    variant: str  # the registered name; create_cnn and the checkpoint loaders set it, CNN(...) leaves it unset
 
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 100, block: str = "basic",
                  layers: tuple[int, ...] | list[int] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar",
@@ -72,6 +73,8 @@ class CNN(ResNet):
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block,
                            layers=list(layers), width=width, stem=stem, drop_rate=drop_rate,
                            drop_path_rate=drop_path_rate)
+        self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_cnn sets it)
+        self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -94,17 +97,12 @@ def _check_args(*, img_size, in_chans, num_classes, block, layers, width, stem) 
         raise ValueError(f"block {block!r} is not supported; use one of {tuple(BLOCKS)}.")
     if stem not in STEMS:
         raise ValueError(f"stem {stem!r} is not supported; use 'imagenet' (7x7/2 + max-pool) or 'cifar' (3x3/1).")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width {width!r} must be a positive integer (stage-1 channels; 64 for ResNet-18/50).")
+    require_int("width", width, hint=" (stage-1 channels; 64 for ResNet-18/50)")
     if (not isinstance(layers, (list, tuple)) or not layers
             or not all(isinstance(n, int) and n >= 1 for n in layers)):
         raise ValueError(f"layers {layers!r} must be a non-empty list of positive block counts, e.g. [2, 2, 2, 2].")
-    if not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"img_size {img_size!r} must be a positive integer (the training image side).")
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans {in_chans!r} must be a positive integer (3 for RGB, 1 for grey images).")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes {num_classes!r} must be a non-negative integer (0 removes the head).")
+    require_int("img_size", img_size, hint=" (the training image side)")
+    check_io_args(in_chans, num_classes)
 
 
 @dataclass(frozen=True)
@@ -146,11 +144,4 @@ def matched_width(target_params: int, name: str = "resnet18_cifar", max_width: i
     return min(sizes, key=lambda w: (abs(math.log(sizes[w] / target_params)), w))
 
 
-@register_model
-def resnet50_domain(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _timm_create("resnet50_domain", pretrained, build=create_cnn, **kwargs)
-
-
-@register_model
-def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CNN:
-    return _timm_create("resnet18_cifar", pretrained, build=create_cnn, **kwargs)
+register_variants(CNN_VARIANTS, create_cnn, __name__)

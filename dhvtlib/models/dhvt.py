@@ -1,33 +1,34 @@
-"""The DHVT model, its registered variants and the DeiT baselines (spec sections 1.1, 1.7, 1.8 and 2).
+"""The DHVT model as the official code builds and initialises it, its registered variants and the DeiT baselines.
 
-One class builds every row of the paper: DHVT is the defaults, DeiT is `embed_layer='linear', pos_embed=True,
-head_tokens=False, mlp_layer='mlp'`, and each ablation flips one argument (see `ablations.py`).
+One class builds every row of the paper: DHVT is the defaults, DeiT is the defaults with `DEIT_ARGS`, and each
+ablation flips one argument (see `ablations.py`).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import (DAFF, NORMS_2D, SOPE, SOPE_PATCH_SIZES, AllReduceSyncBatchNorm2d, Attention, Block, ConvNorm,
-                     LinearPatchEmbed, Mlp)
+from .layers import (DAFF, NORMS_2D, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads,
+                     check_sope_patch_size)
+from .utils import check_io_args, init_arg_names, require_int
 
-__all__ = ["DHVT", "VARIANTS", "VariantCfg", "create_model", "list_models", "param_groups_weight_decay",
-           "IMAGENET_MEAN", "IMAGENET_STD", "convert_sope_sync_batchnorm", "fuse_batchnorm"]
+__all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EMBED_LAYERS = ("sope", "linear")
 MLP_LAYERS = ("daff", "mlp")
+# DeiT (timm's ViT layout): linear patch embedding, absolute position embedding, no head tokens, ViT's MLP
+DEIT_ARGS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 
 
 class DHVT(nn.Module):
@@ -48,11 +49,13 @@ class DHVT(nn.Module):
       daff_token_mixer 'dwconv'|'avgpool'|'none', daff_dw_shortcut bool, daff_se 'cls'|'all'|'none'  Tables 8-9
       ht_norm      bool                       group-wise LayerNorm in head tokens (paper Eq. 6 has none)
       daff_conv_init 'default' | 'trunc_normal'  DAFF's 1x1 convs (conv1, conv3): PyTorch's default init, as the
-                                          official code (spec 1.7), or ViT's Linear init, trunc_normal(0.02) and
+                                          official code, or ViT's Linear init, trunc_normal(0.02) and
                                           zero bias (Table 8's FFN forms, whose 1x1 convs stand for fc1/fc2)
     Kernel choices (the same maths, see layers.py): attn_impl 'auto'|'sdpa'|'explicit', daff_layout
     'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
     """
+
+    variant: str  # the registered name; create_model and the checkpoint loaders set it, DHVT(...) leaves it unset
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 4, mlp_ratio: float = 4.0,
@@ -64,10 +67,12 @@ class DHVT(nn.Module):
                  ht_norm: bool = True, daff_conv_init: str = "default", attn_impl: str = "auto",
                  daff_layout: str = "auto"):
         super().__init__()
-        _check_args(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                    embed_dim=embed_dim, depth=depth, num_heads=num_heads, embed_layer=embed_layer,
-                    mlp_layer=mlp_layer, sope_norm=sope_norm, daff_norm=daff_norm, daff_conv_init=daff_conv_init)
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        args = locals()
+        self.config = {name: args[name] for name in init_arg_names(DHVT)}  # the arguments, saved with the weights
+        _check_args(**self.config)
+        self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_model sets it)
+        self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
+        self.bn_fused = False  # True on fuse_batchnorm's eval-only copy
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1
@@ -97,9 +102,9 @@ class DHVT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
-    # ---- initialisation and optimiser groups (spec 1.7, 1.8) ----
+    # ---- training mode, initialisation and weight-decay names (as the official code) ----
     def train(self, mode: bool = True) -> DHVT:
-        if mode and getattr(self, "bn_fused", False):
+        if mode and self.bn_fused:
             raise ValueError("this model's BatchNorms are folded into its convs for inference (fuse_batchnorm); "
                              "train the original, unfused model instead.")
         return super().train(mode)
@@ -129,7 +134,7 @@ class DHVT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Exact names excluded from weight decay (official set; only top-level names match, spec 1.8)."""
+        """Exact names excluded from weight decay (the official set; whole names, so only top-level ones match)."""
         return {"pos_embed", "cls_token", "dist_token"}
 
     # ---- forward ----
@@ -185,7 +190,7 @@ class DHVT(nn.Module):
 
 
 def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
-                mlp_layer, sope_norm, daff_norm, daff_conv_init) -> None:
+                mlp_layer, sope_norm, daff_norm, daff_conv_init, **_) -> None:
     if daff_conv_init not in ("default", "trunc_normal"):
         raise ValueError(f"daff_conv_init {daff_conv_init!r} is not supported; use 'default' (official) or "
                          "'trunc_normal'.")
@@ -197,21 +202,16 @@ def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth
         raise ValueError(f"sope_norm {sope_norm!r} is not supported; use 'bn' (official) or 'ln'.")
     if daff_norm not in NORMS_2D:
         raise ValueError(f"daff_norm {daff_norm!r} is not supported; use 'bn' (official), 'ln' or 'none'.")
-    if embed_layer == "sope" and patch_size not in SOPE_PATCH_SIZES:
-        raise ValueError(f"patch_size {patch_size} is not supported by SOPE; use one of {SOPE_PATCH_SIZES}.")
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size {patch_size!r} must be a positive integer.")
+    if embed_layer == "sope":
+        check_sope_patch_size(patch_size)
+    require_int("patch_size", patch_size)
     if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
+        example = max(patch_size, 32 // patch_size * patch_size)
         raise ValueError(f"img_size {img_size!r} is not a multiple of patch_size {patch_size}; use a square image "
-                         f"whose side is divisible by the patch size (e.g. {max(patch_size, 32 // patch_size * patch_size)}).")
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans {in_chans!r} must be a positive integer (3 for RGB, 1 for grey images).")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes {num_classes!r} must be a non-negative integer (0 removes the head).")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth {depth!r} must be a positive integer.")
-    if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
-        raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {embed_dim}.")
+                         f"whose side is divisible by the patch size (e.g. {example}).")
+    check_io_args(in_chans, num_classes)
+    require_int("depth", depth)
+    check_num_heads(embed_dim, num_heads)
     if mlp_layer == "daff" and embed_dim % 4:
         raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 for DAFF's squeeze-excitation (ratio 4).")
 
@@ -226,59 +226,13 @@ def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
                          f"position embedding fixes; resize the images to {cfg['img_size']}.")
 
 
-def convert_sope_sync_batchnorm(model: DHVT, native: bool = True) -> DHVT:
-    """Under DDP, make SOPE's BatchNorm2d layers synchronised, as the official model (DAFF keeps per-device BN):
-    torch's SyncBatchNorm (`native`, CUDA only) or AllReduceSyncBatchNorm2d (any backend, e.g. gloo on CPU).
-    The state_dict layout is unchanged."""
-    if not isinstance(getattr(model, "patch_embed", None), SOPE):  # a CNN keeps its per-device BN
-        return model
-    if native:
-        model.patch_embed = nn.SyncBatchNorm.convert_sync_batchnorm(model.patch_embed)
-        return model
-    for stage in model.patch_embed.proj:
-        if isinstance(stage, ConvNorm) and type(stage[1]) is nn.BatchNorm2d:
-            bn = stage[1]
-            sync = AllReduceSyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                                            device=bn.running_mean.device, dtype=bn.running_mean.dtype)
-            sync.load_state_dict(bn.state_dict())
-            stage[1] = sync
-    return model
-
-
-def fuse_batchnorm(model: DHVT) -> DHVT:
-    """An inference copy of `model` with every BatchNorm folded into the conv before it (SOPE stages, DAFF
-    conv1/conv2/conv3), using the running statistics: the same logits in eval mode (to float rounding) with three
-    fewer passes over DAFF's hidden tensor per block. The copy is eval-only (its state_dict has no BN keys);
-    train and save the original."""
-    fused = copy.deepcopy(model).eval()
-    pairs = [(m, "0", "1") for m in fused.modules() if isinstance(m, ConvNorm)]
-    pairs += [(m, f"conv{i}", f"bn{i}") for m in fused.modules() if isinstance(m, DAFF) for i in (1, 2, 3)]
-    for parent, conv_name, bn_name in pairs:
-        conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
-            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
-            setattr(parent, bn_name, nn.Identity())
-    fused.bn_fused = True
-    return fused
-
-
-def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as timm 0.4.12 `add_weight_decay` (spec 1.8): no decay for 1-D tensors, '.bias' names and
-    exact names in model.no_weight_decay(); decay for the rest (E_head and the SOPE affines included)."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Variants: architecture kwargs separate from the data cfg (input size, mean/std, class count) per variant.
 
 @dataclass(frozen=True)
 class VariantCfg:
+    """A registered variant: its architecture arguments (`arch`) and its data cfg. The paper's size and GFLOPs
+    for it are in dhvtlib/paper/reported.csv; `official_params` is the official code's parameter count."""
     arch: dict[str, Any]
     dataset: str
     input_size: tuple[int, int, int]
@@ -287,10 +241,8 @@ class VariantCfg:
     std: tuple[float, ...] = IMAGENET_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
-    paper_params_m: float | None = None
-    paper_gflops: float | None = None
     official_params: int | None = None
-    notes: str = field(default="")
+    notes: str = ""
 
 
 def _dhvt(dim, heads, patch, img):
@@ -298,42 +250,31 @@ def _dhvt(dim, heads, patch, img):
 
 
 def _deit(dim, heads, patch, img):
-    return dict(_dhvt(dim, heads, patch, img), embed_layer="linear", pos_embed=True, head_tokens=False,
-                mlp_layer="mlp")
+    return dict(_dhvt(dim, heads, patch, img), **DEIT_ARGS)
 
 
+_CIFAR = dict(dataset="cifar100", input_size=(3, 32, 32), num_classes=100, crop_pct=1.0)
+_DOMAIN = dict(dataset="domainnet", input_size=(3, 224, 224), num_classes=345)
+_IMAGENET = dict(dataset="imagenet", input_size=(3, 224, 224), num_classes=1000)
+# The DeiT baselines of Table 4 (the paper's re-implementation at 32 px) in timm's ViT layout; the paper does not
+# say how many heads its DeiT-S has.
 DEIT_S_HEADS = ("8 heads as DHVT-S on CIFAR (a choice: standard DeiT-S has 6, same parameter count); "
                 "num_heads=6 gives the standard DeiT-S")
 
 VARIANTS: dict[str, VariantCfg] = {
-    "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=6.0, paper_gflops=0.4, official_params=6008650),
-    "dhvt_tiny_cifar_patch2": VariantCfg(_dhvt(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.8, paper_gflops=1.4, official_params=5845162),
-    "dhvt_small_cifar_patch4": VariantCfg(_dhvt(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=23.4, paper_gflops=1.5, official_params=23425450),
-    "dhvt_small_cifar_patch2": VariantCfg(_dhvt(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=22.8, paper_gflops=5.6, official_params=22766698),
-    "dhvt_tiny_domain_patch16": VariantCfg(_dhvt(192, 4, 16, 224), "domainnet", (3, 224, 224), 345,
-                                           paper_params_m=6.1, paper_gflops=1.2, official_params=6105975),
-    "dhvt_small_domain_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "domainnet", (3, 224, 224), 345,
-                                            paper_params_m=23.8, paper_gflops=4.7, official_params=23788431),
-    "dhvt_tiny_imagenet_patch16": VariantCfg(_dhvt(192, 3, 16, 224), "imagenet", (3, 224, 224), 1000,
-                                             paper_params_m=6.2, paper_gflops=1.2, official_params=6267334),
-    "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), "imagenet", (3, 224, 224), 1000,
-                                              paper_params_m=24.1, paper_gflops=4.7, official_params=24040606,
+    "dhvt_tiny_cifar_patch4": VariantCfg(_dhvt(192, 4, 4, 32), **_CIFAR, official_params=6008650),
+    "dhvt_tiny_cifar_patch2": VariantCfg(_dhvt(192, 4, 2, 32), **_CIFAR, official_params=5845162),
+    "dhvt_small_cifar_patch4": VariantCfg(_dhvt(384, 8, 4, 32), **_CIFAR, official_params=23425450),
+    "dhvt_small_cifar_patch2": VariantCfg(_dhvt(384, 8, 2, 32), **_CIFAR, official_params=22766698),
+    "dhvt_tiny_domain_patch16": VariantCfg(_dhvt(192, 4, 16, 224), **_DOMAIN, official_params=6105975),
+    "dhvt_small_domain_patch16": VariantCfg(_dhvt(384, 6, 16, 224), **_DOMAIN, official_params=23788431),
+    "dhvt_tiny_imagenet_patch16": VariantCfg(_dhvt(192, 3, 16, 224), **_IMAGENET, official_params=6267334),
+    "dhvt_small_imagenet_patch16": VariantCfg(_dhvt(384, 6, 16, 224), **_IMAGENET, official_params=24040606,
                                               notes="Table 3 prints 24.0M"),
-    # DeiT baselines of Table 4 (the paper's re-implementation, 32 px): timm ViT layout. DeiT-S here has 8 heads,
-    # the head count of DHVT-S on CIFAR, where the standard DeiT-S has 6 (same parameter count; the paper does not
-    # say which it trained): pass num_heads=6 for the standard one.
-    "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.4, paper_gflops=0.4),
-    "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                         paper_params_m=5.4, paper_gflops=1.4),
-    "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=1.4, notes=DEIT_S_HEADS),
-    "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), "cifar100", (3, 32, 32), 100, crop_pct=1.0,
-                                          paper_params_m=21.4, paper_gflops=5.5, notes=DEIT_S_HEADS),
+    "deit_tiny_cifar_patch4": VariantCfg(_deit(192, 4, 4, 32), **_CIFAR),
+    "deit_tiny_cifar_patch2": VariantCfg(_deit(192, 4, 2, 32), **_CIFAR),
+    "deit_small_cifar_patch4": VariantCfg(_deit(384, 8, 4, 32), **_CIFAR, notes=DEIT_S_HEADS),
+    "deit_small_cifar_patch2": VariantCfg(_deit(384, 8, 2, 32), **_CIFAR, notes=DEIT_S_HEADS),
 }
 
 
@@ -355,7 +296,7 @@ def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: 
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
     cfg = registry[name]
     kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
-    unknown = set(overrides) - set(cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount])
+    unknown = set(overrides) - set(init_arg_names(cls))
     if unknown:
         raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.models."
                          f"{cls.__name__}) for the accepted ones.")
@@ -369,72 +310,27 @@ def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: 
     return model
 
 
-def _create(name: str, pretrained: bool = False, *, build=None, **kwargs: Any) -> nn.Module:
-    """timm entry point: `timm.create_model(name, num_classes=...)` works after `import dhvtlib` (`build`: the
-    family's factory, default DHVT's create_model)."""
-    if pretrained:
-        raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
-                         f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    return (build or create_model)(name, **kwargs)
+def register_variants(names: Iterable[str], build: Callable[..., nn.Module], module: str) -> None:
+    """Register each name with timm, as `@register_model def <name>(pretrained=False, **kwargs)` in `module`
+    would: `timm.create_model(name, **kwargs)` is `build(name, **kwargs)` (no pretrained weights exist)."""
+    for name in names:
+        entrypoint = _entrypoint(name, build, module)
+        setattr(sys.modules[module], name, entrypoint)  # register_model lists it in the module's __all__
+        register_model(entrypoint)
 
 
-@register_model
-def dhvt_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_cifar_patch4", pretrained, **kwargs)
+def _entrypoint(name: str, build: Callable[..., nn.Module], module: str) -> Callable[..., nn.Module]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
+                             f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
+        for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's own arguments
+            kwargs.pop(k, None)
+        return build(name, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = module
+    return entrypoint
 
 
-@register_model
-def dhvt_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_tiny_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_domain_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_domain_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_domain_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_tiny_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_tiny_imagenet_patch16", pretrained, **kwargs)
-
-
-@register_model
-def dhvt_small_imagenet_patch16(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("dhvt_small_imagenet_patch16", pretrained, **kwargs)
-
-
-@register_model
-def deit_tiny_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_tiny_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def deit_tiny_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_tiny_cifar_patch2", pretrained, **kwargs)
-
-
-@register_model
-def deit_small_cifar_patch4(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_small_cifar_patch4", pretrained, **kwargs)
-
-
-@register_model
-def deit_small_cifar_patch2(pretrained: bool = False, **kwargs: Any) -> DHVT:
-    return _create("deit_small_cifar_patch2", pretrained, **kwargs)
+register_variants(VARIANTS, create_model, __name__)

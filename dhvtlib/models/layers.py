@@ -1,7 +1,8 @@
 """DHVT building blocks: SOPE, HI-MHSA (head tokens), DAFF, the pre-norm block.
 
-Every module computes exactly what the official code computes (dhvt-spec.md sections 1.2-1.6) with the default
-arguments; the other arguments are the paper's ablations (section 4) or the paper's own form of an equation.
+Every module computes exactly what the official code's module computes (ConvPatchEmbed, HI_Attention, DAFF,
+DHVT_Block) with the default arguments; the other arguments are the paper's ablations (Tables 5-11, appendix
+B.2.2) or the paper's own form of an equation.
 Parameter names follow the official state_dict, so official checkpoints load with strict=True.
 
 Shapes: B batch, C width, h heads, d = C/h, P patch, N_p patch tokens, N = N_p + 1 (class token first).
@@ -127,6 +128,18 @@ def make_norm2d(kind: str, channels: int, split: bool = False) -> nn.Module:
     raise ValueError(f"norm {kind!r} is not supported; use one of {NORMS_2D}.")
 
 
+def check_sope_patch_size(patch_size: int) -> None:
+    """SOPE halves the resolution log2(P) times: P must be one of SOPE_PATCH_SIZES."""
+    if patch_size not in SOPE_PATCH_SIZES:
+        raise ValueError(f"patch_size {patch_size} is not supported by SOPE; use one of {SOPE_PATCH_SIZES}.")
+
+
+def check_num_heads(dim: int, num_heads: int) -> None:
+    """The heads split the width into equal groups: num_heads must divide it."""
+    if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
+        raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {dim}.")
+
+
 def _grid_side(num_patches: int) -> int:
     side = math.isqrt(num_patches)
     if side * side != num_patches:
@@ -165,15 +178,13 @@ class SOPE(nn.Module):
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192,
                  norm: str = "bn", affine: bool = True, last_act: bool | None = None, conv_bias: bool = False):
         super().__init__()
-        if patch_size not in SOPE_PATCH_SIZES:
-            raise ValueError(f"SOPE patch_size {patch_size} is not supported; use one of {SOPE_PATCH_SIZES} "
-                             "(or embed_layer='linear' for any patch size).")
+        check_sope_patch_size(patch_size)
         stages = int(math.log2(patch_size))
         if embed_dim % 2 ** (stages - 1):
             raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 ** (stages - 1)} for SOPE with "
                              f"patch_size {patch_size} (its first stage has embed_dim/{2 ** (stages - 1)} channels).")
         if last_act is None:
-            last_act = patch_size == 2  # the official code's quirk (spec 1.9.1)
+            last_act = patch_size == 2  # the official code's quirk (the paper's Eq. 2 has GELU in every stage)
         self.img_size, self.patch_size = img_size, patch_size
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
@@ -209,7 +220,7 @@ class LinearPatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; with `head_tokens=True` it is HI-MHSA (official `HI_Attention`).
 
-    Head tokens (spec 1.5): split [B, N, C] into h channel groups, average each over all N tokens -> [B, h, d],
+    Head tokens: split [B, N, C] into h channel groups, average each over all N tokens -> [B, h, d],
     shared Linear(d -> C) -> [B, h, C], group-wise LayerNorm(d) over [B, h, h, d], GELU, + E_head (`pos_embed`,
     [1, h, C]); append after the N tokens, attend over N + h tokens, project, then add the mean of the h projected
     head tokens to the class token and drop them. `ht_norm=False` gives the paper's Eq. 6 (no LayerNorm).
@@ -223,9 +234,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, head_tokens: bool = False, ht_norm: bool = True, impl: str = "auto"):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; pick a head count "
-                             f"that divides it.")
+        check_num_heads(dim, num_heads)
         if impl not in ATTN_IMPLS:
             raise ValueError(f"attention impl {impl!r} is not supported; use one of {ATTN_IMPLS}.")
         self.impl = impl
@@ -346,7 +355,6 @@ class DAFF(nn.Module):
             if self.se == "all":
                 tokens = tokens * w
         return torch.cat([cls, tokens], dim=1)
-
 
     def _nchw(self, x: torch.Tensor) -> bool:
         if self.layout == "auto":
