@@ -85,7 +85,7 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
     # One metadata key: safetensors writes several keys in random order, and the file's sha256 must be repeatable.
     # "data": what evaluation needs (image size, channels, mean/std, resize rule), set by training as
     # model.data_config (see DatasetInfo.eval_config).
-    meta = {"dhvtlib": json.dumps({"model": str(getattr(model, "variant", type(model).__name__)),
+    meta = {"dhvtlib": json.dumps({"model": str(getattr(model, "variant", None) or type(model).__name__),
                                    "config": getattr(model, "config", {}),
                                    "data": getattr(model, "data_config", None)}, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

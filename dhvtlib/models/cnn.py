@@ -43,8 +43,6 @@ class CNN(ResNet):
     drop_rate (dropout before fc), drop_path_rate (stochastic depth, linear in block index).
     """
 
-    variant: str  # the registered name; create_cnn and the checkpoint loaders set it, CNN(...) leaves it unset
-
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 100, block: str = "basic",
                  layers: tuple[int, ...] | list[int] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar",
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0):
@@ -73,6 +71,7 @@ class CNN(ResNet):
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block,
                            layers=list(layers), width=width, stem=stem, drop_rate=drop_rate,
                            drop_path_rate=drop_path_rate)
+        self.variant: str | None = None  # the registered name (create_cnn and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_cnn sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
 

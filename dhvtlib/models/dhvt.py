@@ -55,8 +55,6 @@ class DHVT(nn.Module):
     'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
     """
 
-    variant: str  # the registered name; create_model and the checkpoint loaders set it, DHVT(...) leaves it unset
-
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 4, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
@@ -70,6 +68,7 @@ class DHVT(nn.Module):
         args = locals()
         self.config = {name: args[name] for name in init_arg_names(DHVT)}  # the arguments, saved with the weights
         _check_args(**self.config)
+        self.variant: str | None = None  # the registered name (create_model and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_model sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
         self.bn_fused = False  # True on fuse_batchnorm's eval-only copy
