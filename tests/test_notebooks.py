@@ -309,3 +309,20 @@ def test_default_parameters_validate_from_the_notebooks_folder(name, monkeypatch
     for source in code:
         exec(compile(source, f"{name}.ipynb", "exec"), scope)
     assert scope["preset"] is None and Path(scope["output_dir"]) == ROOT / "results"
+
+
+def test_each_row_reads_its_own_data_folder():
+    """A DomainNet domain is its own data set (<folder>/<domain>); a mixed table takes {family: folder}; the data
+    set override keeps the folder as given."""
+    from dhvtlib import viz
+
+    specs = experiments.domainnet_runs(["clipart", "sketch"], ["dhvt_tiny_domain_patch16"])
+    assert [experiments.spec_data_dir(s, "/d") for s in specs] == [Path("/d/clipart"), Path("/d/sketch")]
+    assert experiments.spec_data_dir(specs[0], "/d", dataset="fashion_mnist") == Path("/d")
+    assert experiments.spec_data_dir(specs[0], None) is None
+    ft = experiments.finetune_runs({"dhvt_tiny_imagenet_patch16": None}, ["painting", "cifar100"])
+    assert [experiments.spec_data_dir(s, {"domainnet": "/dn", "cifar100": "/c"}) for s in ft] == [
+        Path("/dn/painting"), Path("/c")]
+    assert experiments.spec_data_dir(experiments.cifar100_runs(["dhvt_tiny_cifar_patch4"])[0], "/c") == Path("/c")
+    with pytest.raises(ValueError, match="unknown attribution method 'saliency'; choose one of integrated_gradients"):
+        viz.check_methods(["occlusion", "saliency"])

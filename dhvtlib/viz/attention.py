@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = ["head_token_attention", "class_token_attention", "overlay", "plot_head_tokens", "plot_class_attention",
            "attributions", "plot_attributions", "block_name", "image_label", "plot_explorer", "head_token_explorer",
-           "ATTRIBUTION_METHODS"]
+           "check_methods", "ATTRIBUTION_METHODS"]
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion", "layer_integrated_gradients")
 
@@ -161,6 +161,14 @@ def plot_class_attention(model: nn.Module, image: torch.Tensor, mean: Sequence[f
                    mean, std, f"class-token attention over patches, {block_name(model, layer)}", label)
 
 
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """`methods` as a list when each is one of ATTRIBUTION_METHODS, else one sentence listing them."""
+    bad = [m for m in methods if m not in ATTRIBUTION_METHODS]
+    if bad:
+        raise ValueError(f"unknown attribution method {bad[0]!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}.")
+    return list(methods)
+
+
 def attributions(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
                  method: str = "integrated_gradients", n_steps: int = 16) -> torch.Tensor:
     """Attributions for class `target` (an int or one per image):
@@ -170,6 +178,7 @@ def attributions(model: nn.Module, images: torch.Tensor, target: int | torch.Ten
     - 'layer_integrated_gradients': on `model.patch_embed`, summed over the embedding -> [B, Hp, Wp]."""
     from captum.attr import IntegratedGradients, LayerIntegratedGradients, Occlusion
 
+    check_methods([method])
     images = _batch(images)
     baseline = torch.zeros_like(images)
     with _eval_mode(model):
@@ -184,7 +193,6 @@ def attributions(model: nn.Module, images: torch.Tensor, target: int | torch.Ten
                 images, baselines=baseline, target=target, n_steps=n_steps).sum(dim=-1)  # [B, N_p]
             side = math.isqrt(attr.shape[1])
             return attr.reshape(attr.shape[0], side, side)
-    raise ValueError(f"unknown attribution method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}.")
 
 
 def _attribution_map(model: nn.Module, image: torch.Tensor, target: int, method: str, n_steps: int) -> torch.Tensor:
