@@ -51,7 +51,18 @@ class RunData:
 
 
 def build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device) -> RunData:
-    """The recipe's training and test loaders for this process (its share of the batch under torchrun)."""
+    """The recipe's training and test loaders for this process (its share of the batch under torchrun); a failed
+    download is one sentence."""
+    try:
+        return _build_data(recipe, data_dir, download, d, device)
+    except OSError as e:
+        if not download or isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"downloading {recipe.dataset} failed ({type(e).__name__}: {e}); without network, put the "
+                         "files in data_dir yourself and drop download (--download).") from None
+
+
+def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch.device) -> RunData:
     if recipe.dataset == "imagefolder":  # your own folder: checked, split, sized, decoded once (data/folder.py)
         info, train, test = load_own_data(recipe, data_dir, device, verbose=d.main)
     else:

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from . import __version__
 
-__all__ = ["Dist", "resolve_device", "init_distributed", "seed_everything", "cpu_workers", "git_state",
-           "environment", "now"]
+__all__ = ["Dist", "resolve_device", "init_distributed", "check_replicas_in_sync", "seed_everything", "cpu_workers",
+           "git_state", "environment", "now"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +78,16 @@ def cpu_workers(asked: int) -> int:
     """DataLoader workers for file data sets: the asked count, at most the CPUs this process may use."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(asked, cpus))
+
+
+def check_replicas_in_sync(model: torch.nn.Module) -> None:
+    """DDP keeps replicas equal; verify it (cheap: one all-reduce of a checksum)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    mine = torch.stack([flat.sum(), flat.abs().sum()]).double()
+    ref = mine.clone()
+    dist.broadcast(ref, 0)
+    if not torch.equal(mine, ref):
+        raise RuntimeError(f"DDP replicas diverged on rank {dist.get_rank()}; report this with the run directory.")
 
 
 def git_state() -> tuple[str | None, bool | None]:

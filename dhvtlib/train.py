@@ -36,20 +36,10 @@ from .models.profile import count_params
 from .precision import resolve_precision
 from .progress import interrupted, progress_bar
 from .recipe import Recipe, describe_diff, recipe_from_dict, resolve
-from .rundir import (
-    RunInterrupted,
-    RunLock,
-    RunLockedError,
-    StopSignals,
-    check_reuse,
-    make_run_dir,
-    read_manifest,
-    remove_stale_temp,
-    summarize,
-    write_metrics,
-)
+from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse, make_run_dir,
+                     read_manifest, remove_stale_temp, summarize, write_metrics)
 from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
-from .runtime import Dist, environment, git_state, init_distributed, now, seed_everything
+from .runtime import Dist, check_replicas_in_sync, environment, git_state, init_distributed, now, seed_everything
 
 __all__ = ["run", "main"]
 
@@ -113,7 +103,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     seed_everything(recipe.seed + d.rank)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
-    data = _load_data(recipe, data_dir, download, d, dev)
+    data = build_data(recipe, data_dir, download, d, dev)
     rs, loop = _build(recipe, data, precision, d, dev, finetune=ckpt is None, verbose=verbose and d.main)
     if ckpt is not None:
         rs.load_state_dict(ckpt, d.rank)
@@ -133,7 +123,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
                 row = _epoch(rs, loop, data, saver, stop, epoch, show=progress and d.main)
                 _record(rs, saver, row, out, writer, verbose=verbose and d.main)
             if d.world_size > 1:
-                _check_params_in_sync(rs.model)
+                check_replicas_in_sync(rs.model)
                 manifest["ddp_params_in_sync"] = True
         status = "completed"
     except StopRequested as e:
@@ -157,16 +147,6 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     if status == "interrupted":
         raise interrupted(out, tell=verbose and d.main, signum=stop.signum or signal.SIGINT)
     return manifest
-
-
-def _load_data(recipe: Recipe, data_dir, download: bool, d: Dist, dev: torch.device) -> RunData:
-    try:
-        return build_data(recipe, data_dir, download, d, dev)
-    except OSError as e:
-        if not download or isinstance(e, FileNotFoundError):
-            raise
-        raise ValueError(f"downloading {recipe.dataset} failed ({type(e).__name__}: {e}); without network, put the "
-                         "files in data_dir yourself and drop download (--download).") from None
 
 
 @dataclasses.dataclass
@@ -324,16 +304,6 @@ def _finish(rs: RunState, out: Path, manifest: dict[str, Any], status: str, erro
         manifest["weights_sha256"] = export_safetensors(rs.model, out / "model.safetensors")
     write_metrics(out, rs.history)  # the manifest and metrics always describe the same epochs
     write_json(out / "manifest.json", manifest)
-
-
-def _check_params_in_sync(model: nn.Module) -> None:
-    """DDP keeps replicas equal; verify it (cheap: one all-reduce of a checksum)."""
-    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    mine = torch.stack([flat.sum(), flat.abs().sum()]).double()
-    ref = mine.clone()
-    dist.broadcast(ref, 0)
-    if not torch.equal(mine, ref):
-        raise RuntimeError(f"DDP replicas diverged on rank {dist.get_rank()}; report this with the run directory.")
 
 
 # ------------------------------------------------------------------------------------------------ records

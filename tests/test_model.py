@@ -373,6 +373,8 @@ def test_table8_ffn_forms_init_their_1x1_convs_as_vit_linears():
                 assert 0.018 < conv.weight.std() < 0.022  # timm trunc_normal_(std=.02), as every Linear
                 assert torch.all(conv.bias == 0)
     assert "num_heads=6" in VARIANTS["deit_small_cifar_patch4"].notes  # the DeiT-S head count is stated
+    notes = VARIANTS["deit_small_cifar_patch4"].notes
+    assert create_model("deit_small_cifar_patch4").pretrained_cfg["notes"] == (notes,)  # shown with the model
 
 
 def test_channels_last_input_gives_same_output():

@@ -290,7 +290,8 @@ def create_model(name: str, **overrides: Any) -> DHVT:
 def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: dict[str, Any], *,
                      first_conv: str, classifier: str) -> nn.Module:
     """`cls(**registry[name].arch, num_classes=..., **overrides)` with unknown names and arguments refused in one
-    sentence, tagged with `variant` and a timm-style `pretrained_cfg` (input size, mean/std, crop)."""
+    sentence, tagged with `variant` and a timm-style `pretrained_cfg` (input size, mean/std, crop, the variant's
+    notes)."""
     if name not in registry:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
     cfg = registry[name]
@@ -305,7 +306,8 @@ def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: 
     model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
                                                                kwargs["img_size"]),
                                 mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                num_classes=kwargs["num_classes"], first_conv=first_conv, classifier=classifier)
+                                num_classes=kwargs["num_classes"], first_conv=first_conv, classifier=classifier,
+                                notes=(cfg.notes,) if cfg.notes else ())  # as timm's PretrainedCfg.notes
     return model
 
 
