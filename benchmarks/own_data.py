@@ -1,4 +1,4 @@
-"""Your own image folder vs the built-in in-memory path (issue 15): decode-once time, cached reload, training speed.
+"""Your own image folder vs the built-in in-memory path (README "Your own data set"): decode-once time, cached reload, training speed.
 
 Writes Fashion-MNIST's test split (10,000 images) as PNG files of random sizes (each side 20-40 px, bicubic) in
 class folders, then measures:

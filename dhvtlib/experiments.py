@@ -29,7 +29,8 @@ from .rundir import read_manifest
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
            "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "ablation_table",
-           "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS", "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
+           "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS",
+           "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -77,15 +78,15 @@ def quickstart_runs(models: Sequence[str] = ("dhvt_tiny_cifar_patch4", "deit_tin
 
 def cifar100_runs(models: Sequence[str] | None = None) -> list[RunSpec]:
     """Table 4: DHVT-T/S and the DeiT baselines at patch 4 and 2 on CIFAR-100. The S rows train at batch 256, as
-    the paper's text says (the shipped script is DHVT-T's, 2 x 256); lr 1e-3 is scaled to 5e-4 there (UNVERIFIED in
-    the spec: the paper gives lr 0.001 without saying whether it was scaled)."""
+    the paper's text says (the shipped script is DHVT-T's, 2 x 256); lr 1e-3 is scaled to 5e-4 there (unverified:
+    the paper gives lr 0.001 without saying whether it was scaled)."""
     _check("model", models or (), TABLE4_MODELS, "in Table 4")
     return [RunSpec("cifar100", f"table4/{m}", m, m, recipe={"dataset": "cifar100"}, paper=("table4", m, None),
                     preset=_table_preset("cifar100", m))
             for m in (models or TABLE4_MODELS)]
 
 
-# The paper's batch sizes where no shipped script covers the model (spec 3.3, "Paper's text" row).
+# The paper's batch sizes (its text) where no shipped script covers the model.
 _PAPER_TEXT_BATCH = {("cifar100", "small"): 256, ("domainnet", "small"): 128, ("imagenet", "small"): 512}
 
 
@@ -212,7 +213,7 @@ def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300),
                     batch_size: int = 64, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
                     cnn_width: int | None = None, test_samples_per_class: int | None = 500,
                     experiment: str = "efficiency/fmnist") -> list[RunSpec]:
-    """Accuracy vs training images per class (issue 13): one row per (model, samples_per_class).
+    """Accuracy vs training images per class (the title claim at small scale): one row per (model, samples_per_class).
 
     Models ('deit', 'dhvt', 'resnet'; EFFICIENCY_MODELS): DeiT and DHVT at embed_dim/depth/num_heads, and the
     small-image ResNet-18 at the base width whose parameter count is closest to that DHVT's (`cnn_width`

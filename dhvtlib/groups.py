@@ -1,6 +1,6 @@
-"""The official GPUs' per-GPU statistics on any number of devices ("virtual GPUs", issue 10 item 4).
+"""The official GPUs' per-GPU statistics on any number of devices ("virtual GPUs").
 
-The official runs used 2 GPUs (spec 3.3): each GPU's DAFF BatchNorms saw its own per-GPU batch (plain BatchNorm2d),
+The official scripts train on 2 GPUs: each GPU's DAFF BatchNorms saw its own per-GPU batch (plain BatchNorm2d),
 Mixup drew its lambda per GPU (each rank calls timm's Mixup on its own batch), and SOPE's BatchNorm was synchronised
 (SyncBatchNorm: statistics over the total batch). `Recipe.virtual_gpus = V` reproduces this with W processes:
 each process's batch is split into G = V / W groups of `per_gpu_batch` images; DAFF's BatchNorms (SplitBatchNorm2d)

@@ -1,7 +1,7 @@
 """Which numeric precision a run uses: `resolve_precision(requested, device) -> (chosen, reason)`.
 
 `precision="auto"` (every default: Recipe, dhvt-train, dhvt-eval, benchmarks) picks
-  - CUDA: fp16 autocast + grad scaler, the official AMP (spec 3.1: the official engine trains and evaluates under
+  - CUDA: fp16 autocast + grad scaler, the official AMP (the official engine trains and evaluates under
     `torch.cuda.amp.autocast` with timm's NativeScaler); pass precision='bf16' for bf16 autocast;
   - a CPU with native bf16 (AMX, AVX512-BF16, or Arm's BF16 extension): bf16 autocast;
   - anything else (a CPU without native bf16, where bf16 is emulated and many times slower; other devices): fp32.

@@ -1,11 +1,11 @@
-"""The paper's training recipe as named presets (dhvt-spec.md section 3), plus `quick` and `smoke`.
+"""The paper's training recipe as named presets (the official scripts' values per data set), plus `quick` and `smoke`.
 
 A `Recipe` is a frozen dataclass: every value a run depends on. `resolve(preset, **overrides)` returns a new one
 with overrides applied and checked; the resolved recipe is saved with every run.
 
 Batch size and learning rate: `batch_size` is the TOTAL batch over all processes (the official scripts' per-GPU
 batch x GPUs) and `lr` is the script's `--lr`, scaled linearly as the official code does:
-lr_eff = lr * batch_size / 512 (`Recipe.effective_lr`). The presets follow the shipped scripts (spec 3.3); where
+lr_eff = lr * batch_size / 512 (`Recipe.effective_lr`). The presets follow the shipped scripts; where
 the paper's wording differs (DHVT-S on CIFAR, ImageNet at batch 512) pass `batch_size=` to match it.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Recipe:
     epochs: int = 300
     batch_size: int = 512  # total over all processes
     eval_batch_size: int = 256
-    # optimiser and schedule (spec 3.2): AdamW, lr scaled by batch/512, warmup then cosine, stepped per epoch
+    # optimiser and schedule (DeiT's): AdamW, lr scaled by batch/512, warmup then cosine, stepped per epoch
     lr: float = 1e-3
     lr_scale_batch: int = 512
     min_lr: float = 1e-5
@@ -72,8 +72,8 @@ class Recipe:
     eval_ema: bool = False
     # fine-tuning
     finetune: str | None = None  # checkpoint or safetensors to start from (head re-initialised on mismatch)
-    finetune_eval_mode: bool = False  # the official quirk: fine-tune with the model in eval mode (spec 3.4)
-    # the official GPUs' statistics on any devices (spec 1.6, 3.1): the total batch is split into `virtual_gpus`
+    finetune_eval_mode: bool = False  # the official quirk: fine-tune with the model in eval mode (BN, drop path)
+    # the official 2 GPUs' statistics on any devices (per-GPU DAFF BatchNorm): the batch is split into `virtual_gpus`
     # groups of `per_gpu_batch` images; DAFF's BatchNorms and Mixup work per group, SOPE's BatchNorm over the whole
     # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
     virtual_gpus: int = 2  # the shipped scripts ran on 2 GPUs

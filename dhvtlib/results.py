@@ -364,7 +364,7 @@ def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Pa
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Data efficiency (issue 13): accuracy vs training images per class, tags '<model>/<n>pc'
+# Data efficiency (the title claim at small scale): accuracy vs training images per class, tags '<model>/<n>pc'
 # ---------------------------------------------------------------------------------------------------------------
 def efficiency_frame(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
     """One row per completed run of an efficiency experiment: model (the tag's prefix), samples_per_class, seed,

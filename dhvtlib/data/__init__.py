@@ -6,7 +6,7 @@ __all__ = ["DATASETS", "DOMAINNET_DOMAINS", "DatasetInfo", "InMemoryImages", "da
            "fetch_fashion_mnist", "load_split", "read_idx", "samples_per_class_indices", "subset_per_class",
            "BatchAugment", "build_pil_transform", "normalize_batch", "FolderError", "load_image", "own_data",
            "scan_folder"]
-# augment: BatchAugment, normalize_batch, build_pil_transform (data/augment.py)
+# augment: BatchAugment, normalize_batch, build_pil_transform (data/augment/)
 from .augment import BatchAugment, build_pil_transform, normalize_batch  # noqa: E402
 # folder: your own image folder, checked, split and decoded once (data/folder.py)
 from .folder import FolderError, load_image, own_data, scan_folder  # noqa: E402

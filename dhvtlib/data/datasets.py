@@ -1,7 +1,8 @@
-"""Data sets of the paper (spec section 3): the registry, on-disk loaders and per-class subsets.
+"""Data sets of the paper (CIFAR-100, DomainNet, ImageNet) and Fashion-MNIST: the registry, on-disk loaders and
+per-class subsets.
 
 CIFAR-10/100 and Fashion-MNIST load into `InMemoryImages` (uint8 [N, C, H, W]; augmentation runs on the batch, see
-data/augment.py); ImageNet and DomainNet load as torchvision `ImageFolder`s of (RGB PIL, int). Training on your own
+data/augment/); ImageNet and DomainNet load as torchvision `ImageFolder`s of (RGB PIL, int). Training on your own
 folder ('imagefolder') goes through data/folder.py (decoded once into InMemoryImages when it fits in memory).
 """
 from __future__ import annotations
