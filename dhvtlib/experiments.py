@@ -102,8 +102,9 @@ def ablation_runs(table: str, variant: str = "tiny", rows: Sequence[str] | None 
                   experiment: str = "ablation") -> list[RunSpec]:
     """One ablation table's rows (Table 11's rows carry their batch size). Paper numbers exist for DHVT-T only.
     `table` may be 5, '5' or 'table5'; `rows` must name rows of that table."""
-    table_rows = ablation_rows(ablation_table(table), variant)  # (checks the table and the variant)
-    _check("row", rows or (), [r.row for r in table_rows], f"in {ablation_table(table)}")
+    table = ablation_table(table)
+    table_rows = ablation_rows(table, variant)  # (checks the table and the variant)
+    _check("row", rows or (), [r.row for r in table_rows], f"in {table}")
     out = []
     for r in table_rows:
         if rows and r.row not in rows:
@@ -281,10 +282,10 @@ def spec_data_dir(spec: RunSpec, data_dir: str | Path | Mapping[str, str | Path]
     row's own (then the folder is that data set's, as given). None: each data set's default place."""
     name = dataset or spec_dataset(spec)
     family = "domainnet" if name.startswith("domainnet_") else name
-    root = (data_dir.get(name, data_dir.get(family)) if isinstance(data_dir, Mapping) else data_dir)
-    if root is None or family != "domainnet":
-        return None if root is None else Path(root)
-    return Path(root) / name.removeprefix("domainnet_")
+    root = data_dir.get(name, data_dir.get(family)) if isinstance(data_dir, Mapping) else data_dir
+    if root is None:
+        return None
+    return Path(root) / name.removeprefix("domainnet_") if family == "domainnet" else Path(root)
 
 
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:

@@ -506,28 +506,28 @@ _DEFAULT_SEEDS = {"quick": [0], "cifar100": [0, 1, 2, 3, 4], "ablation": [0, 1, 
                   "domainnet": [0, 1, 2, 3], "imagenet": [0]}
 
 
-def _specs(args) -> list[tuple[list, str | None]]:
-    """[(specs, data_dir)] for the CLI's experiment, named as its notebook names it."""
+def _specs(args) -> tuple[list, str | None]:
+    """(specs, data_dir) of the CLI's experiment, named as its notebook names it (a DomainNet row reads
+    <data_dir>/<domain>, see experiments.spec_data_dir)."""
     from . import experiments as E
 
+    models = [args.models] if args.models else []  # (else the builder's default models)
     if args.experiment == "quick":
-        return [(E.quickstart_runs(args.models or ("dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"),
-                                   args.name or "quick"), args.data_dir)]
+        return E.quickstart_runs(*models, experiment=args.name or "quick"), args.data_dir
     if args.experiment == "cifar100":
-        return [(E.cifar100_runs(args.models), args.data_dir)]
+        return E.cifar100_runs(*models), args.data_dir
     if args.experiment in ("ablation", "ladder"):
         table = "ladder" if args.experiment == "ladder" else args.table
         if not table:
             raise ValueError("--experiment ablation needs --table (5, 6, 8, 9, 10, 11, affine or ladder).")
         table = E.ablation_table(table)  # (the builders check the table, the variant and the rows)
         name = args.name or f"ablation/{table}_{args.variant}"
-        return [(E.ladder_runs(name, args.rows) if table == "ladder"
-                 else E.ablation_runs(table, args.variant, args.rows, experiment=name), args.data_dir)]
+        return (E.ladder_runs(name, args.rows) if table == "ladder"
+                else E.ablation_runs(table, args.variant, args.rows, experiment=name)), args.data_dir
     if args.experiment == "domainnet":
         domains = args.domains or ["clipart", "painting", "sketch"]
-        models = args.models or ("dhvt_tiny_domain_patch16", "dhvt_small_domain_patch16")
-        return [(E.domainnet_runs(domains, models), args.data_dir or "data/domainnet")]  # (<dir>/<domain> each)
-    return [(E.imagenet_runs(*([args.models] if args.models else [])), args.data_dir)]
+        return E.domainnet_runs(domains, *models), args.data_dir or "data/domainnet"
+    return E.imagenet_runs(*models), args.data_dir
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
@@ -542,17 +542,13 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         cfg = config(args.launcher, workers=args.workers, threads=args.threads, partition=args.partition,
                      gpus_per_run=args.gpus_per_run, nodes=args.nodes, time_min=args.time_min, account=args.account,
                      cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, setup=args.setup, sbatch=sbatch,
-                     folder=args.folder, wait=False)
-        seeds = args.seeds or _DEFAULT_SEEDS[args.experiment]
-        groups = _specs(args)
-        jobs: dict[str, str] = {}
-        for wait in ((False, True) if args.wait else (False,)):  # submit every group first, then follow them all
-            for specs, data_dir in groups:
-                frame = E.execute(specs, seeds, preset=args.preset, results_root=args.results_root,
-                                  data_dir=data_dir, download=args.download, device=args.device, epochs=args.epochs,
-                                  launcher=dataclasses.replace(cfg, wait=wait),
-                                  dataset=args.dataset)
-                jobs.update(frame.attrs.get("jobs", {}))
+                     folder=args.folder, wait=args.wait)
+        specs, data_dir = _specs(args)
+        frame = E.execute(specs, args.seeds or _DEFAULT_SEEDS[args.experiment], preset=args.preset,
+                          results_root=args.results_root, data_dir=data_dir, download=args.download,
+                          device=args.device, epochs=args.epochs, dataset=args.dataset,
+                          launcher=cfg)
+        jobs: dict[str, str] = frame.attrs.get("jobs", {})
     except ValueError as e:
         raise SystemExit(f"dhvt-sweep: {e}") from None
     for out, job in jobs.items():

@@ -115,7 +115,7 @@ class Checkpoints:
         if not minutes:
             return False
         flag = time.monotonic() - self.saved_at >= 60 * minutes
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.d.world_size > 1:
             t = torch.tensor([float(flag)], device=self.dev)
             dist.broadcast(t, 0)
             flag = bool(t.item())
