@@ -158,22 +158,31 @@ def build_test_loader(info: DatasetInfo, test, batch_size: int, device: torch.de
 
 
 # ------------------------------------------------------------------------------------------------ optimisation
-def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Optimizer | None = None):
-    """AdamW over the official decay groups at lr * batch / 512, and timm's cosine schedule with linear warmup,
-    to be stepped as `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr).
+def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Optimizer | None = None,
+                    steps_per_epoch: int = 1):
+    """The optimiser over the official decay groups at lr * batch / lr_scale_batch (AdamW, or SGD with momentum for
+    `opt='sgd'`) and timm's cosine schedule with linear warmup. `sched_unit='epoch'` (the paper's): stepped as
+    `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr); `'step'`: the same
+    curve over epochs x `steps_per_epoch` updates, stepped as `scheduler.step_update(updates)` after each one.
     With `optimizer`, only a new schedule for it (from its groups' `initial_lr`)."""
     from timm.scheduler import CosineLRScheduler
 
     if optimizer is None:
-        optimizer = torch.optim.AdamW(param_groups_weight_decay(model, recipe.weight_decay),
-                                      lr=recipe.effective_lr, eps=recipe.opt_eps, betas=recipe.opt_betas)
+        groups = param_groups_weight_decay(model, recipe.weight_decay)
+        if recipe.opt == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=recipe.effective_lr, momentum=recipe.momentum,
+                                        nesterov=recipe.nesterov and recipe.momentum > 0)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=recipe.effective_lr, eps=recipe.opt_eps, betas=recipe.opt_betas)
+    per_step = recipe.sched_unit == "step"
+    unit = steps_per_epoch if per_step else 1
     cosine_log = logging.getLogger(CosineLRScheduler.__module__)
     level = cosine_log.level
     cosine_log.setLevel(logging.ERROR)  # its "no effect when t_initial = 1" note is expected for a 1-epoch run
     try:
-        scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.min_lr,
-                                      warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.warmup_lr, cycle_limit=1,
-                                      t_in_epochs=True)
+        scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs * unit, lr_min=recipe.min_lr,
+                                      warmup_t=recipe.warmup_epochs * unit, warmup_lr_init=recipe.warmup_lr,
+                                      cycle_limit=1, t_in_epochs=not per_step)
     finally:
         cosine_log.setLevel(level)
     return optimizer, scheduler

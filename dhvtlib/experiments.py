@@ -27,10 +27,9 @@ from .recipe import PRESETS, Recipe, resolve
 from .rundir import read_manifest
 
 __all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
-           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "efficiency_runs",
-           "efficiency_budget", "execute", "execute_efficiency", "run_dir", "validate", "ablation_table",
+           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table",
            "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS",
-           "FINETUNE_TARGETS", "EFFICIENCY_MODELS"]
+           "FINETUNE_TARGETS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -40,8 +39,6 @@ IMAGENET_MODELS = ("dhvt_tiny_imagenet_patch16", "dhvt_small_imagenet_patch16") 
 FINETUNE_TARGETS = ("clipart", "painting", "sketch", "cifar100")  # Table 14 (DomainNet) and Table 7 (CIFAR-100)
 # The Table 5/6 ladder: DeiT with and without PE, +SOPE, +DAFF, +SOPE+DAFF, full DHVT (head tokens).
 LADDER = ("table5/none", "table5/pe", "table5/sope", "table5/daff", "table5/sope_daff", "table6/sope_daff_ht")
-# The data-efficiency study: a plain ViT (DeiT with abs. PE), DHVT and a small-image ResNet-18.
-EFFICIENCY_MODELS = {"deit": "deit_tiny_cifar_patch4", "dhvt": "dhvt_tiny_cifar_patch4", "resnet": "resnet18_cifar"}
 
 
 def _check(name: str, values: Iterable[Any], allowed: Sequence[Any], where: str) -> None:
@@ -63,6 +60,7 @@ class RunSpec:
     recipe: dict[str, Any] = field(default_factory=dict)
     paper: tuple[str, str, str | None] | None = None  # (table, row, setting) in dhvtlib/paper/reported.csv
     preset: str | Recipe | None = None  # this table's recipe (execute's preset= replaces it, e.g. with "smoke")
+    seeds: tuple[int, ...] | None = None  # this row's own seeds (None: execute's seeds)
 
     @property
     def paper_top1(self) -> float | None:
@@ -191,80 +189,6 @@ def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_d
             for m in (models or own_data_models())]
 
 
-def efficiency_budget(samples_per_class: int, num_classes: int, steps: int, batch_size: int,
-                      warmup_frac: float = 0.1, evals: int = 2) -> dict[str, int]:
-    """The recipe values that give `steps` optimizer steps on samples_per_class x num_classes images: whole epochs
-    (the schedule is stepped per epoch), so the steps run are epochs x floor(images / batch), rounded to the
-    nearest epoch; warmup is `warmup_frac` of the epochs, rounded half to even (none at 5 epochs or fewer: the
-    DeiT schedule also keeps epoch 1 at the warmup lr, which would idle 2 of a few epochs); `evals` evaluations,
-    the last at the end."""
-    images = samples_per_class * num_classes
-    per_epoch = images // batch_size
-    if per_epoch < 1:
-        raise ValueError(f"{samples_per_class} images per class x {num_classes} classes = {images} images, fewer "
-                         f"than batch_size {batch_size}; lower batch_size or raise samples_per_class.")
-    epochs = max(1, round(steps / per_epoch))
-    return {"epochs": epochs, "warmup_epochs": round(warmup_frac * epochs),
-            "eval_every": max(1, epochs // max(evals, 1)), "steps": epochs * per_epoch}
-
-
-def efficiency_runs(samples_per_class: Sequence[int] = (10, 30, 100, 300),
-                    models: Sequence[str] = tuple(EFFICIENCY_MODELS),
-                    *, dataset: str = "fashion_mnist", data_dir: str | None = None, steps: int = 240,
-                    batch_size: int = 64, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
-                    cnn_width: int | None = None, test_samples_per_class: int | None = 500,
-                    experiment: str = "efficiency/fmnist") -> list[RunSpec]:
-    """Accuracy vs training images per class (the title claim at small scale): one row per (model, samples_per_class).
-
-    Models ('deit', 'dhvt', 'resnet'; EFFICIENCY_MODELS): DeiT and DHVT at embed_dim/depth/num_heads, and the
-    small-image ResNet-18 at the base width whose parameter count is closest to that DHVT's (`cnn_width`
-    overrides). Budget: the same number of optimizer steps (`steps` at `batch_size`, whole epochs, see
-    `efficiency_budget`) at every size and for every model, so a row differs from another only in how many
-    distinct images it sees. Tags are '<model>/<n>pc'; each run's recipe records its samples_per_class, epochs,
-    warmup and evaluation cadence."""
-    from .data import dataset_info
-    from .models import create_model, matched_width
-
-    _check("model", models, tuple(EFFICIENCY_MODELS), "in the efficiency study")
-    bad_n = [n for n in samples_per_class if not isinstance(n, int) or n < 1]
-    if bad_n or not samples_per_class:
-        raise ValueError(f"samples_per_class {list(samples_per_class)!r} must be a non-empty list of positive "
-                         "integers, e.g. [10, 30, 100, 300].")
-    info = dataset_info(dataset, data_dir)
-    vit = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
-    if cnn_width is None and "resnet" in models:
-        dhvt = create_model(EFFICIENCY_MODELS["dhvt"], img_size=info.img_size, in_chans=info.in_chans,
-                            num_classes=info.num_classes, **vit)
-        cnn_width = matched_width(sum(p.numel() for p in dhvt.parameters()), EFFICIENCY_MODELS["resnet"],
-                                  in_chans=info.in_chans, num_classes=info.num_classes)
-    arch = {"deit": vit, "dhvt": vit, "resnet": {"width": cnn_width}}
-    specs = []
-    for n in sorted(samples_per_class):
-        budget = efficiency_budget(n, info.num_classes, steps, batch_size)
-        recipe = {"dataset": dataset, "samples_per_class": n, "batch_size": batch_size,
-                  "test_samples_per_class": test_samples_per_class,
-                  **{k: budget[k] for k in ("epochs", "warmup_epochs", "eval_every")}}
-        for m in models:
-            specs.append(RunSpec(experiment, f"{m}/{n}pc", f"{m} {n}/class", EFFICIENCY_MODELS[m], dict(arch[m]),
-                                 dict(recipe), preset="quick"))
-    return specs
-
-
-def execute_efficiency(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), **kwargs: Any):
-    """`execute` for `efficiency_runs` specs, whose epochs differ by row: each group of rows with the same epochs
-    is passed to execute(..., epochs=...) (execute takes epochs as its own argument). Returns all manifests."""
-    import dataclasses
-
-    import pandas as pd
-
-    groups: dict[int, list[RunSpec]] = {}
-    for spec in specs:
-        recipe = dict(spec.recipe)
-        groups.setdefault(recipe.pop("epochs"), []).append(dataclasses.replace(spec, recipe=recipe))
-    frames = [execute(group, seeds, epochs=epochs, **kwargs) for epochs, group in groups.items()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def spec_dataset(spec: RunSpec, preset: str | Recipe | None = None) -> str:
     """The data set a row trains on: its own recipe's, else that of the preset it runs with (`preset`, else the
     row's)."""
@@ -297,7 +221,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
             launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
-            **overrides: Any):
+            order: str = "row", **overrides: Any):
     """Train every (row, seed) not yet completed; return all their manifests as a DataFrame (one row per run).
 
     `preset`: None trains each row with its own preset (the one its table was produced with); a name (e.g.
@@ -311,6 +235,9 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}), see dhvtlib.launch. With a
     launcher, `wait=False` submits and returns the runs finished so far; calling again collects the others. The
     frame is then built from the run directories (`frame.attrs["jobs"]`: run directory -> job id).
+
+    A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
+    "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
     """
     import pandas as pd
 
@@ -318,7 +245,11 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
 
     cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
+    if order not in ("row", "seed"):
+        raise ValueError(f"order {order!r} is not an order of runs; use 'row' or 'seed'.")
     todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose)
+    if order == "seed":
+        todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
     dataset = overrides.get("dataset")
     tasks = [launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed,
                             _str(spec_data_dir(spec, data_dir, dataset)), download, device)
@@ -342,8 +273,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             manifest = read_manifest(task.output)
             if manifest:
                 manifests[task.output] = manifest
-    order = [str(run_dir(results_root, spec, seed)) for spec in specs for seed in seeds]
-    frame = pd.DataFrame([manifests[o] for o in order if o in manifests])
+    outs = [str(run_dir(results_root, spec, seed)) for spec in specs for seed in (spec.seeds or seeds)]
+    frame = pd.DataFrame([manifests[o] for o in outs if o in manifests])
     if len(frame):
         frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
         frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
@@ -370,7 +301,7 @@ def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, result
             raise ValueError(f"row {spec.tag!r} names no preset; pass preset= (one of {', '.join(PRESETS)}).")
         if isinstance(row_preset, str) and row_preset not in PRESETS:
             raise ValueError(f"unknown preset {row_preset!r}; choose one of: {', '.join(PRESETS)}.")
-        for seed in seeds:
+        for seed in spec.seeds or seeds:
             out = run_dir(results_root, spec, seed)
             kwargs = {**spec.recipe, **overrides, "model_kwargs": {**spec.model_kwargs, **extra_kwargs},
                       "model": spec.model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}

@@ -171,13 +171,15 @@ def _set_threads(threads: int | None) -> None:
 
 class LocalWorker(Checkpointable):
     """A local submitit job: trains its runs one after another (completed and diverged runs are skipped, interrupted
-    ones resumed), so a requeued worker simply starts again. A failed run is reported and the worker goes on."""
+    ones resumed), so a requeued worker simply starts again. A failed run is reported and the worker goes on.
+    Workers given the same list share it as a queue, in its order: a run another live process holds (its run
+    directory's lock) is left to it, so a worker that finishes early takes the next run instead of idling."""
 
     def __init__(self, tasks: Sequence[RunTask], threads: int | None = None, requeues: int = 0):
         self.tasks, self.threads, self.requeues = list(tasks), threads, requeues
 
     def __call__(self) -> dict[str, str]:
-        from .rundir import RunInterrupted
+        from .rundir import RunInterrupted, RunLockedError
 
         _set_threads(self.threads)
         preemption = _Preemption()
@@ -187,8 +189,13 @@ class LocalWorker(Checkpointable):
             if state in ("completed", "diverged"):
                 states[task.output] = state
                 continue
+            if _holder_alive(Path(task.output)):
+                states[task.output] = "another worker"
+                continue
             try:
                 states[task.output] = task().get("status", "?")
+            except RunLockedError:  # another worker took it between the check and the lock
+                states[task.output] = "another worker"
             except RunInterrupted as e:
                 if preemption.requested:
                     preemption.requeue_now()
@@ -415,15 +422,16 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
 
 
 def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[tuple[RunTask, Any]]:
-    """[(run, its job)]: local runs are shared round-robin among the workers, SLURM runs get a job each."""
+    """[(run, its job)]: local workers share the runs as one queue in their order (each run is recorded under the
+    worker that would take it round-robin; a worker that runs out takes the next free one), SLURM runs get a job
+    each."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     if cfg.launcher == "local":
         workers, threads, gpus = _local_workers(cfg, len(tasks))
         for k in range(workers):
-            share = list(tasks[k::workers])
-            job = _local_executor(cfg, folder, threads, gpus[k]).submit(LocalWorker(share, threads))
-            out += [(t, job) for t in share]
+            job = _local_executor(cfg, folder, threads, gpus[k]).submit(LocalWorker(list(tasks), threads))
+            out += [(t, job) for t in tasks[k::workers]]
         return out
     for task in tasks:
         ex = slurm_executor(cfg, folder, name=f"dhvt-{task.tag.replace('/', '-')}-s{task.seed}")

@@ -108,7 +108,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     if ckpt is not None:
         rs.load_state_dict(ckpt, d.rank)
     if changes:
-        _change_recipe(rs, changes, verbose=verbose and d.main)
+        _change_recipe(rs, changes, _steps_per_epoch(recipe, data, d), verbose=verbose and d.main)
     manifest = _manifest(rs, out, data, d, dev, loop, experiment=experiment, tag=tag, reason=precision_reason)
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
@@ -173,7 +173,7 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     model.to(dev)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, recipe)
+    optimizer, scheduler = build_optimizer(model, recipe, steps_per_epoch=_steps_per_epoch(recipe, data, d))
     from timm.utils import ModelEmaV3
 
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
@@ -191,13 +191,23 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     return rs, _Loop(net, criterion, mixup_fn, sync_bn, bn_groups)
 
 
-def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], *, verbose: bool) -> None:
+def _steps_per_epoch(recipe: Recipe, data: RunData, d: Dist) -> int:
+    """Optimizer updates per epoch (the same in every epoch): the per-step schedule's unit."""
+    idx = train_indices(len(data.train), 0, recipe.seed, rank=d.rank, world_size=d.world_size,
+                        repeated_aug=recipe.repeated_aug, repeats=recipe.ra_repeats)
+    return data.train.steps(idx)
+
+
+def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], spe: int, *, verbose: bool) -> None:
     """change_recipe after a divergence: the new lr takes effect from the resumed epoch on; the change is recorded."""
     if "lr" in changes:
         for g in rs.optimizer.param_groups:
             g["initial_lr"] = rs.recipe.effective_lr
-        _, rs.scheduler = build_optimizer(rs.model, rs.recipe, optimizer=rs.optimizer)
-        rs.scheduler.step(max(rs.epoch - 1, 0))  # the lr DeiT's per-epoch stepping gives the resumed epoch
+        _, rs.scheduler = build_optimizer(rs.model, rs.recipe, optimizer=rs.optimizer, steps_per_epoch=spe)
+        if rs.recipe.sched_unit == "step":
+            rs.scheduler.step_update(rs.epoch * spe + (rs.epoch_state.step if rs.epoch_state else 0))
+        else:
+            rs.scheduler.step(max(rs.epoch - 1, 0))  # the lr DeiT's per-epoch stepping gives the resumed epoch
     rs.recipe_changes.append({"epoch": rs.epoch, "step": rs.epoch_state.step if rs.epoch_state else 0, "at": now(),
                               "changes": {k: list(v) for k, v in changes.items()}})
     if verbose:
@@ -232,20 +242,27 @@ def _epoch(rs: RunState, loop: _Loop, data: RunData, saver: Checkpoints, stop: S
     state = rs.epoch_state or EpochState()
     rs.epoch, rs.epoch_state = epoch, state
     lr = rs.optimizer.param_groups[0]["lr"]
-    bar = progress_bar(show, data.train.steps(idx), state.step, f"epoch {epoch + 1}/{r.epochs}")
+    spe = data.train.steps(idx)
+    bar = progress_bar(show, spe, state.step, f"epoch {epoch + 1}/{r.epochs}")
+
+    def on_step(st: EpochState) -> None:
+        if r.sched_unit == "step":  # the lr of the next update, before a mid-epoch checkpoint saves the optimiser
+            rs.scheduler.step_update(epoch * spe + st.step)
+        saver.after_step(st)
     try:
         state = train_one_epoch(
             loop.net, data.train.batches(idx, train=True, start_step=state.step, epoch=epoch), loop.criterion,
             rs.optimizer, device=saver.dev, precision=rs.precision, mixup_fn=loop.mixup_fn, ema=rs.ema,
             scaler=rs.scaler, clip_grad=r.clip_grad, state=state, epoch=epoch, progress=bar,
-            on_step=saver.after_step, stop_requested=lambda: stop.set,
+            on_step=on_step, stop_requested=lambda: stop.set,
             train_mode=not (r.finetune and r.finetune_eval_mode))
     finally:
         if bar is not None:  # an interrupted epoch's bar too
             bar.close()
     rs.epoch_state = state
     raise_if_nonfinite(rs, saver.out)  # before evaluating diverged weights
-    rs.scheduler.step(epoch)  # as DeiT: lr_scheduler.step(epoch) after each epoch
+    if r.sched_unit == "epoch":
+        rs.scheduler.step(epoch)  # as DeiT: lr_scheduler.step(epoch) after each epoch
     row = {"epoch": epoch, "train_loss": state.loss_sum / max(state.samples, 1), "lr": lr,
            "epoch_s": state.data_s + state.compute_s,
            "img_s": state.samples / max(state.compute_s + state.data_s, 1e-9) * d.world_size,
@@ -283,6 +300,9 @@ def _record(rs: RunState, saver: Checkpoints, row: dict[str, Any], out: Path, wr
     if "top1" in row and row["top1"] > rs.best["top1"]:
         rs.best = {"top1": row["top1"], "top5": row["top5"], "epoch": epoch}
         saver.save(out / "checkpoint-best.pt")
+    every = rs.recipe.checkpoint_every_epochs
+    if (epoch + 1) % every and epoch + 1 < rs.recipe.epochs and "top1" not in row:
+        return  # not due: the history stays in memory (and in the next checkpoint)
     saver.save()
     if saver.d.main:
         write_metrics(out, rs.history)
