@@ -15,6 +15,8 @@ calls both right after its parameters cell, so a bad value is one sentence befor
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -22,11 +24,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from .data.datasets import DOMAINNET_DOMAINS
 from .models import CNN_VARIANTS, list_models
 from .models.ablations import ABLATIONS, ablation_rows
+from .files import write_json
 from .paper import reported_value
-from .recipe import PRESETS, Recipe, resolve
+from .paths import store_root
+from .progress import install_refusals
+from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
 from .rundir import read_manifest
 
-__all__ = ["RunSpec", "quickstart_runs", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
+__all__ = ["RunSpec", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table",
            "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS",
            "FINETUNE_TARGETS"]
@@ -72,6 +77,21 @@ def quickstart_runs(models: Sequence[str] = ("dhvt_tiny_cifar_patch4", "deit_tin
     """The quick preset's comparison: each model at the preset's width and depth on the embedded data."""
     _check("model", models, list_models(), "a registered model")
     return [RunSpec(experiment, m, m, m, preset="quick") for m in models]
+
+
+def quickstart_checkpoint(results_root: str | Path, model: str = "dhvt_tiny_cifar_patch4", experiment: str = "quick",
+                          **execute_kwargs: Any) -> Path:
+    """The weights of the quickstart's `model`: the newest completed run of it with its model.safetensors under
+    `<results_root>/<experiment>` whatever its budget (00 may have run with other epochs), else the run trained
+    (or reused from the store) by `execute(quickstart_runs([model], experiment), **execute_kwargs)`."""
+    runs = sorted((Path(results_root) / experiment / model).glob("s*/model.safetensors"),
+                  key=lambda p: p.stat().st_mtime)
+    done = [p for p in runs if read_manifest(p.parent).get("status") == "completed"]
+    if done:
+        return done[-1]
+    frame = execute(quickstart_runs([model], experiment), results_root=results_root, need_weights=True,
+                    **execute_kwargs)
+    return Path(frame["output"].iloc[0]) / "model.safetensors"
 
 
 def cifar100_runs(models: Sequence[str] | None = None) -> list[RunSpec]:
@@ -221,7 +241,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
             launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
-            order: str = "row", **overrides: Any):
+            order: str = "row", store: str | Path | None = "auto", need_weights: bool = False, **overrides: Any):
     """Train every (row, seed) not yet completed; return all their manifests as a DataFrame (one row per run).
 
     `preset`: None trains each row with its own preset (the one its table was produced with); a name (e.g.
@@ -236,6 +256,11 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     launcher, `wait=False` submits and returns the runs finished so far; calling again collects the others. The
     frame is then built from the run directories (`frame.attrs["jobs"]`: run directory -> job id).
 
+    `store`: a results tree read as a store of completed runs ("auto": the committed `results/`, see
+    dhvtlib.paths; None: none): a run missing from `results_root` but completed there with the same recipe is
+    reused, its records (and weights, if present) copied into `results_root`, instead of being trained again;
+    with `need_weights` (the caller loads the model) only runs whose model.safetensors is present are reused.
+
     A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
     "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
     """
@@ -247,7 +272,12 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     specs = list(specs)
     if order not in ("row", "seed"):
         raise ValueError(f"order {order!r} is not an order of runs; use 'row' or 'seed'.")
-    todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose)
+    if store == "auto":
+        store = store_root()
+    if store is not None and Path(store).resolve() == Path(results_root).resolve():
+        store = None
+    todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose, store=store,
+                            need_weights=need_weights)
     if order == "seed":
         todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
     dataset = overrides.get("dataset")
@@ -287,14 +317,15 @@ def _str(path: Path | None) -> str | None:
 
 
 def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, results_root: str | Path,
-          epochs: int | None, overrides: dict[str, Any], verbose: bool):
+          epochs: int | None, overrides: dict[str, Any], verbose: bool, *, store: str | Path | None = None,
+          need_weights: bool = False):
     """([(spec, seed, run dir, preset, run kwargs)] still to train, {run dir: manifest} of the runs that are not):
-    completed runs of the same recipe are reused (another recipe is refused), diverged runs are not retried."""
-    from .recipe import describe_diff, recipe_diff
-
+    completed runs of the same recipe are reused (from `results_root`, else copied from `store`), diverged runs are
+    not retried; completed runs of another recipe (or without the weights asked for) are refused, all in one
+    sentence."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     extra_kwargs = overrides.pop("model_kwargs", {}) or {}
-    todo, done = [], {}
+    todo, done, refused = [], {}, []
     for spec in specs:
         row_preset = preset or spec.preset
         if row_preset is None:
@@ -306,12 +337,16 @@ def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, result
             kwargs = {**spec.recipe, **overrides, "model_kwargs": {**spec.model_kwargs, **extra_kwargs},
                       "model": spec.model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
             previous = read_manifest(out)
+            if not previous and store is not None:
+                previous = _reuse(run_dir(store, spec, seed), out, resolve(row_preset, **kwargs), need_weights)
             if previous.get("status") == "completed":
                 diff = recipe_diff(previous.get("config", {}), resolve(row_preset, **kwargs))
                 if diff:
-                    raise ValueError(f"{out} holds a completed run of another recipe ({describe_diff(diff)}); "
-                                     "delete that folder to retrain it, or pass another results_root.")
-                done[str(out)] = previous
+                    refused.append((out, describe_diff(diff)))
+                elif need_weights and not (out / "model.safetensors").is_file():
+                    refused.append((out, "no model.safetensors"))
+                else:
+                    done[str(out)] = previous
             elif previous.get("status") == "diverged":
                 if verbose:
                     print(f"{spec.tag} seed {seed} diverged earlier and is not retried ({previous.get('error')}); "
@@ -319,8 +354,46 @@ def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, result
                 done[str(out)] = previous
             else:
                 todo.append((spec, seed, out, row_preset, kwargs))
+    if refused:
+        raise ValueError(_refusal(refused, Path(results_root), specs[0].experiment))
     return todo, done
 
+
+def _refusal(refused: list[tuple[Path, str]], root: Path, experiment: str) -> str:
+    """One sentence naming every completed run that cannot serve this request, and the ways out (the
+    non-destructive ones first), in the notebooks' parameter names."""
+    reasons = sorted({why for _, why in refused})
+    names = ", ".join(str(out.relative_to(root)) if out.is_relative_to(root) else str(out) for out, _ in refused)
+    why = reasons[0] if len(reasons) == 1 else "; ".join(reasons)
+    return (f"{len(refused)} completed run(s) under {root} cannot be reused for this request ({why}): {names}; "
+            f"to keep them, pass another experiment (e.g. experiment={experiment.replace('/', '_') + '_2'!r}) or "
+            "output_dir, or delete those run folders to train them again.")
+
+
+_RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "metrics.csv", "model.safetensors")
+
+
+def _reuse(src: Path, out: Path, recipe: Recipe, need_weights: bool) -> dict[str, Any]:
+    """A completed run of `recipe` in the store, copied (records, and weights if present) into `out` as one rename;
+    {} when there is none to reuse."""
+    m = read_manifest(src)
+    if m.get("status") != "completed" or recipe_diff(m.get("config", {}), recipe):
+        return {}
+    if need_weights and not (src / "model.safetensors").is_file():
+        return {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    for name in _RUN_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    m = {**m, "output": str(out), "reused_from": str(src)}
+    write_json(tmp / "manifest.json", m)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return read_manifest(out)
+    return m
 
 
 def _stops_in_one_sentence(run):
@@ -350,7 +423,9 @@ def validate(**params: Any) -> dict[str, Any]:
     `device`, `preset` and `launcher` must be one of their values (None: the default), `seeds` a non-empty list of
     non-negative integers, `epochs` a positive integer or None, `img_size` and `samples_per_class` positive
     integers or None. Other parameters are the business of the `*_runs` builder that takes them. Returns the
-    parameters."""
+    parameters. In a Jupyter kernel it also makes dhvtlib's refusals in later cells one sentence, not a traceback
+    (`progress.install_refusals`)."""
+    install_refusals()
     for name, allowed in _CHOICES.items():
         if params.get(name) is not None:
             _check(name, [params[name]], allowed, f"a valid {name}")

@@ -9,15 +9,21 @@ resolve against the *project root*, never against the working directory:
   site-packages, which is no project), the first folder from the working directory upwards holding both
   `pyproject.toml` and `notebooks/`, and failing that the working directory itself. Set DHVTLIB_ROOT (or
   DHVTLIB_RESULTS) when using an installed dhvtlib from elsewhere.
-- `results_root()`: $DHVTLIB_RESULTS if set (relative: to the project root); else `<project root>/results`, the
-  committed results tree that `make figures` and the README read.
+- `results_root()`: where new runs, tables and figures go: $DHVTLIB_RESULTS if set (relative: to the project
+  root); else `<project root>/outputs/results`, a working tree git ignores, so running a notebook never changes a
+  committed file.
+- `store_root()`: `<project root>/results`, the committed store of completed runs, tables and figures that the
+  README and `make figures` read. Notebooks reuse a completed run found there (its records are copied into the
+  working tree) instead of training it again; it is written only when asked (`make figures`,
+  `output_dir="results"`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["ENV_ROOT", "ENV_RESULTS", "project_root", "results_root", "resolve", "output_dir", "data_dir"]
+__all__ = ["ENV_ROOT", "ENV_RESULTS", "project_root", "results_root", "store_root", "resolve", "output_dir",
+           "data_dir"]
 
 ENV_ROOT = "DHVTLIB_ROOT"
 ENV_RESULTS = "DHVTLIB_RESULTS"
@@ -48,12 +54,18 @@ def resolve(path: str | os.PathLike | None) -> Path | None:
 
 
 def results_root() -> Path:
-    """$DHVTLIB_RESULTS (relative: to the project root), else `<project root>/results`."""
-    return resolve(os.environ.get(ENV_RESULTS) or "results")
+    """$DHVTLIB_RESULTS (relative: to the project root), else `<project root>/outputs/results` (git-ignored)."""
+    return resolve(os.environ.get(ENV_RESULTS) or "outputs/results")
+
+
+def store_root() -> Path:
+    """`<project root>/results`: the committed results (read as a store of completed runs)."""
+    return project_root() / "results"
 
 
 def output_dir(value: str | os.PathLike | None = None) -> Path:
-    """A notebook's `output_dir` parameter: None -> `results_root()`; a relative path -> under the project root."""
+    """A notebook's `output_dir` parameter: None -> `results_root()` (the working tree); a relative path -> under
+    the project root."""
     return results_root() if value is None else resolve(value)
 
 

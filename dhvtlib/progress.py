@@ -20,7 +20,8 @@ from typing import Any
 
 from .rundir import RunInterrupted
 
-__all__ = ["ENV_PROGRESS", "bar_kind", "progress_bar", "in_kernel", "RunInterrupted", "interrupted"]
+__all__ = ["ENV_PROGRESS", "bar_kind", "progress_bar", "in_kernel", "RunInterrupted", "interrupted",
+           "install_refusals"]
 
 ENV_PROGRESS = "DHVTLIB_PROGRESS"
 KINDS = ("widget", "text", "off")
@@ -87,3 +88,35 @@ def interrupted(output: str | os.PathLike, tell: bool = True, signum: int = sign
     if tell:
         print(message, file=sys.stderr, flush=True)
     return RunInterrupted(signum, output, message)
+
+
+# Expected refusals: dhvtlib raises these (with one sentence naming the value and the fix) for bad input; a
+# notebook cell shows that sentence alone, as the command-line tools print it.
+REFUSALS = (ValueError, FileNotFoundError, FileExistsError)
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _raised_by_dhvtlib(tb) -> bool:
+    """Whether the innermost frame of a traceback is dhvtlib's own code (an error from torch or a bug elsewhere
+    keeps its traceback)."""
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_PACKAGE)
+
+
+def install_refusals(shell: Any = None) -> bool:
+    """In a Jupyter kernel, show dhvtlib's expected refusals (`REFUSALS` raised by dhvtlib's own checks) as their
+    one sentence instead of a traceback; any other error keeps its traceback. Returns whether it was installed."""
+    shell = shell or (sys.modules.get("IPython") and sys.modules["IPython"].get_ipython())
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return False
+
+    def show(self, etype, value, tb, tb_offset=None):
+        if _raised_by_dhvtlib(tb):
+            print(f"{etype.__name__}: {value}", file=sys.stderr, flush=True)
+            return None
+        return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc(REFUSALS, show)
+    return True

@@ -18,7 +18,7 @@ from typing import Any
 from .precision import check_precision
 
 __all__ = ["Recipe", "PRESETS", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
-           "recipe_from_dict", "recipe_diff", "describe_diff"]
+           "recipe_from_dict", "recipe_diff", "describe_diff", "idle_warning"]
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,12 @@ PRESETS: dict[str, Recipe] = {
                                    weight_decay=5e-4, min_lr=0.0, warmup_epochs=0, drop_path=0.0, mixup=0.0,
                                    cutmix=0.0, smoothing=0.0, rand_augment=None, random_erasing=0.0,
                                    repeated_aug=False, model_ema=False, virtual_gpus=1),
-    # Tests: seconds on one core.
+    # Tests: seconds on one core (no warmup: with DeiT's per-epoch schedule 1 warmup epoch would keep both
+    # epochs at warmup_lr, and the run would not learn).
     "smoke": dataclasses.replace(_PAPER, name="smoke", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
                                  model_kwargs=dict(embed_dim=32, depth=2, num_heads=4, patch_size=4), samples_per_class=8,
                                  test_samples_per_class=4, epochs=2, batch_size=16, eval_batch_size=20,
-                                 warmup_epochs=1, repeated_aug=False, checkpoint_every_steps=2, virtual_gpus=1),
+                                 warmup_epochs=0, repeated_aug=False, checkpoint_every_steps=2, virtual_gpus=1),
 }
 PAPER_PRESETS = ("cifar100", "ablation", "domainnet", "imagenet", "finetune")
 
@@ -283,6 +284,20 @@ def _check(r: Recipe) -> None:
         v = getattr(r, name)
         if v is not None and v < 1:
             raise ValueError(f"{name} must be a positive number of images per class (or None for all), got {v}.")
+
+
+def idle_warning(r: Recipe) -> str | None:
+    """One line when DeiT's per-epoch warmup eats a large part of a short run (epochs 0 and 1 both run at
+    warmup_lr, then warmup continues), else None. The paper presets keep the quirk; this only says it."""
+    if r.sched_unit != "epoch" or r.warmup_epochs < 1 or r.warmup_lr >= r.effective_lr:
+        return None
+    idle = min(r.warmup_epochs + 1, r.epochs)
+    if idle / r.epochs < 0.25:
+        return None
+    return (f"note: with epochs {r.epochs} and warmup_epochs {r.warmup_epochs}, DeiT's per-epoch schedule runs "
+            f"{'epochs 1 and 2' if idle >= 2 else 'epoch 1'} at warmup_lr {r.warmup_lr:g} and warms up over "
+            f"{idle} of {r.epochs} epochs, so this short run learns little; raise epochs, or pass warmup_epochs=0 "
+            "or sched_unit='step'.")
 
 
 # What a config saved before a field existed meant, where that differs from the field's default today.

@@ -7,7 +7,6 @@ results/paper/ and results/report.md. The tables come from `dhvtlib.results`, th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
 from pathlib import Path
@@ -15,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from .files import write_text
-from .results import (_ablation_baselines, _join, aggregate, efficiency_frame, efficiency_gaps, efficiency_table,
-                      export_paper_tables, load_metrics, load_runs, paper_vs_reproduced, provenance, table_caption,
-                      write_table)
-from .viz.figures import figure_caption, plot_curves, plot_efficiency, plot_paper_vs_ours, save_figure
+from typing import Any
 
-__all__ = ["report_efficiency", "report_experiment", "make_figures", "write_report", "main", "EFFICIENCY_LABELS"]
+from . import study
+from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
+                      paper_vs_reproduced, provenance, table_caption, write_table)
+from .viz.figures import (figure_caption, plot_curves, plot_efficiency, plot_loss_curves, plot_paper_vs_ours,
+                          save_figure)
+
+__all__ = ["report_efficiency", "report_experiment", "make_figures", "write_report", "main"]
 
 
 def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
@@ -59,37 +61,73 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
     return table, written
 
 
-EFFICIENCY_LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18 (matched)"}
-
-
 def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    """The efficiency study's outputs from its runs (default: the stored ones): `<root>/<experiment>/efficiency.
-    {csv,md}`, `gaps.{csv,md}` and `top1_vs_samples.{png,pdf}`, with the budget and total wall time in the
-    provenance. Returns (table, gaps, paths written)."""
+                      ) -> tuple[dict[str, Any], pd.DataFrame, list[Path]]:
+    """The title-claim study's outputs from its completed runs (default: the stored ones), in
+    `<root>/<experiment>/`: `table.{csv,md,tex}` (top-1 per model and size: mean, std, 95% CI), `verdicts.{csv,md}`
+    (the two claims by the criteria fixed in dhvtlib.study), `convergence.{csv,md}` and `precision.{csv,md}`; in
+    `<root>/figures/`: `<experiment>_top1_vs_samples` and `<experiment>_loss_curves`. Returns (claim 1, the
+    per-size verdicts, paths written)."""
     import matplotlib.pyplot as plt
 
-    out = Path(results_root) / experiment
+    root = Path(results_root)
+    out, stem = root / experiment, experiment.replace("/", "_")
     if runs is None:
-        runs = load_runs(results_root)
+        runs = load_runs(root)
         runs = runs[runs["experiment"] == experiment] if len(runs) else runs
-    done = runs[runs["status"].eq("completed")] if len(runs) else runs
-    if done.empty:
+    f = study.study_frame(runs)
+    if f.empty:
         warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
-        return pd.DataFrame(), pd.DataFrame(), []
-    table, gaps, f = efficiency_table(done), efficiency_gaps(done), efficiency_frame(done)
-    batch = _join(json.loads(c)["batch_size"] if isinstance(c, str) else c["batch_size"] for c in done["config"])
-    steps = "; ".join(f"{n}/class: {_join(g['steps'])}" for n, g in f.groupby("samples_per_class"))
-    prov = {**provenance(done), "budget": f"optimizer steps per run at batch {batch}, the same for every model at "
-            f"a size ({steps})", "wall": f"{f['wall_s'].sum() / 60:.1f} min of runs in all"}
-    files = write_table(table, out / "efficiency", title=f"{experiment}: test top-1 (%) at the last epoch, mean +- "
-                        "std over seeds, vs training images per class", provenance=prov)
-    files += write_table(gaps, out / "gaps", title=f"{experiment}: the DeiT-to-CNN gap (resnet - deit) and what DHVT "
-                         "gains over DeiT (dhvt - deit), top-1 points, paired by seed", provenance=prov)
-    fig = plot_efficiency(done, labels=EFFICIENCY_LABELS, title=f"{experiment}: the same optimizer steps at every size")
-    files += save_figure(fig, out / "top1_vs_samples")
+        return {}, pd.DataFrame(), []
+    done = runs[runs["status"].eq("completed")]
+    summary, (claim1, per_size) = study.summary_table(f), study.verdicts(f)
+    prov = {**provenance(done), "runs": f"{len(f)} completed", "wall": f"{f['wall_s'].sum() / 3600:.2f} h of runs "
+            "in all (one thread each)"}
+    caption = (f"{experiment}: test top-1 (%) at the last epoch vs training images per class; mean, std and 95% "
+               "bootstrap CI over seeds; the design and verdict criteria are in dhvtlib/study.py and the README")
+    files = write_table(summary, out / "table", title=caption, provenance=prov, caption=caption)
+    verdict = _claim1_sentence(claim1)
+    files += write_table(per_size, out / "verdicts", title=f"{experiment}: {verdict}; per size: the gap "
+                         f"({study.CNN_REFERENCE} - deit), DHVT's gain over DeiT, DHVT - {study.CNN_REFERENCE} (claim "
+                         "2 holds where its CI upper bound >= -1) and the share of the gap DHVT closes (1 = all "
+                         "of it; above 1: DHVT beats the CNN)", provenance=prov)
+    conv, prec = study.convergence_table(f), study.precision_table(f)
+    if len(conv):
+        files += write_table(conv, out / "convergence", title=f"{experiment}: last-epoch top-1 at the budget and at "
+                             f"2x (seed 0); accepted when it moves by less than {study.CONVERGENCE_POINTS:g} point",
+                             provenance=prov)
+    if len(prec):
+        files += write_table(prec, out / "precision", title=f"{experiment}: the precision auto picked vs fp32, "
+                             "paired by seed", provenance=prov)
+    fig = plot_efficiency(summary, per_size, labels=study.LABELS, cnn=study.CNN_REFERENCE,
+                          title=f"{experiment}: trained to convergence, the same schedule shape at every size")
+    files += save_figure(fig, root / "figures" / f"{stem}_top1_vs_samples")
     plt.close(fig)
-    return table, gaps, files
+    curves = _loss_curves(done)
+    if len(curves):
+        fig = plot_loss_curves(curves, labels=study.LABELS, title=f"{experiment}: training loss, seed 0")
+        files += save_figure(fig, root / "figures" / f"{stem}_loss_curves")
+        plt.close(fig)
+    return claim1, per_size, files
+
+
+def _claim1_sentence(c: dict[str, Any]) -> str:
+    if not c or c.get("holds") is None:
+        return "claim 1 not decided yet (fewer than two sizes with paired runs)"
+    return (f"claim 1 {'holds' if c['holds'] else 'does not hold'} here: slope of the gap vs log10(images per "
+            f"class) {c['slope']:.2f} points per decade, 95% CI [{c['ci_low']:.2f}, {c['ci_high']:.2f}]")
+
+
+def _loss_curves(done: pd.DataFrame) -> pd.DataFrame:
+    """Seed 0's per-epoch training loss with model, size, variant and the fraction of the run done."""
+    m = load_metrics(done[done["seed"] == 0])
+    if m.empty:
+        return m
+    parts = m["tag"].str.split("/")
+    m = m.assign(model=parts.str[0], samples_per_class=parts.str[1].str.removesuffix("pc").astype(int),
+                 variant=parts.map(lambda p: p[2] if len(p) > 2 else ""))
+    m = m[m["variant"].isin(["", "x2"])]
+    return m.assign(progress=(m["epoch"] + 1) / m.groupby("tag")["epoch"].transform("max").add(1))
 
 
 def write_report(results_root: str | os.PathLike) -> Path:

@@ -27,7 +27,7 @@ from .paper import paper_statistic, reported, reported_value
 
 __all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
-           "export_paper_tables", "efficiency_frame", "efficiency_table", "efficiency_gaps", "table_caption",
+           "export_paper_tables", "table_caption",
            "drop_empty_columns", "to_latex", "CaptionedTable", "captioned", "runs_summary", "display_epochs",
            "DATASET_NAMES"]
 
@@ -361,59 +361,6 @@ def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Pa
     written = [_atomic_write(out_dir / f"{table}.csv", lambda f, g=g: g.to_csv(f, index=False))
                for table, g in frame.groupby("table", sort=False)]
     return written + [_atomic_write(out_dir / "all.csv", lambda f: frame.to_csv(f, index=False))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data efficiency (the title claim at small scale): accuracy vs training images per class, tags '<model>/<n>pc'
-# ---------------------------------------------------------------------------------------------------------------
-def efficiency_frame(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
-    """One row per completed run of an efficiency experiment: model (the tag's prefix), samples_per_class, seed,
-    top1 (`metric`: the last epoch's by default, no test-set selection), best_top1, params, steps
-    (epochs x floor(train images / batch)), epochs, wall_s."""
-    done = runs[runs["status"].eq("completed")] if len(runs) else runs
-    rows = []
-    for r in done.to_dict("records"):
-        cfg = json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
-        rows.append({"model": str(r["tag"]).split("/")[0], "samples_per_class": int(r["samples_per_class"]),
-                     "seed": int(r["seed"]), "top1": r[metric], "best_top1": r["best_top1"], "params": r["params"],
-                     "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
-                     "epochs": int(r["epochs_run"]), "wall_s": r["wall_s"]})
-    return pd.DataFrame(rows, columns=["model", "samples_per_class", "seed", "top1", "best_top1", "params", "steps",
-                                       "epochs", "wall_s"])
-
-
-def efficiency_table(runs: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
-    """Rows model x samples_per_class: top-1 mean and std (ddof=1) over seeds, the best-epoch mean beside it, the
-    budget (steps, epochs), parameters and mean wall time per run."""
-    f = efficiency_frame(runs, metric)
-    rows = []
-    for (model, n), g in f.groupby(["model", "samples_per_class"], sort=True):
-        rows.append({"model": model, "samples_per_class": n, "n_seeds": len(g), "top1_mean": g["top1"].mean(),
-                     "top1_std": g["top1"].std(ddof=1) if len(g) > 1 else math.nan,
-                     "best_top1_mean": g["best_top1"].mean(), "steps": _join(g["steps"]), "epochs": _join(g["epochs"]),
-                     "params": _join(g["params"]), "wall_s_mean": g["wall_s"].mean(), "seeds": _join(g["seed"])})
-    return pd.DataFrame(rows)
-
-
-def efficiency_gaps(runs: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet",
-                    metric: str = "final_top1") -> pd.DataFrame:
-    """Per samples_per_class: the ViT-to-CNN gap (cnn - vit) and what the hybrid gains over the ViT (hybrid - vit),
-    each mean +- std over seeds paired by seed (a seed fixes the training subset), and the share of the gap the
-    hybrid closes (100 x gain / gap; NaN where the gap is not positive)."""
-    f = efficiency_frame(runs, metric).pivot_table(index=["samples_per_class", "seed"], columns="model", values="top1")
-    rows = []
-    for n, g in f.groupby(level=0, sort=True):
-        if not {vit, hybrid, cnn} <= set(g.columns):
-            continue
-        g = g[[vit, hybrid, cnn]].dropna()
-        gap, gain = g[cnn] - g[vit], g[hybrid] - g[vit]
-        sd = (lambda v: v.std(ddof=1) if len(v) > 1 else math.nan)
-        rows.append({"samples_per_class": n, "n_seeds": len(g), "gap_mean": gap.mean(), "gap_std": sd(gap),
-                     "gain_mean": gain.mean(), "gain_std": sd(gain),
-                     "hybrid_minus_cnn_mean": (g[hybrid] - g[cnn]).mean(),
-                     "closed_pct": 100 * gain.mean() / gap.mean() if gap.mean() > 0 else math.nan})
-    return pd.DataFrame(rows, columns=["samples_per_class", "n_seeds", "gap_mean", "gap_std", "gain_mean", "gain_std",
-                                       "hybrid_minus_cnn_mean", "closed_pct"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

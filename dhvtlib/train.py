@@ -35,7 +35,7 @@ from .models import convert_sope_sync_batchnorm
 from .models.profile import count_params
 from .precision import resolve_precision
 from .progress import interrupted, progress_bar
-from .recipe import Recipe, describe_diff, recipe_from_dict, resolve
+from .recipe import Recipe, describe_diff, idle_warning, recipe_from_dict, resolve
 from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse, make_run_dir,
                      read_manifest, remove_stale_temp, summarize, write_metrics)
 from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
@@ -110,6 +110,11 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     if changes:
         _change_recipe(rs, changes, _steps_per_epoch(recipe, data, d), verbose=verbose and d.main)
     manifest = _manifest(rs, out, data, d, dev, loop, experiment=experiment, tag=tag, reason=precision_reason)
+    note = idle_warning(recipe)
+    if note:
+        manifest["notes"] = [note]
+        if verbose and d.main:
+            print(note, flush=True)
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
         write_json(out / "manifest.json", manifest)

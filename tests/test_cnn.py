@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import timm
 import torch
@@ -14,7 +13,7 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 import dhvtlib
-from dhvtlib import experiments, results, viz
+from dhvtlib import experiments, results
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
 from dhvtlib.models.profile import format_table, profile, variant_table
@@ -128,55 +127,6 @@ def test_profile_rows():
     assert rows["resnet18_cifar"]["patch"] == "-" and 0.5 < rows["resnet18_cifar"]["gflops"] < 0.6
     assert "| resnet50_domain | 224 | - | 64 | - | 345 | 24,214,937 |" in format_table(list(rows.values()))
     assert profile(create_model("resnet18_cifar", width=8, in_chans=1, img_size=28)).by_type["attention"] == 0
-
-
-# ------------------------------------------------------------------ the efficiency study
-def test_efficiency_budget_is_equal_steps_in_whole_epochs():
-    b = {n: experiments.efficiency_budget(n, 10, 240, 64) for n in (10, 30, 100, 300)}
-    assert [b[n]["epochs"] for n in b] == [240, 60, 16, 5]
-    assert [b[n]["steps"] for n in b] == [240, 240, 240, 230]
-    assert [b[n]["warmup_epochs"] for n in b] == [24, 6, 2, 0]
-    with pytest.raises(ValueError, match="fewer than batch_size 64"):
-        experiments.efficiency_budget(5, 10, 240, 64)
-
-
-def test_efficiency_runs_give_every_model_the_same_budget(fmnist):
-    specs = experiments.efficiency_runs([10, 30], data_dir=str(fmnist))
-    assert [s.tag for s in specs] == ["deit/10pc", "dhvt/10pc", "resnet/10pc", "deit/30pc", "dhvt/30pc", "resnet/30pc"]
-    for n in (10, 30):
-        recipes = [s.recipe for s in specs if s.recipe["samples_per_class"] == n]
-        assert all(r == recipes[0] for r in recipes)
-    assert specs[2].model == "resnet18_cifar" and specs[2].model_kwargs == {"width": 10}
-    assert specs[0].model_kwargs == specs[1].model_kwargs == {"embed_dim": 64, "depth": 4, "num_heads": 4}
-    with pytest.raises(ValueError, match="model 'vit' is not in the efficiency study; choose from: deit, dhvt"):
-        experiments.efficiency_runs([10], ["vit"])
-
-
-def _fake_runs() -> pd.DataFrame:
-    """Manifest rows as execute() returns them: deit < dhvt < resnet by a margin that shrinks with data."""
-    rows = []
-    for n, (deit, dhvt, cnn) in {10: (40, 55, 60), 100: (70, 78, 80)}.items():
-        for seed in (0, 1, 2):
-            for model, acc in (("deit", deit), ("dhvt", dhvt), ("resnet", cnn)):
-                rows.append(dict(tag=f"{model}/{n}pc", status="completed", samples_per_class=n, seed=seed,
-                                 final_top1=acc + seed, best_top1=acc + seed + 1, params=1000, epochs_run=4,
-                                 train_images=10 * n, wall_s=1.0, config={"batch_size": 10}))
-    return pd.DataFrame(rows)
-
-
-def test_efficiency_tables_and_figure(tmp_path):
-    runs = _fake_runs()
-    table = results.efficiency_table(runs)
-    row = table.set_index(["model", "samples_per_class"]).loc[("dhvt", 10)]
-    assert row["top1_mean"] == 56 and row["top1_std"] == 1 and row["n_seeds"] == 3 and row["steps"] == "40"
-    gaps = results.efficiency_gaps(runs).set_index("samples_per_class")
-    assert gaps.loc[10, "gap_mean"] == 20 and gaps.loc[10, "gain_mean"] == 15 and gaps.loc[10, "closed_pct"] == 75
-    assert gaps.loc[100, "closed_pct"] == 80 and gaps.loc[10, "gap_std"] == 0
-    fig = viz.plot_efficiency(runs)
-    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
-    assert len(fig.axes[0].get_lines()) == 3
-    paths = viz.save_figure(fig, tmp_path / "eff")
-    assert all(p.is_file() for p in paths)
 
 
 def test_domainnet_runs_train_the_papers_resnet50_row():

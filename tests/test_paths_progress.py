@@ -19,7 +19,8 @@ def test_project_root_is_the_checkout_whatever_the_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv(paths.ENV_RESULTS, raising=False)
     monkeypatch.chdir(tmp_path)
     assert paths.project_root() == ROOT
-    assert paths.output_dir(None) == ROOT / "results" == paths.results_root()
+    assert paths.output_dir(None) == ROOT / "outputs" / "results" == paths.results_root()
+    assert paths.store_root() == ROOT / "results"
     assert paths.output_dir("outputs/results") == ROOT / "outputs" / "results"
     assert paths.resolve(tmp_path / "x") == tmp_path / "x" and paths.resolve(None) is None
     assert paths.data_dir(None) is None and paths.data_dir("data/cifar100") == ROOT / "data" / "cifar100"
@@ -28,7 +29,7 @@ def test_project_root_is_the_checkout_whatever_the_cwd(tmp_path, monkeypatch):
 def test_environment_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.ENV_ROOT, str(tmp_path))
     monkeypatch.delenv(paths.ENV_RESULTS, raising=False)
-    assert paths.output_dir(None) == tmp_path / "results"
+    assert paths.output_dir(None) == tmp_path / "outputs" / "results"
     (tmp_path / "data" / "fashion-mnist").mkdir(parents=True)
     assert paths.data_dir(None, "fashion_mnist") == tmp_path / "data" / "fashion-mnist"
     assert paths.data_dir(None, "cifar100") is None  # not there: the data set's own default search

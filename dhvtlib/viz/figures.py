@@ -1,8 +1,8 @@
 """Figures of the results: the plotting style and palette, training curves, paper vs reproduced, the data-efficiency
 study's panels, saving (PNG + PDF, atomically, without dates) and the captions of the figures in results/report.md.
 
-The frames plotted here come from `dhvtlib.results` (runs, metrics, `paper_vs_reproduced`, `efficiency_frame`);
-`dhvtlib.report` writes them beside the tables.
+The frames plotted here come from `dhvtlib.results` (runs, metrics, `paper_vs_reproduced`) and `dhvtlib.study`
+(the title-claim study's summary and verdicts); `dhvtlib.report` writes them beside the tables.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_write
-from ..results import PAPER_SOURCE, display_epochs, efficiency_frame, efficiency_gaps
+from ..results import PAPER_SOURCE, display_epochs
 
 __all__ = ["PALETTE", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "plot_efficiency",
-           "figure_caption"]
+           "plot_loss_curves", "figure_caption"]
 
 PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
            "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
@@ -77,46 +77,81 @@ def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
     ax.legend(fontsize="small", loc="best")
     return ax.figure
 
-def plot_efficiency(runs: pd.DataFrame, labels: Mapping[str, str] | None = None, metric: str = "final_top1",
-                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet", title: str | None = None):
-    """Two panels: top-1 vs training images per class (log x), one line per model, mean +- std band over seeds;
-    and the ViT-to-CNN gap beside the part of it the hybrid closes (paired by seed, mean +- std)."""
+def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mapping[str, str] | None = None,
+                    vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet_sgd", title: str | None = None):
+    """The title claim in two panels. Left: test top-1 against training images per class (log x), one line per
+    model (`summary`: model, samples_per_class, top1_mean, ci_low, ci_high) with its 95% CI band. Right (`per_size`,
+    from `study.verdicts`): the gap cnn - vit and hybrid - vit, paired by seed, with their CIs; the share of the
+    gap the hybrid closes is written under each size (above 100%: the hybrid beats the CNN). Legends sit below the
+    panels, never on a curve."""
     import matplotlib.pyplot as plt
 
     set_style()
     labels = dict(labels or {})
-    f = efficiency_frame(runs, metric)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(f["model"].unique()))}
-    for model, g in f.groupby("model", sort=True):
-        s = g.groupby("samples_per_class")["top1"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.plot(s.index, s["mean"], "o-", color=colours[model], label=labels.get(model, model))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=colours[model], alpha=0.2,
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    models = list(dict.fromkeys(summary["model"])) if len(summary) else []
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    for model, g in summary.groupby("model", sort=False):
+        g = g.sort_values("samples_per_class")
+        ax.plot(g["samples_per_class"], g["top1_mean"], "o-", color=colours[model], label=labels.get(model, model))
+        ax.fill_between(g["samples_per_class"], g["ci_low"], g["ci_high"], color=colours[model], alpha=0.2,
                         linewidth=0)
-    ax.set(xscale="log", xlabel="training images per class (log)", ylabel="test top-1 (%)",
-           title="top-1 vs data (mean $\\pm$ std over seeds)")
-    ax.legend(fontsize="small")
-    gaps = efficiency_gaps(runs, vit, hybrid, cnn, metric)
-    if not gaps.empty:
-        x = gaps["samples_per_class"]
-        for col, name, colour in (("gap", f"{labels.get(cnn, cnn)} $-$ {labels.get(vit, vit)} (the gap)", PALETTE[3]),
-                                  ("gain", f"{labels.get(hybrid, hybrid)} $-$ {labels.get(vit, vit)} (closed)",
-                                   colours.get(hybrid, PALETTE[1]))):
-            m, sd = gaps[f"{col}_mean"], gaps[f"{col}_std"].fillna(0.0)
-            ax2.plot(x, m, "o-", color=colour, label=name)
-            ax2.fill_between(x, m - sd, m + sd, color=colour, alpha=0.2, linewidth=0)
-        for xi, yi, pct in zip(x, gaps["gain_mean"], gaps["closed_pct"]):
-            if pd.notna(pct):
-                ax2.annotate(f"{pct:.0f}%", (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
-                             fontsize="small", color=colours.get(hybrid, PALETTE[1]))
+    ax.set(xscale="log", xlabel="training images per class (log scale)", ylabel="test top-1 (%), last epoch",
+           title="top-1 vs data (mean, 95% CI over seeds)")
+    name = (lambda m: labels.get(m, m))
+    if len(per_size):
+        x = per_size["samples_per_class"]
+        for col, lo, hi, text, colour in (
+                ("gap", "gap_low", "gap_high", f"{name(cnn)} $-$ {name(vit)}: the gap", colours.get(cnn, PALETTE[3])),
+                ("gain", "gain_low", "gain_high", f"{name(hybrid)} $-$ {name(vit)}: what DHVT gains",
+                 colours.get(hybrid, PALETTE[1]))):
+            if col not in per_size:
+                continue
+            ax2.plot(x, per_size[col], "o-", color=colour, label=text)
+            ax2.fill_between(x, per_size[lo], per_size[hi], color=colour, alpha=0.2, linewidth=0)
+        for xi, share in zip(x, per_size.get("share", [])):
+            if pd.notna(share):
+                ax2.annotate(f"{100 * share:.0f}%", (xi, 0), textcoords="offset points", xytext=(0, 6),
+                             ha="center", fontsize="small", color=colours.get(hybrid, PALETTE[1]))
         ax2.axhline(0, color="0.5", linewidth=0.8)
-        ax2.legend(fontsize="small")
-    ax2.set(xscale="log", xlabel="training images per class (log)", ylabel="top-1 difference (points)",
-            title=f"the {labels.get(vit, vit)}-to-CNN gap, and the share {labels.get(hybrid, hybrid)} closes")
-    sizes = sorted(f["samples_per_class"].unique())
-    for a in (ax, ax2):  # ticks at the sizes run, written plainly
-        a.set_xticks(sizes, [str(n) for n in sizes])
+    ax2.set(xscale="log", xlabel="training images per class (log scale)", ylabel="top-1 difference (points)",
+            title=f"the gap, and the share {name(hybrid)} closes (% at 0)")
+    sizes = sorted(summary["samples_per_class"].unique()) if len(summary) else []
+    for a in (ax, ax2):  # ticks at the sizes run, written plainly; legends under the axes
+        if sizes:
+            a.set_xticks(sizes, [str(n) for n in sizes])
         a.minorticks_off()
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = None, title: str | None = None):
+    """Training loss against the fraction of the run's updates done, one panel per size, one line per model
+    (`metrics`: model, samples_per_class, variant, progress, train_loss; the 2x-budget runs dashed): the
+    convergence evidence, a converged run's loss has flattened."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    labels = dict(labels or {})
+    sizes = sorted(metrics["samples_per_class"].unique()) if len(metrics) else []
+    fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.2 * max(len(sizes), 1), 3.4), sharey=True,
+                             squeeze=False)
+    models = list(dict.fromkeys(metrics["model"])) if len(metrics) else []
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    for ax, n in zip(axes[0], sizes):
+        for (model, variant), g in metrics[metrics["samples_per_class"] == n].groupby(["model", "variant"]):
+            ax.plot(g["progress"], g["train_loss"], "--" if variant == "x2" else "-", color=colours[model],
+                    label=labels.get(model, model) + (" (2x budget)" if variant == "x2" else ""), linewidth=1)
+        ax.set(title=f"{n} images/class", xlabel="fraction of the run's updates")
+    axes[0][0].set_ylabel("training loss (epoch mean)")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, fontsize="small", loc="lower center", ncol=4, frameon=False,
+                   bbox_to_anchor=(0.5, -0.12))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,0 +1,165 @@
+"""The title-claim study (dhvtlib.study): the CNN's SGD preset, the same schedule shape at every size, the verdict
+statistics on a fixed table, the plan, and the per-update schedule resuming bitwise."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dhvtlib import study
+from dhvtlib.build import build_optimizer
+from dhvtlib.checkpoint import load_checkpoint
+from dhvtlib.files import sha256
+from dhvtlib.recipe import PRESETS, resolve
+from dhvtlib.results import RUN_COLUMNS
+from clitools import run_module as _cli
+
+
+def test_cnn_sgd_preset_is_the_standard_cnn_recipe():
+    r = PRESETS["cnn_sgd"]
+    assert (r.opt, r.lr, r.lr_scale_batch, r.batch_size, r.momentum, r.nesterov) == ("sgd", 0.1, 128, 128, 0.9, True)
+    assert (r.weight_decay, r.min_lr, r.epochs, r.model) == (5e-4, 0.0, 200, "resnet18_cifar")
+    assert (r.mixup, r.cutmix, r.rand_augment, r.random_erasing, r.smoothing, r.drop_path) == (0, 0, None, 0, 0, 0)
+    assert (r.hflip, r.model_ema, r.repeated_aug, r.virtual_gpus) == (0.5, False, False, 1)
+    assert resolve("cnn_sgd", batch_size=64).effective_lr == pytest.approx(0.05)
+    opt, _ = build_optimizer(torch.nn.Linear(3, 2), resolve("cnn_sgd", batch_size=64))
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    with pytest.raises(ValueError, match="opt 'lamb' is not an optimiser here; choose one of: adamw, sgd"):
+        resolve("quick", opt="lamb")
+    with pytest.raises(ValueError, match="sched_unit 'iter' is not a schedule unit"):
+        resolve("quick", sched_unit="iter")
+
+
+def _lrs(recipe, steps_per_epoch: int) -> list[float]:
+    """The lr of every update of a run with the per-update schedule, as train.py steps it."""
+    opt, sched = build_optimizer(torch.nn.Linear(2, 2), recipe, steps_per_epoch=steps_per_epoch)
+    lrs = []
+    for u in range(recipe.epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step_update(u + 1)
+    return lrs
+
+
+@pytest.mark.parametrize("preset", ["quick", "cnn_sgd"])
+def test_the_schedule_has_the_same_shape_at_every_size(preset):
+    shapes = {}
+    for n in study.SIZES:
+        b = study.budget(n)
+        assert b.steps >= 2000 and b.epochs >= 50 and b.warmup_epochs * 10 == b.epochs  # warmup: 10%, exactly
+        assert 2 <= b.epochs // b.eval_every <= 20  # evaluations (plus the last epoch, always evaluated)
+        r = resolve(preset, batch_size=64, **b.recipe())
+        lrs = np.asarray(_lrs(r, b.steps_per_epoch))
+        warm = b.steps // 10
+        # timm's (DeiT's) cosine runs over the whole run, warmup included: at the end of warmup it is at cos(0.1 pi)
+        peak = r.min_lr + 0.5 * (r.effective_lr - r.min_lr) * (1 + np.cos(np.pi * 0.1))
+        assert lrs[0] == pytest.approx(r.warmup_lr) and lrs[warm] == pytest.approx(peak, rel=1e-6)
+        assert warm - 1 <= lrs.argmax() <= warm and lrs.max() <= r.effective_lr
+        assert lrs[-1] == pytest.approx(r.min_lr, abs=2e-5 * r.effective_lr)  # the cosine ends at min_lr
+        shapes[n] = lrs[np.linspace(0, b.steps - 1, 41).astype(int)] / r.effective_lr
+    for n in study.SIZES:  # the same curve against the fraction of the run, whatever the size
+        np.testing.assert_allclose(shapes[n], shapes[10], atol=0.01)
+
+
+def test_budget_values():
+    assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]
+    assert [study.budget(n, scale=2).steps for n in (30, 1000)] == [4000, 15600]
+    assert [study.seeds_for(n) for n in (10, 30, 100)] == [(0, 1, 2, 3, 4)] * 2 + [(0, 1, 2)]
+    with pytest.raises(ValueError, match="fewer than batch_size 64"):
+        study.budget(5)
+
+
+def test_plan_rows_models_and_order(fmnist):
+    plan = study.study_plan(data_dir=str(fmnist))
+    tags = [s.tag for s in plan]
+    assert tags[:8] == [f"{m}/30pc" for m in study.MODELS] + [f"{m}/30pc/x2" for m in study.MODELS]
+    assert tags[-1] == "dhvt/30pc/fp32" and len(plan) == 5 * 4 + 2 * 4 + 1
+    by_tag = {s.tag: s for s in plan}
+    sgd, vit = by_tag["resnet_sgd/100pc"], by_tag["resnet/100pc"]
+    assert (sgd.preset, vit.preset, sgd.model_kwargs, sgd.recipe) == ("cnn_sgd", "quick", vit.model_kwargs, vit.recipe)
+    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"]
+    assert by_tag["dhvt/10pc"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/x2"].seeds == (0,)
+    assert by_tag["dhvt/30pc/fp32"].recipe["precision"] == "fp32"
+    with pytest.raises(ValueError, match="model 'vit' is not in the study; choose from: deit, dhvt"):
+        study.efficiency_runs([10], ["vit"], data_dir=str(fmnist))
+
+
+def _table() -> pd.DataFrame:
+    """A fixed study frame: the gap shrinks by 8.5 points per decade, DHVT within 1 point of the CNN at 1000."""
+    rows = []
+    for n, (deit, dhvt, cnn) in {10: (40, 55, 60), 100: (70, 78, 80), 1000: (85, 87, 88)}.items():
+        for seed in (0, 1, 2):
+            for m, acc in (("deit", deit + 0.5 * seed), ("dhvt", dhvt + seed), ("resnet_sgd", cnn + seed)):
+                rows.append(dict(model=m, samples_per_class=n, variant="", seed=seed, top1=float(acc),
+                                 best_top1=float(acc), steps=10, wall_s=1.0))
+    rows.append(dict(model="dhvt", samples_per_class=1000, variant="x2", seed=0, top1=87.5, best_top1=88.0, steps=20,
+                     wall_s=2.0))
+    return pd.DataFrame(rows)
+
+
+def test_verdict_statistics_on_a_fixed_table():
+    claim1, per = study.verdicts(_table())
+    assert claim1["slope"] == pytest.approx(-8.5) and claim1["holds"]  # gaps 20.5, 10.5, 3.5 over 3 decades
+    assert claim1["ci_low"] <= -8.5 <= claim1["ci_high"] < 0
+    per = per.set_index("samples_per_class")
+    assert per.loc[10, "gap"] == pytest.approx(20.5) and per.loc[10, "gain"] == pytest.approx(15.5)
+    assert per.loc[1000, "hybrid_minus_cnn"] == pytest.approx(-1.0) and per.loc[1000, "claim2_holds"]
+    assert not per.loc[10, "claim2_holds"] and per.loc[10, "gap_seeds"] == 3
+    assert per.loc[10, "share"] == pytest.approx(15.5 / 20.5) and per.loc[10, "share_low"] <= per.loc[10, "share"]
+    mean, lo, hi = study.paired_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and 1.0 <= lo < 2.0 < hi <= 3.0
+    summary = study.summary_table(_table()).set_index(["model", "samples_per_class"])
+    assert summary.loc[("dhvt", 10), "top1_mean"] == 56 and summary.loc[("dhvt", 10), "top1_std"] == 1
+    conv = study.convergence_table(_table())
+    assert conv.iloc[0][["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]
+    assert bool(conv.iloc[0]["accepted"])
+
+
+def test_slope_needs_two_sizes():
+    assert np.isnan(study.slope_ci({10: [1.0, 2.0]})[0])
+    claim1, _ = study.verdicts(_table()[lambda f: f["samples_per_class"] == 10])
+    assert claim1["holds"] is None
+
+
+def test_report_writes_tables_and_figures(tmp_path):
+    from dhvtlib import report
+
+    rows = []
+    for r in _table().to_dict("records"):
+        tag = f"{r['model']}/{r['samples_per_class']}pc" + (f"/{r['variant']}" if r["variant"] else "")
+        rows.append(dict(tag=tag, status="completed", samples_per_class=r["samples_per_class"], seed=r["seed"],
+                         final_top1=r["top1"], best_top1=r["best_top1"], epochs_run=2, train_images=640,
+                         wall_s=1.0, config={"batch_size": 64}, run_dir=str(tmp_path / "none")))
+    runs = pd.DataFrame(rows)
+    for col in RUN_COLUMNS:  # the columns load_runs gives every frame
+        if col not in runs:
+            runs[col] = None
+    claim1, per, files = report.report_efficiency(tmp_path, "efficiency/x", runs)
+    names = {p.name for p in files}
+    assert {"table.md", "table.tex", "verdicts.md", "convergence.md", "efficiency_x_top1_vs_samples.png"} <= names
+    assert "claim 1 holds here: slope of the gap vs log10(images per class) -8.50" in \
+        (tmp_path / "efficiency/x/verdicts.md").read_text()
+
+
+@pytest.mark.slow
+def test_per_update_schedule_resumes_bitwise(fmnist, tmp_path):
+    """The study's schedule (per update) and checkpoint cadence (every 2nd epoch): killed mid-run, resumed from the
+    last checkpoint (a whole epoch back), the run ends bitwise equal to an uninterrupted one."""
+    args = ["--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--epochs", "4", "--threads", "1",
+            "--sched-unit", "step", "--warmup-epochs", "1", "--checkpoint-every-epochs", "2",
+            "--checkpoint-every-steps", "0"]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert _cli(*args, "--output", str(ref)).returncode == 0
+    lrs = [json.loads(line)["lr"] for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[1] > lrs[2] > lrs[3] > 0  # warmup per update, then the cosine
+    killed = _cli(*args, "--output", str(out), signal_after=(2, 3, "KILL"))
+    assert killed.returncode == -9, killed.stderr
+    assert load_checkpoint(out / "checkpoint-last.pt")["epoch"] == 2  # the checkpoint after epochs 1-2
+    assert _cli(*args, "--output", str(out), "--resume").returncode == 0
+    drop = ("epoch_s", "img_s", "data_s", "compute_s")
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in drop}
+             for line in (p / "metrics.jsonl").read_text().splitlines()] for p in (ref, out)]
+    assert rows[0] == rows[1]
+    assert sha256(ref / "model.safetensors") == sha256(out / "model.safetensors")
