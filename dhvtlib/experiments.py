@@ -241,7 +241,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
             launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
-            order: str = "row", store: str | Path | None = "auto", need_weights: bool = False, **overrides: Any):
+            order: str = "row", store: str | Path | None = "auto", need_weights: bool = False,
+            plan_only: bool = False, **overrides: Any):
     """Train every (row, seed) not yet completed; return all their manifests as a DataFrame (one row per run).
 
     `preset`: None trains each row with its own preset (the one its table was produced with); a name (e.g.
@@ -260,6 +261,9 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     dhvtlib.paths; None: none): a run missing from `results_root` but completed there with the same recipe is
     reused, its records (and weights, if present) copied into `results_root`, instead of being trained again;
     with `need_weights` (the caller loads the model) only runs whose model.safetensors is present are reused.
+
+    `plan_only`: train nothing; the frame holds the runs already completed (reused from the store as above) and
+    `frame.attrs["missing"]` the (tag, seed) of the others.
 
     A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
     "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
@@ -285,6 +289,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
                             _str(spec_data_dir(spec, data_dir, dataset)), download, device)
              for spec, seed, out, row_preset, kwargs in todo]
     jobs = {}
+    if plan_only:
+        tasks = []
     if cfg.launcher == "inline":
         from .train import run as train_run
 
@@ -309,6 +315,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
         frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
         frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
     frame.attrs["jobs"] = jobs
+    frame.attrs["missing"] = [(spec.tag, seed) for spec, seed, *_ in todo] if plan_only else []
     return frame
 
 

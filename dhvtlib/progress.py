@@ -113,10 +113,10 @@ def install_refusals(shell: Any = None) -> bool:
         return False
 
     def show(self, etype, value, tb, tb_offset=None):
-        if _raised_by_dhvtlib(tb):
-            print(f"{etype.__name__}: {value}", file=sys.stderr, flush=True)
-            return None
-        return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        if _raised_by_dhvtlib(tb):  # an error output whose whole traceback is the sentence (as RunInterrupted's)
+            self._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
+        else:
+            self.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     shell.set_custom_exc(REFUSALS, show)
     return True

@@ -22,7 +22,7 @@ from .results import (_ablation_baselines, aggregate, export_paper_tables, load_
 from .viz.figures import (figure_caption, plot_curves, plot_efficiency, plot_loss_curves, plot_paper_vs_ours,
                           save_figure)
 
-__all__ = ["report_efficiency", "report_experiment", "make_figures", "write_report", "main"]
+__all__ = ["report_efficiency", "claim1_sentence", "report_experiment", "make_figures", "write_report", "main"]
 
 
 def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
@@ -48,8 +48,9 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
                           provenance=provenance(done), caption=table.attrs["caption"])
     stem = experiment.replace("/", "_")
     metrics = load_metrics(done)
-    if not metrics.empty and "top1" in metrics:
-        fig = plot_curves(metrics)
+    if not metrics.empty and "top1" in metrics:  # the legend says the table's row labels, not raw tags
+        metrics = metrics.assign(row=metrics["tag"].map(dict(zip(table["tag"], table["label"]))).fillna(metrics["tag"]))
+        fig = plot_curves(metrics, hue="row")
         fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
         written += save_figure(fig, root / "figures" / f"{stem}_curves")
         plt.close(fig)
@@ -86,7 +87,7 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     caption = (f"{experiment}: test top-1 (%) at the last epoch vs training images per class; mean, std and 95% "
                "bootstrap CI over seeds; the design and verdict criteria are in dhvtlib/study.py and the README")
     files = write_table(summary, out / "table", title=caption, provenance=prov, caption=caption)
-    verdict = _claim1_sentence(claim1)
+    verdict = claim1_sentence(claim1)
     files += write_table(per_size, out / "verdicts", title=f"{experiment}: {verdict}; per size: the gap "
                          f"({study.CNN_REFERENCE} - deit), DHVT's gain over DeiT, DHVT - {study.CNN_REFERENCE} (claim "
                          "2 holds where its CI upper bound >= -1) and the share of the gap DHVT closes (1 = all "
@@ -111,7 +112,7 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     return claim1, per_size, files
 
 
-def _claim1_sentence(c: dict[str, Any]) -> str:
+def claim1_sentence(c: dict[str, Any]) -> str:
     if not c or c.get("holds") is None:
         return "claim 1 not decided yet (fewer than two sizes with paired runs)"
     return (f"claim 1 {'holds' if c['holds'] else 'does not hold'} here: slope of the gap vs log10(images per "

@@ -427,7 +427,10 @@ class CaptionedTable:
     word-per-line wrapping of the note column). `repr` gives the same as text."""
 
     def __init__(self, table: pd.DataFrame, caption: str | None = None, float_fmt: str = ".2f"):
-        self.table, self.float_fmt = drop_empty_columns(table), float_fmt
+        shown = drop_empty_columns(table)
+        if {"tag", "label"} <= set(shown) and shown["label"].astype(str).equals(shown["tag"].astype(str)):
+            shown = shown.drop(columns="label")  # a label that only repeats the tag says nothing
+        self.table, self.float_fmt = shown, float_fmt
         self.caption = caption if caption is not None else table.attrs.get("caption", "")
 
     def _repr_html_(self) -> str:

@@ -37,7 +37,7 @@ from .experiments import RunSpec
 
 __all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "Budget",
            "budget", "seeds_for", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
-           "study_frame", "summary_table", "convergence_table", "precision_table", "slope_ci", "paired_ci",
+           "run_study", "progress_line", "study_frame", "summary_table", "convergence_table", "precision_table", "slope_ci", "paired_ci",
            "verdicts"]
 
 SIZES = (10, 30, 100, 300, 1000)
@@ -333,17 +333,26 @@ def _share_ci(gain: np.ndarray, gap: np.ndarray, n_boot: int = 10_000, seed: int
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def run_study(results_root=None, *, workers: int = 2, threads: int = 1, launcher: str = "local",
-              wait: bool = True, data_dir=None, **plan: Any) -> pd.DataFrame:
-    """Train every run of `study_plan(**plan)` not yet completed (completed runs of the same recipe are reused,
-    interrupted ones resumed), every row's first seed first; returns the manifests."""
+def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, launcher: str = "local",
+              workers: int = 2, threads: int = 1, wait: bool = True, data_dir=None, device: str = "cpu",
+              **overrides: Any) -> pd.DataFrame:
+    """Every run of `specs` (a `study_plan`): completed ones reused (also from the committed store), the others
+    trained (`train`), every row's first seed first, with `launcher` ('local': `workers` processes of `threads`
+    threads sharing one queue; 'inline'); returns the manifests (`attrs["missing"]`: runs not trained)."""
     from .experiments import execute
-    from .paths import output_dir
 
-    specs = study_plan(data_dir=data_dir, **plan)
-    return execute(specs, (0,), results_root=output_dir(results_root), data_dir=data_dir, device="cpu",
-                   launcher=launcher, launch_options={"workers": workers, "threads": threads}, wait=wait,
-                   order="seed", progress=False)
+    return execute(specs, (0,), results_root=results_root, data_dir=data_dir, device=device, launcher=launcher,
+                   launch_options={"workers": workers, "threads": threads} if launcher != "inline" else None,
+                   wait=wait, order="seed", progress=False, plan_only=not train, **overrides)
+
+
+def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec]) -> str:
+    """'87 runs in the plan: 12 completed, 75 not yet' (with how to train the rest)."""
+    total = sum(len(s.seeds or (0,)) for s in specs)
+    done = int(runs["status"].eq("completed").sum()) if len(runs) else 0
+    left = total - done
+    return (f"{total} runs in the plan: {done} completed, {left} not yet"
+            + (" (train=True trains them here; the study's own command: python -m dhvtlib.study)" if left else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -358,9 +367,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     args = ap.parse_args(argv)
+    from .paths import output_dir
+
     try:
-        run_study(args.output_dir, workers=args.workers, threads=args.threads, launcher=args.launcher,
-                  data_dir=args.data_dir, models=args.models, samples_per_class=args.sizes)
+        specs = study_plan(models=args.models, samples_per_class=args.sizes, data_dir=args.data_dir)
+        runs = run_study(specs, output_dir(args.output_dir), workers=args.workers, threads=args.threads,
+                         launcher=args.launcher, data_dir=args.data_dir)
+        print(progress_line(runs, specs))
     except ValueError as e:
         raise SystemExit(f"python -m dhvtlib.study: {e}") from None
 

@@ -156,14 +156,15 @@ SMOKE = dict(preset="smoke", device="cpu")
 
 def test_00_quickstart_from_another_working_directory(kernel, fmnist, tmp_path):
     """As JupyterLab runs it (working directory notebooks/), with the project root elsewhere (DHVTLIB_ROOT) and
-    the default output_dir: runs, tables and figures land under <root>/results, data_dir resolves under <root>."""
+    the default output_dir: runs, tables and figures land under <root>/outputs/results (git-ignored), data_dir
+    resolves under <root>."""
     root, cwd = tmp_path / "project", tmp_path / "project" / "notebooks"
     cwd.mkdir(parents=True)
     (root / "data").mkdir()
     (root / "data" / "fm").symlink_to(fmnist)
     out = _papermill(kernel, "00_quickstart", tmp_path, cwd=cwd, env={"DHVTLIB_ROOT": str(root)}, **SMOKE,
                      data_dir="data/fm")
-    res = root / "results"
+    res = root / "outputs" / "results"
     df = _table(res / "quick" / "table")
     assert set(df["tag"]) == {"dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"}
     for stem in ("quick_curves", "quick_head_tokens"):
@@ -245,22 +246,31 @@ def test_interrupted_run_ends_in_one_sentence(kernel, fmnist, tmp_path):
 
 
 def test_07_data_efficiency(kernel, fmnist, tmp_path):
-    _papermill(kernel, "07_data_efficiency", tmp_path, **SMOKE, data_dir=str(fmnist), results_root=str(tmp_path / "res"),
-               samples_per_class=[4, 8], seeds=[0], steps=2, batch_size=16, embed_dim=32, depth=2,
-               test_samples_per_class=4)
-    out = tmp_path / "res" / "efficiency" / "fmnist"
-    table = pd.read_csv(out / "efficiency.csv")
-    assert set(zip(table["model"], table["samples_per_class"])) == {(m, n) for m in ("deit", "dhvt", "resnet")
-                                                                     for n in (4, 8)}
-    assert (table["n_seeds"] == 1).all() and (table["steps"] == table["samples_per_class"] * 10 // 16).all()
-    assert set(pd.read_csv(out / "gaps.csv")["samples_per_class"]) == {4, 8}
-    assert all((out / f"top1_vs_samples.{ext}").is_file() for ext in ("png", "pdf"))
-    assert (out / "efficiency.md").read_text().count("| deit |") == 2
-    assert len(list(out.rglob("manifest.json"))) == 6
-    (out / "efficiency.csv").unlink()
-    report.make_figures(tmp_path / "res")  # `make figures` rebuilds the study's table from the stored runs
-    assert pd.read_csv(out / "efficiency.csv").equals(table)
-    assert not (tmp_path / "res" / "figures" / "efficiency_fmnist_curves.png").exists()
+    """The study's notebook with a tiny budget: every model at two sizes trains (train=True, inline), the table,
+    verdicts and figures are written, `make figures` rebuilds the table from the stored runs; with the defaults
+    (train=False) nothing trains and the progress line counts what is there."""
+    res = tmp_path / "res"
+    small = dict(epochs=2, warmup_epochs=0, eval_every=1, checkpoint_every_epochs=1, test_samples_per_class=4)
+    _papermill(kernel, "07_data_efficiency", tmp_path, device="cpu", data_dir=str(fmnist), output_dir=str(res),
+               samples_per_class=[10, 16], seeds=[0], convergence=False, precision_check=False, train=True,
+               launcher="inline", overrides=small)
+    out = res / "efficiency" / "fmnist"
+    table = pd.read_csv(out / "table.csv")
+    assert set(zip(table["model"], table["samples_per_class"])) == {(m, n) for m in ("deit", "dhvt", "resnet",
+                                                                                     "resnet_sgd") for n in (10, 16)}
+    assert (table["n_seeds"] == 1).all() and set(table["steps"]) == {2, 4}  # 2 epochs of 1 and 2 updates
+    assert set(pd.read_csv(out / "verdicts.csv")["samples_per_class"]) == {10, 16}
+    assert (res / "figures" / "efficiency_fmnist_top1_vs_samples.png").is_file()
+    assert (res / "figures" / "efficiency_fmnist_loss_curves.png").is_file()
+    assert len(list(out.rglob("manifest.json"))) == 8
+    (out / "table.csv").unlink()
+    report.make_figures(res)  # `make figures` rebuilds the study's table from the stored runs
+    assert pd.read_csv(out / "table.csv").equals(table)
+    nb = _papermill(kernel, "07_data_efficiency", tmp_path, device="cpu", data_dir=str(fmnist), output_dir=str(res),
+                    samples_per_class=[10, 16], seeds=[0, 1], convergence=False, precision_check=False,
+                    overrides=small)
+    assert "16 runs in the plan: 8 completed, 8 not yet" in _all_text(nb)
+    assert len(list(out.rglob("manifest.json"))) == 8  # train=False trained nothing
 
 
 def test_finetune_specs_cover_tables_7_and_14():
@@ -308,7 +318,7 @@ def test_default_parameters_validate_from_the_notebooks_folder(name, monkeypatch
     scope: dict = {}
     for source in code:
         exec(compile(source, f"{name}.ipynb", "exec"), scope)
-    assert scope["preset"] is None and Path(scope["output_dir"]) == ROOT / "results"
+    assert scope["preset"] is None and Path(scope["output_dir"]) == ROOT / "outputs" / "results"
 
 
 def test_each_row_reads_its_own_data_folder():
@@ -326,3 +336,57 @@ def test_each_row_reads_its_own_data_folder():
     assert experiments.spec_data_dir(experiments.cifar100_runs(["dhvt_tiny_cifar_patch4"])[0], "/c") == Path("/c")
     with pytest.raises(ValueError, match="unknown attribution method 'saliency'; choose one of integrated_gradients"):
         viz.check_methods(["occlusion", "saliency"])
+
+
+def _clean_copy(tmp_path: Path) -> Path:
+    """The repository's tracked files (as they are in this checkout) in a new git repository: a fresh clone."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    copy = tmp_path / "clone"
+    for name in filter(None, files.decode().split("\0")):
+        src = ROOT / name
+        if src.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).write_bytes(src.read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=copy, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=copy, check=True)
+    return copy
+
+
+@pytest.mark.slow
+def test_00_then_05_with_their_defaults_on_a_fresh_clone(kernel, tmp_path):
+    """A new user: Run All on 00 then 05 with their defaults, from notebooks/, on a fresh clone whose committed
+    results/quick has no weights. 00 trains (a reused run without weights would break its last cell), 05 finds
+    00's model, nothing tracked changes, and everything lands in the git-ignored outputs/results."""
+    copy = _clean_copy(tmp_path)
+    (copy / "data").mkdir()
+    fake_fashion_mnist(copy / "data" / "fashion-mnist", train_per_class=100, test_per_class=200)
+    env = {"DHVTLIB_ROOT": str(copy), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**env, "DHVTLIB_RESULTS": ""}  # (unset: the default)
+    out00 = _papermill(kernel, "00_quickstart", tmp_path, cwd=copy / "notebooks", env=env)
+    out05 = _papermill(kernel, "05_head_tokens", tmp_path, cwd=copy / "notebooks", env=env)
+    res = copy / "outputs" / "results"
+    weights = res / "quick" / "dhvt_tiny_cifar_patch4" / "s0" / "model.safetensors"
+    assert weights.is_file() and (res / "figures" / "quick_head_tokens.png").is_file()
+    assert f"model: {weights}" in _all_text(out05) and "VBox" in _all_text(out05)
+    assert (res / "figures" / "head_tokens" / "head_tokens_0.png").is_file()
+    for out in (out00, out05):
+        assert "Traceback" not in _all_text(out)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True).stdout
+    assert status == "", status
+
+
+def test_refusals_name_every_run_in_one_sentence(kernel, fmnist, tmp_path):
+    """Re-running 00 with other epochs over completed runs: one sentence (no traceback) naming both runs, with the
+    notebook's parameter names and the non-destructive ways first."""
+    params = dict(**SMOKE, data_dir=str(fmnist), output_dir=str(tmp_path / "res"), dataset="fashion_mnist")
+    _papermill(kernel, "00_quickstart", tmp_path, **params)
+    out = _papermill(kernel, "00_quickstart", tmp_path, ok=False, **{**params, "epochs": 3})
+    errors = [o for _, o in _outputs(out) if o["output_type"] == "error"]
+    assert len(errors) == 1 and len(errors[0]["traceback"]) == 1, errors
+    text = errors[0]["traceback"][0]
+    assert text.startswith("ValueError: 2 completed run(s) under ") and "epochs 2 -> 3" in text
+    assert "quick/dhvt_tiny_cifar_patch4/s0" in text and "quick/deit_tiny_cifar_patch4/s0" in text
+    assert text.index("experiment") < text.index("output_dir") < text.index("delete")
+    assert "results_root" not in text

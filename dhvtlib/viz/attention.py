@@ -107,12 +107,22 @@ def image_label(true: int | None = None, predicted: int | None = None,
 
 
 def _tick_labels(values: Sequence[float]) -> list[str]:
-    """The fewest significant digits (at least 2) that tell the values apart: 0.0185, 0.01855, 0.0186."""
-    for digits in range(2, 8):
-        labels = [f"{v:.{digits}g}" for v in values]
+    """One format for every tick of a bar, with the fewest digits that tell the values apart: fixed-point
+    (0.0181, 0.0185, 0.0189) unless the values are tiny or huge, then scientific for all of them."""
+    big = max(abs(v) for v in values)
+    sci = big != 0 and not 1e-4 <= big < 1e4
+    for digits in range(1, 10):
+        labels = [f"{v:.{digits}e}" if sci else f"{v:.{digits}f}" for v in values]
         if len(set(labels)) == len(labels):
             return labels
     return labels
+
+
+def _spread(lo: float, hi: float) -> str:
+    """' (nearly flat: range 4% of its mean)' when a map varies by less than 10% of its mean, else ''."""
+    mid = (lo + hi) / 2
+    rel = (hi - lo) / abs(mid) if mid else float("inf")
+    return f"\n(nearly flat: range {100 * rel:.0f}% of its mean)" if rel < 0.1 else ""
 
 
 def _panels(image: torch.Tensor, heats: Sequence[torch.Tensor], titles: Sequence[str], mean, std, suptitle: str,
@@ -130,8 +140,8 @@ def _panels(image: torch.Tensor, heats: Sequence[torch.Tensor], titles: Sequence
     for ax, heat, title in zip(axes[0, 1:], heats, titles):
         heat = heat.detach().float().cpu()
         ax.imshow(overlay(image, heat, mean, std, cmap=cmap))
-        ax.set_title(title, fontsize="small")
         lo, hi = float(heat.min()), float(heat.max())
+        ax.set_title(title + _spread(lo, hi), fontsize="small")  # the overlay stretches any range to full contrast
         hi = hi if hi > lo else lo + 1e-12
         bar = fig.colorbar(cm.ScalarMappable(colors.Normalize(lo, hi), cmap), ax=ax, fraction=0.046, pad=0.03)
         bar.set_ticks([lo, (lo + hi) / 2, hi], labels=_tick_labels([lo, (lo + hi) / 2, hi]))

@@ -52,7 +52,9 @@ def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", a
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
     metrics = display_epochs(metrics)  # stored epochs are 0-based; curves count from 1 like the training log
-    sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax)
+    n = metrics[hue].nunique()
+    sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax,
+                 palette=[PALETTE[i % len(PALETTE)] for i in range(n)])  # distinct colours, the project's order
     ax.set(xlabel="epoch", ylabel=f"{metric} (%)" if "top" in metric else metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize="small", title=hue, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)

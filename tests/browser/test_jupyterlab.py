@@ -9,8 +9,8 @@ and a Chromium binary (Debian's: `apt-get install chromium`; never `playwright i
     DHVTLIB_BROWSER_TEST=1 DHVTLIB_SCREENS=/tmp/screens .venv/bin/python -m pytest -q tests/browser
     .venv/bin/python tests/browser/test_jupyterlab.py --out /tmp/screens            # the same, as a script
 
-JupyterLab serves a copy of notebooks/ in a temporary project (DHVTLIB_ROOT) whose results go to its own results/
-(DHVTLIB_RESULTS), so nothing in the checkout is written; autosave is off. The notebooks run on Fashion-MNIST
+JupyterLab serves a copy of notebooks/ in a temporary project (DHVTLIB_ROOT) whose runs go to its own default
+working tree (outputs/results), so nothing in the checkout is written; autosave is off. The notebooks run on Fashion-MNIST
 (Debian's dataset-fashion-mnist or data/fashion-mnist) with the smoke preset's small model for 4 epochs.
 """
 from __future__ import annotations
@@ -37,8 +37,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The smoke preset's model on real Fashion-MNIST, 4 epochs: seconds per epoch on a shared 2-core machine, long
 # enough to see a bar mid-epoch and to interrupt one.
-SMOKE = {'preset = "quick"': 'preset = "smoke"', "epochs = None": "epochs = 4"}
-PARAMS = {"00_quickstart.ipynb": SMOKE, "05_head_tokens.ipynb": {**SMOKE, "n_images = 3": "n_images = 2"}}
+# 05 keeps its defaults (but 2 images): it must find 00's model whatever 00's preset and epochs were.
+SMOKE = {'preset = None ': 'preset = "smoke"', "epochs = None": "epochs = 4"}
+PARAMS = {"00_quickstart.ipynb": SMOKE, "05_head_tokens.ipynb": {"n_images = 3": "n_images = 2"}}
 
 
 def _free_port() -> int:
@@ -74,8 +75,8 @@ def jupyter_lab(workdir: Path, notebooks: Path, pythonpath: str):
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                        "checkForUpdates": False}))
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PYTHONPATH": pythonpath, "DHVTLIB_ROOT": str(project),
-           "DHVTLIB_RESULTS": str(project / "results"), "OMP_NUM_THREADS": "2"}
+    env = {**{k: v for k, v in os.environ.items() if k != "DHVTLIB_RESULTS"}, "PYTHONPATH": pythonpath,
+           "DHVTLIB_ROOT": str(project), "OMP_NUM_THREADS": "2"}  # the default output_dir: outputs/results
     jupyter = Path(sys.executable).with_name("jupyter")
     log = open(workdir / "jupyter.log", "w")
     proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -225,6 +226,7 @@ def head_tokens(lab: Lab) -> dict:
         facts["explorer_status"] = explorer.locator(".widget-html").first.inner_text()
         lab.shot("explorer_after_slider")
         facts["explorer_updated"] = True
+    facts["text"] = lab.page.evaluate("document.querySelector('.jp-Notebook').textContent")
     return facts
 
 
@@ -237,6 +239,7 @@ def run_all(out: Path, code: Path = ROOT, pythonpath: str | None = None, label: 
             with chromium(work) as page:
                 lab = Lab(page, url, token, out, label, project)
                 facts = {"00": quickstart(lab, interrupt), "05": head_tokens(lab)}
+            facts["outputs"] = sorted(str(p.relative_to(project)) for p in project.rglob("manifest.json"))
             facts["written_beside_notebooks"] = sorted(str(p.relative_to(project))
                                                        for p in (project / "notebooks").rglob("*")
                                                        if p.suffix != ".ipynb" and ".ipynb_checkpoints" not in str(p))
@@ -269,7 +272,11 @@ def test_jupyterlab_quickstart_and_explorer():
     assert "IProgress" not in q["text"] and "Warning" not in q["text"]
     assert "quick: Fashion-MNIST, preset smoke (4 epochs" in q["text"]  # the table's caption line
     assert facts["05"]["explorer_updated"] and "true: " in facts["05"]["explorer_status"]
-    assert facts["written_beside_notebooks"] == []  # results went to the project's results/, not notebooks/
+    assert "Traceback" not in q["text"] and "Traceback" not in facts["05"]["text"]
+    assert "model: " in facts["05"]["text"] and "/outputs/results/quick/dhvt_tiny_cifar_patch4/s0/" in \
+        facts["05"]["text"]  # 05 with its defaults found 00's model (smoke preset, 4 epochs)
+    assert facts["written_beside_notebooks"] == []  # runs went to the project's outputs/results, not notebooks/
+    assert facts["outputs"] and all(p.startswith("outputs/results/") for p in facts["outputs"])
 
 
 def main(argv: list[str] | None = None) -> None:
