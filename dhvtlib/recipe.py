@@ -17,8 +17,8 @@ from typing import Any
 
 from .precision import check_precision
 
-__all__ = ["Recipe", "PRESETS", "DRLOC_SCHEME", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
-           "recipe_from_dict", "recipe_diff", "describe_diff"]
+__all__ = ["Recipe", "PRESETS", "DRLOC_SCHEME", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets",
+           "optional_fields", "recipe_from_dict", "recipe_diff", "describe_diff"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ PRESETS: dict[str, Recipe] = {
     "finetune": dataclasses.replace(_PAPER, name="finetune", model="dhvt_small_imagenet_patch16",
                                     dataset="domainnet_clipart", batch_size=256, eval_batch_size=128, lr=5e-4,
                                     warmup_epochs=2, epochs=100, weight_decay=1e-8, min_lr=1e-6, repeated_aug=False),
-    # Table 16: Drloc's training scheme, value by value from its public code (DRLOC_SCHEME below, with sources).
+    # Table 16: Drloc's training scheme, value by value from its public code (DRLOC_SCHEME above, with sources).
     "drloc": dataclasses.replace(_PAPER, name="drloc", model="dhvt_tiny_domain_patch16", dataset="domainnet_clipart",
                                  eval_batch_size=128, **{k: v for k, (v, _) in DRLOC_SCHEME.items()
                                                          if k in _RECIPE_FIELDS}),

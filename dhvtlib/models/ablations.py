@@ -1,9 +1,9 @@
 """Every ablation row of the paper (Tables 5, 6, 8, 9, 10, 11 and appendix B.2.2) as model arguments.
 
 One row = a base variant + DHVT argument overrides (+ recipe overrides: Table 11's batch size, Table 10's DHVT-S
-rows at the paper's DHVT-S batch 256). The paper's
-reported accuracy is looked up in dhvtlib/paper/reported.csv under the same (table, row) key, so the numbers live
-in one place. All rows are on CIFAR-100, patch 4, trained with the 'ablation' preset of dhvtlib.recipe.
+rows at the paper's DHVT-S batch 256). The paper's reported accuracy is looked up in dhvtlib/paper/reported.csv
+under the same (table, row) key, so the numbers live in one place. All rows are on CIFAR-100, patch 4, trained
+with the 'ablation' preset of dhvtlib.recipe.
 
 Interpretations (the paper is terse here):
 - Table 5 rows have no head tokens (Table 6 adds them); "no SOPE" = ViT's linear patch embedding, "no DAFF" =
