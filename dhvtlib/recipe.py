@@ -118,9 +118,10 @@ DRLOC_SCHEME: dict[str, tuple[Any, str]] = {
     "warmup_lr": (1e-6, "config.py L84 WARMUP_LR 5e-7, x 1024 / 512 (main.py L128)"),
     "min_lr": (1e-5, "config.py L85 MIN_LR 5e-6, x 1024 / 512 (main.py L129)"),
     "warmup_epochs": (20, "config.py L81 WARMUP_EPOCHS 20"),
-    "epochs": (100, "Drloc's README and both papers: 100 epochs. UNVERIFIED: main.py L222 loops range(0, 101) while "
-                    "the cosine spans TRAIN.EPOCHS = 300 (config.py L80; --total_epochs default 300, main.py L89, "
-                    "not passed by train.sh), so the public code stops at ~75% of the peak lr"),
+    "epochs": (100, "Drloc's README ('trained with 100 epochs') and the DHVT paper. UNVERIFIED: main.py L222 "
+                    "loops range(0, 101) while the cosine spans TRAIN.EPOCHS = 300 (config.py L80; --total_epochs "
+                    "default 300, main.py L89, not passed by train.sh), so the public code stops at ~75% of the "
+                    "peak lr"),
     "sched_unit": ("step", "main.py L177 build_scheduler(..., len(data_loader_train)) and L341 "
                            "lr_scheduler.step_update(epoch * num_steps + idx): a cosine stepped per iteration"),
     "clip_grad": (5.0, "config.py L87 CLIP_GRAD 5.0; main.py L337 clip_grad_norm_"),
