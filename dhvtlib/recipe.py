@@ -17,8 +17,8 @@ from typing import Any
 
 from .precision import check_precision
 
-__all__ = ["Recipe", "PRESETS", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets", "optional_fields",
-           "recipe_from_dict", "recipe_diff", "describe_diff", "idle_warning"]
+__all__ = ["Recipe", "PRESETS", "DRLOC_SCHEME", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets",
+           "optional_fields", "recipe_from_dict", "recipe_diff", "describe_diff", "idle_warning"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ class Recipe:
     eval_ema: bool = False
     # fine-tuning
     finetune: str | None = None  # checkpoint or safetensors to start from (head re-initialised on mismatch)
-    finetune_eval_mode: bool = False  # the official quirk: fine-tune with the model in eval mode (BN, drop path)
+    # the official quirk: whenever `finetune` is set (any preset), train with the model in eval mode (BatchNorm at
+    # the loaded statistics, drop path off), as main.py's set_training_mode = (args.finetune == ''); False: train mode
+    finetune_eval_mode: bool = True
     # the official 2 GPUs' statistics on any devices (per-GPU DAFF BatchNorm): the batch is split into `virtual_gpus`
     # groups of `per_gpu_batch` images; DAFF's BatchNorms and Mixup work per group, SOPE's BatchNorm over the whole
     # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
@@ -110,6 +112,40 @@ class Recipe:
 
 
 _PAPER = Recipe()
+# Drloc (Liu et al., NeurIPS 2021), whose scheme Table 16 follows: yhlleo/VTs-Drloc at commit 007265c (a Swin
+# Transformer codebase). {recipe field: (value, source line)}. Drloc scales BASE_LR, WARMUP_LR and MIN_LR by the
+# total batch / 512 (main.py L127-129); our warmup_lr and min_lr are not scaled, so they hold the scaled values at
+# Drloc's batch of 1024.
+DRLOC_SCHEME: dict[str, tuple[Any, str]] = {
+    "img_size": (224, "train.sh L6 IMG_SIZE=224; config.py L28"),
+    "batch_size": (1024, "train.sh L20 --nproc_per_node=8 x L28 --batch-size 128 (per GPU)"),
+    "virtual_gpus": (8, "train.sh L20: 8 GPUs, each its own BatchNorm statistics (no SyncBatchNorm in main.py)"),
+    "lr": (5e-4, "config.py L83 BASE_LR 5e-4, x total batch / 512 (main.py L127): 1e-3 at 1024"),
+    "lr_scale_batch": (512, "main.py L127-129: / 512.0"),
+    "warmup_lr": (1e-6, "config.py L84 WARMUP_LR 5e-7, x 1024 / 512 (main.py L128)"),
+    "min_lr": (1e-5, "config.py L85 MIN_LR 5e-6, x 1024 / 512 (main.py L129)"),
+    "warmup_epochs": (20, "config.py L81 WARMUP_EPOCHS 20"),
+    "epochs": (100, "Drloc's README ('trained with 100 epochs') and the DHVT paper. UNVERIFIED: main.py L222 "
+                    "loops range(0, 101) while the cosine spans TRAIN.EPOCHS = 300 (config.py L80; --total_epochs "
+                    "default 300, main.py L89, not passed by train.sh), so the public code stops at ~75% of the "
+                    "peak lr"),
+    "sched_unit": ("step", "main.py L177 build_scheduler(..., len(data_loader_train)) and L341 "
+                           "lr_scheduler.step_update(epoch * num_steps + idx): a cosine stepped per iteration"),
+    "clip_grad": (5.0, "config.py L87 CLIP_GRAD 5.0; main.py L337 clip_grad_norm_"),
+    "weight_decay": (0.05, "config.py L82"),
+    "opt_eps": (1e-8, "config.py L109"),
+    "opt_betas": ((0.9, 0.999), "config.py L111"),
+    "drop_path": (0.1, "config.py L56"),
+    "smoothing": (0.1, "config.py L58"),
+    "rand_augment": ("rand-m9-mstd0.5-inc1", "config.py L132"),
+    "random_erasing": (0.25, "config.py L134"),
+    "mixup": (0.8, "config.py L140"),
+    "cutmix": (1.0, "config.py L142"),
+    "mixup_prob": (1.0, "config.py L146"),
+    "mixup_switch_prob": (0.5, "config.py L148"),
+    "repeated_aug": (False, "data/build.py L37: DistributedSampler (no repeated augmentation)"),
+    "model_ema": (False, "main.py: no model EMA"),
+}
 PRESETS: dict[str, Recipe] = {
     # run_code_cifar.sh: 256 x 2 GPUs, --lr 1e-3, warmup 5, 300 epochs (Table 4)
     "cifar100": dataclasses.replace(_PAPER, name="cifar100"),
@@ -122,12 +158,14 @@ PRESETS: dict[str, Recipe] = {
     "imagenet": dataclasses.replace(_PAPER, name="imagenet", model="dhvt_tiny_imagenet_patch16", dataset="imagenet",
                                     batch_size=256, eval_batch_size=128, lr=5e-4, warmup_epochs=10),
     # finetune.sh: IN-1K -> Clipart etc., 128 x 2, --lr 5e-4, warmup 2, 100 epochs, wd 1e-8, min-lr 1e-6,
-    # no repeated augmentation (Tables 7, 14). Needs finetune=<checkpoint>. The official engine fine-tunes with the
-    # model in eval mode (BatchNorm frozen at the pre-training statistics, drop path off): finetune_eval_mode.
+    # no repeated augmentation (Tables 7, 14). Needs finetune=<checkpoint>. Like any run with finetune=, it trains
+    # with the model in eval mode (finetune_eval_mode).
     "finetune": dataclasses.replace(_PAPER, name="finetune", model="dhvt_small_imagenet_patch16",
                                     dataset="domainnet_clipart", batch_size=256, eval_batch_size=128, lr=5e-4,
-                                    warmup_epochs=2, epochs=100, weight_decay=1e-8, min_lr=1e-6, repeated_aug=False,
-                                    finetune_eval_mode=True),
+                                    warmup_epochs=2, epochs=100, weight_decay=1e-8, min_lr=1e-6, repeated_aug=False),
+    # Table 16: Drloc's training scheme, value by value from its public code (DRLOC_SCHEME above, with sources).
+    "drloc": dataclasses.replace(_PAPER, name="drloc", model="dhvt_tiny_domain_patch16", dataset="domainnet_clipart",
+                                 eval_batch_size=128, **{k: v for k, (v, _) in DRLOC_SCHEME.items()}),
     # The embedded data set on a CPU in a few minutes: a narrow DHVT on 100 Fashion-MNIST images per class, the
     # paper's recipe at the paper's effective lr (8e-3 * 64 / 512 = 1e-3).
     "quick": dataclasses.replace(_PAPER, name="quick", model="dhvt_tiny_cifar_patch4", dataset="fashion_mnist",
@@ -310,6 +348,8 @@ def recipe_from_dict(saved: dict[str, Any]) -> Recipe:
     names = {f.name for f in dataclasses.fields(Recipe)}
     values = {**{k: v for k, v in LEGACY_VALUES.items() if k not in saved},
               **{k: v for k, v in saved.items() if k in names}}
+    if not values.get("finetune"):  # without finetune= the eval-mode flag changed nothing (its old default was False)
+        values.pop("finetune_eval_mode", None)
     if "opt_betas" in values:
         values["opt_betas"] = tuple(values["opt_betas"])
     return Recipe(**values)

@@ -10,13 +10,14 @@ import argparse
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .files import write_text
-from typing import Any
-
 from . import study
+from .files import write_text
+from .models.ablations import ABLATIONS
+from .paper import spread_sentence
 from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
                       paper_vs_reproduced, provenance, table_caption, write_table)
 from .viz.figures import (figure_caption, plot_curves, plot_efficiency, plot_loss_curves, plot_paper_vs_ours,
@@ -42,6 +43,8 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
     agg = aggregate(done)
     table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
     table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
+    if any(t in ABLATIONS for t in table["tag"]):  # ablation deltas: the paper's own spread of one setting
+        table.attrs["caption"] += ". " + spread_sentence()
     written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
                           "(top-1 %: each run's best epoch, the max over test epochs as the official log; "
                           "final-epoch mean in ours_final_mean; delta in the paper's statistic per table)",

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .files import atomic_write, write_text
 from .models.ablations import ABLATIONS
-from .paper import paper_statistic, reported, reported_value
+from .paper import paper_spread, paper_statistic, reported, reported_value
 
 __all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
            "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
@@ -222,13 +222,16 @@ def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, fl
     baseline: the tag the *_delta_vs_baseline columns are relative to (e.g. 'table5/pe'), or a mapping
       tag -> its baseline tag when a frame holds several tables; the paper's baseline number comes from `paper`
       even if the baseline was not run.
-    Columns: tag, label, paper_top1, paper_statistic, ours_mean, ours_std, n_seeds, ours_best_of_n,
+    Columns: tag, label, paper_top1, paper_statistic, ours_statistic, ours_mean, ours_std, n_seeds, ours_best_of_n,
     ours_final_mean, delta, paper_delta_vs_baseline, ours_delta_vs_baseline, seeds, note.
 
     Like with like: `delta` is ours minus the paper in the paper's own statistic for that table
     (`dhvtlib.paper.paper_statistic`): our best-of-n seeds for Tables 4, 2 and 13 (the paper's "best out of
-    five/four runs"), our seed mean elsewhere. Each run's accuracy is its best epoch (the maximum of test top-1
+    five/four runs"), our seed mean elsewhere; `ours_statistic` says which, over the seeds that actually ran ('best
+    of 2' against the paper's 'best of 5'). Each run's accuracy is its best epoch (the maximum of test top-1
     over epochs, as the official log's "Max accuracy"); ours_final_mean is the last epoch's, for comparison.
+    An ablation row whose delta vs its baseline is smaller than the paper's own spread of one setting
+    (`dhvtlib.paper.paper_spread`, 0.13) says so in its note.
     """
     tags = list(agg["tag"])
     paper_top1, paper_labels = _paper_numbers(paper, tags)
@@ -239,6 +242,7 @@ def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, fl
         if t in baseline and baseline[t] not in paper_top1:  # the baseline's paper number, even if not run
             paper_top1.update(_paper_numbers(None, [baseline[t]])[0])
     ours = dict(zip(agg["tag"], agg["mean"]))
+    spread = paper_spread()
     rows = []
     for rec in agg.to_dict("records"):
         tag, base = rec["tag"], baseline.get(rec["tag"])
@@ -249,24 +253,31 @@ def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, fl
         note += ["one seed"] if rec["n_seeds"] == 1 else []
         statistic, n_paper = paper_statistic(tag.split("/")[0])
         ours_v = rec["best_of_n"] if statistic == "best_of_n" else rec["mean"]
+        paper_d = paper_v - paper_top1.get(base, math.nan) if base else math.nan
+        ours_d = rec["mean"] - ours.get(base, math.nan) if base else math.nan
+        if base != tag and tag in ABLATIONS:
+            note += [f"{who} delta within the paper's spread ({spread:.2f})"
+                     for who, d in (("paper", paper_d), ("our", ours_d)) if abs(d) < spread]
         rows.append({
             "tag": tag,
             "label": (labels or {}).get(tag) or paper_labels.get(tag) or tag,
             "paper_top1": paper_v,
             "paper_statistic": (f"{'best' if statistic == 'best_of_n' else 'mean'} of {n_paper}" if n_paper
                                 else "unstated (compared with our mean)") if not math.isnan(paper_v) else "",
+            "ours_statistic": f"{'best' if statistic == 'best_of_n' else 'mean'} of {rec['n_seeds']}",
             "ours_mean": rec["mean"],
             "ours_std": rec["std"],
             "n_seeds": rec["n_seeds"],
             "ours_best_of_n": rec["best_of_n"],
             "ours_final_mean": rec.get("final_mean", rec["mean"]),
             "delta": ours_v - paper_v,
-            "paper_delta_vs_baseline": paper_v - paper_top1.get(base, math.nan) if base else math.nan,
-            "ours_delta_vs_baseline": rec["mean"] - ours.get(base, math.nan) if base else math.nan,
+            "paper_delta_vs_baseline": paper_d,
+            "ours_delta_vs_baseline": ours_d,
             "seeds": rec.get("seeds", ""),
             "note": "; ".join(note),
         })
-    return pd.DataFrame(rows, columns=["tag", "label", "paper_top1", "paper_statistic", "ours_mean", "ours_std",
+    return pd.DataFrame(rows, columns=["tag", "label", "paper_top1", "paper_statistic", "ours_statistic",
+                                       "ours_mean", "ours_std",
                                        "n_seeds", "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
                                        "ours_delta_vs_baseline", "seeds", "note"])
 

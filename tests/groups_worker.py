@@ -5,7 +5,9 @@ Each process takes its shard x[rank::world] of one global batch (the sampler's s
 inside the process) and synchronises SOPE's BatchNorm over the processes (AllReduceSyncBatchNorm2d: torch's
 SyncBatchNorm needs CUDA). One AdamW step; rank 0 saves the loss, the gradients and the updated state.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/groups_worker.py OUT.pt GROUPS
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/groups_worker.py OUT.pt GROUPS [KIND]
+
+KIND is 'dhvt' (default) or 'resnet' (the CNN baseline: every BatchNorm per GPU, none synchronised).
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from test_groups import one_step_setup  # noqa: E402
 
 def main() -> None:
     out, groups = sys.argv[1], int(sys.argv[2])
+    kind = sys.argv[3] if len(sys.argv) > 3 else "dhvt"
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, x, y, make_opt = one_step_setup()
+    model, x, y, make_opt = one_step_setup(kind)
     convert_sope_sync_batchnorm(model, native=False)
     set_bn_splits(model, groups)
     net = nn.parallel.DistributedDataParallel(model)

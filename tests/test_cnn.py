@@ -16,6 +16,7 @@ import dhvtlib
 from dhvtlib import experiments, results
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
+from dhvtlib.models.layers import SplitBatchNorm2d
 from dhvtlib.models.profile import format_table, profile, variant_table
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.evaluate import main as eval_main
@@ -51,6 +52,26 @@ def test_resnet50_domain_is_the_papers_resnet50():
         ref = timm.create_model("resnet50", num_classes=345)
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
     assert round(_params(ours) / 1e6, 1) == 24.2  # Table 13's ResNet-50 column (345 classes)
+
+
+def test_resnet50_domain_starts_as_torchvisions_and_splits_every_batchnorm():
+    """Tables 2/13 name torchvision's ResNet-50: same layout, BN at 1/0 everywhere (zero_init_residual=False, so the
+    last BN of each block is not zero-initialised); the small ResNet-18 keeps timm's zero-init. Every BN is a
+    SplitBatchNorm2d (per virtual GPU) with BatchNorm2d's state_dict."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ours = create_model("resnet50_domain")
+    ref = torchvision.models.resnet50(num_classes=345)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
+    bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 53 and all(isinstance(m, SplitBatchNorm2d) for m in bns)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in bns)
+    assert ours.config["zero_init_last"] is False and ours.config["drop_path_rate"] == 0.0
+    small = create_model("resnet18_cifar", width=8)
+    assert not small.layer1[0].bn2.weight.any() and small.config["zero_init_last"] is True
+    with pytest.raises(ValueError, match="zero_init_last 'no' must be true or false"):
+        create_model("resnet18_cifar", zero_init_last="no")
 
 
 def test_small_resnet18_has_the_cifar_stem_and_scales_by_width():
@@ -133,4 +154,6 @@ def test_domainnet_runs_train_the_papers_resnet50_row():
     assert len(experiments.domainnet_runs(["clipart"], ["dhvt_tiny_domain_patch16", "resnet50_domain"])) == 2
     spec = experiments.domainnet_runs(["clipart"], ["resnet50_domain"])[0]
     assert (spec.model, spec.tag, spec.paper_top1) == ("resnet50_domain", "table13/resnet50/clipart", 71.90)
+    assert spec.preset.drop_path == 0.0  # torchvision's ResNet-50: no stochastic depth
+    assert experiments.domainnet_runs(["clipart"], ["dhvt_tiny_domain_patch16"])[0].preset == "domainnet"
     assert results.paper_lookup(spec.tag)[0] == 71.90

@@ -21,12 +21,15 @@ from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_step_setup():
-    """A small DHVT in float64 (no drop path), one global batch of 8 images and an AdamW factory; the same in every
-    process (also used by groups_worker.py)."""
+def one_step_setup(kind: str = "dhvt"):
+    """A small DHVT (kind 'dhvt') or small-image ResNet-18 (kind 'resnet') in float64 (no drop path), one global
+    batch of 8 images and an AdamW factory; the same in every process (also used by groups_worker.py)."""
     torch.manual_seed(0)
-    model = create_model("dhvt_tiny_cifar_patch4", img_size=16, embed_dim=32, depth=2, num_heads=4, num_classes=10,
-                         drop_path_rate=0.0).double().train()
+    if kind == "resnet":
+        model = create_model("resnet18_cifar", img_size=16, width=8, num_classes=10).double().train()
+    else:
+        model = create_model("dhvt_tiny_cifar_patch4", img_size=16, embed_dim=32, depth=2, num_heads=4,
+                             num_classes=10, drop_path_rate=0.0).double().train()
     x = torch.randn(8, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     y = torch.arange(8) % 10
     return model, x, y, lambda m: torch.optim.AdamW(param_groups_weight_decay(m, 0.05), lr=1e-3)
@@ -140,8 +143,8 @@ def test_groups_per_process_with_ddp():
     assert use_virtual_gpus(model, None, 1, 1) == (None, 1) and model.blocks[0].mlp.bn1.num_splits == 1
 
 
-def _one_process_step(groups: int):
-    model, x, y, make_opt = one_step_setup()
+def _one_process_step(groups: int, kind: str = "dhvt"):
+    model, x, y, make_opt = one_step_setup(kind)
     set_bn_splits(model, groups)
     opt = make_opt(model)
     loss = nn.functional.cross_entropy(model(x), y)
@@ -172,4 +175,29 @@ def test_one_process_with_groups_equals_official_processes(groups_per_proc, tmp_
     # whole-batch DAFF statistics are measurably different (what Table 11 measures): the test has teeth
     whole = _one_process_step(1)
     assert (whole["state"]["blocks.0.mlp.bn1.running_mean"] - ref["state"]["blocks.0.mlp.bn1.running_mean"]
+            ).abs().max() > 1e-4
+
+
+@pytest.mark.slow
+def test_resnet_with_groups_equals_official_processes(tmp_path):
+    """The CNN baseline's BatchNorms (all of them) are per GPU, as plain BatchNorm on each official GPU: one process
+    with virtual_gpus=2 equals 2 gloo processes (DDP) for a training step, to 1e-6."""
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "tests" / "groups_worker.py"), str(out), "1", "resnet"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = torch.load(out, weights_only=True)
+    model = one_step_setup("resnet")[0]
+    fn, groups = use_virtual_gpus(model, None, 2)
+    assert groups == 2 and set_bn_splits(model, 2) == 20  # every BN of the ResNet-18 (stem, blocks, downsamples)
+    mine = _one_process_step(2, "resnet")
+    torch.testing.assert_close(mine["loss"], ref["loss"], rtol=0, atol=1e-6)
+    for k in ref["grads"]:
+        torch.testing.assert_close(mine["grads"][k], ref["grads"][k], rtol=0, atol=1e-6, msg=k)
+    for k in ref["state"]:  # parameters after the step and BN running statistics (GPU 0's)
+        torch.testing.assert_close(mine["state"][k], ref["state"][k], rtol=0, atol=1e-6, msg=k)
+    whole = _one_process_step(1, "resnet")  # whole-batch statistics differ: the test has teeth
+    assert (whole["state"]["layer1.0.bn1.running_mean"] - ref["state"]["layer1.0.bn1.running_mean"]
             ).abs().max() > 1e-4

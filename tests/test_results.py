@@ -296,7 +296,7 @@ def test_paper_vs_reproduced(runs_root):
     with pytest.warns(UserWarning):
         agg = results.aggregate(results.load_runs(runs_root))
     table = results.paper_vs_reproduced(agg, baseline="table5/pe").set_index("tag")
-    assert list(table.columns) == ["label", "paper_top1", "paper_statistic", "ours_mean", "ours_std", "n_seeds",
+    assert list(table.columns) == ["label", "paper_top1", "paper_statistic", "ours_statistic", "ours_mean", "ours_std", "n_seeds",
                                    "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline", "ours_delta_vs_baseline",
                                    "seeds", "note"]
     sope = table.loc["table5/sope"]
@@ -399,6 +399,35 @@ def test_delta_uses_the_papers_statistic_per_table():
     assert t4["paper_statistic"] == "best of 5" and t4["delta"] == pytest.approx(82.0 - 80.93)
     assert t5["paper_statistic"] == "mean of 4" and t5["delta"] == pytest.approx(80.0 - t5["paper_top1"])
     assert t4["ours_final_mean"] == pytest.approx(80.0)
+    assert t4["ours_statistic"] == "best of 2" and t5["ours_statistic"] == "mean of 2"  # the seeds that ran
+
+
+def test_ablation_deltas_below_the_papers_own_spread_say_so(runs_root):
+    """The paper prints one DHVT-T/4 CIFAR-100 setting as 80.85, 80.90 and 80.98 (and 80.93 as Table 4's best of
+    5): a delta smaller than that spread (0.13) is flagged in the row's note, and an ablation table's caption says
+    so."""
+    from dhvtlib.paper import paper_spread, spread_sentence
+
+    assert paper_spread() == pytest.approx(0.13)
+    sentence = spread_sentence()
+    for text in ("80.85 (Tables 6, 9)", "80.90 (appendix B.2.2)", "80.98 (Tables 10, 11)", "best of 5 as 80.93",
+                 "smaller than 0.13"):
+        assert text in sentence, text
+    runs = pd.DataFrame({"tag": ["table10/dhvt_t_h4"] * 2 + ["table10/dhvt_t_h3"] * 2 + ["table10/vit_t_h3"] * 2,
+                         "seed": [0, 1] * 3, "best_top1": [80.0, 81.0, 80.5, 80.6, 70.0, 70.0],
+                         "final_top1": [80.0] * 6, "status": ["completed"] * 6, "run_dir": list("abcdef"),
+                         "dataset": ["cifar100"] * 6, "preset": ["ablation"] * 6, "model": ["m"] * 6,
+                         "git_commit": ["c"] * 6})
+    table = results.paper_vs_reproduced(results.aggregate(runs), baseline="table10/dhvt_t_h4").set_index("tag")
+    h3 = table.loc["table10/dhvt_t_h3"]  # paper 80.92 - 80.98 = -0.06; ours 80.55 - 80.50 = 0.05
+    assert h3["note"] == "paper delta within the paper's spread (0.13); our delta within the paper's spread (0.13)"
+    assert table.loc["table10/vit_t_h3", "note"] == ""  # deltas of 14 points say something
+    with pytest.warns(UserWarning):
+        all_runs = results.load_runs(runs_root)
+    table, _ = report_experiment(runs_root, "ablation", all_runs)
+    assert table.attrs["caption"].endswith(sentence) and sentence in (runs_root / "ablation" / "table.md").read_text()
+    quick, _ = report_experiment(runs_root, "quick", all_runs)
+    assert sentence not in quick.attrs["caption"]  # no ablation rows, no deltas
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from dhvtlib.checkpoint import export_safetensors, load_checkpoint
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
-from dhvtlib.recipe import resolve
+from dhvtlib.recipe import PRESETS, resolve
 from dhvtlib.rundir import RunLock, RunLockedError, nonfinite_tensors
 from dhvtlib.train import run
 from clitools import run_module as _cli
@@ -378,4 +378,8 @@ def test_presets_follow_the_table_not_a_toy_default(tmp_path, capsys):
     assert rows["table4/dhvt_tiny_cifar_patch2"].preset == "cifar100"  # the shipped script, 2 x 256
     assert rows["table5/sope"].preset == "ablation"
     t16 = experiments.table16_runs()
-    assert len(t16) == 8 and all(s.preset.epochs == 100 for s in t16) and t16[0].paper_top1 == 74.78
+    assert len(t16) == 8 and all(s.preset == "drloc" for s in t16) and t16[0].paper_top1 == 74.78  # Drloc's scheme
+    assert PRESETS["drloc"].epochs == 100
+    t10 = {s.tag: s for s in experiments.ablation_runs("table10")}  # DHVT-S: the paper's only CIFAR batch, 256
+    assert all(t10[f"table10/dhvt_s_h{h}"].recipe == {"batch_size": 256} for h in (4, 6, 8))
+    assert t10["table10/dhvt_t_h4"].recipe == {} and resolve("ablation", batch_size=256).per_gpu_batch == 128

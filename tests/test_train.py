@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from dhvtlib.checkpoint import export_safetensors, load_checkpoint, load_weights
 from dhvtlib.files import sha256
 from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
-from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve
+from dhvtlib.recipe import DRLOC_SCHEME, PAPER_PRESETS, PRESETS, recipe_diff, resolve
 from dhvtlib.build import build_optimizer
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.train import run
@@ -26,22 +27,22 @@ FIX = Path(__file__).parent / "fixtures"
 
 # dhvt-spec.md section 3.3: the official scripts (per-GPU batch x 2 GPUs, --lr, warmup, epochs, wd, ...)
 SPEC_PRESETS = {
-    "cifar100": dict(finetune_eval_mode=False, batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=5, epochs=300, weight_decay=0.05,
+    "cifar100": dict(batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=5, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
-    "ablation": dict(finetune_eval_mode=False, batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=10, epochs=300, weight_decay=0.05,
+    "ablation": dict(batch_size=512, lr=1e-3, effective_lr=1e-3, warmup_epochs=10, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
-    "domainnet": dict(finetune_eval_mode=False, batch_size=256, lr=1e-3, effective_lr=5e-4, warmup_epochs=20, epochs=300, weight_decay=0.05,
+    "domainnet": dict(batch_size=256, lr=1e-3, effective_lr=5e-4, warmup_epochs=20, epochs=300, weight_decay=0.05,
                       min_lr=1e-5, repeated_aug=True),
-    "imagenet": dict(finetune_eval_mode=False, batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=10, epochs=300, weight_decay=0.05,
+    "imagenet": dict(batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=10, epochs=300, weight_decay=0.05,
                      min_lr=1e-5, repeated_aug=True),
     "finetune": dict(batch_size=256, lr=5e-4, effective_lr=2.5e-4, warmup_epochs=2, epochs=100, weight_decay=1e-8,
-                     min_lr=1e-6, repeated_aug=False,
-                     finetune_eval_mode=True),  # spec 3.4: set_training_mode = (args.finetune == '') is False
+                     min_lr=1e-6, repeated_aug=False),
 }
 SPEC_COMMON = dict(opt_eps=1e-8, opt_betas=(0.9, 0.999), warmup_lr=1e-6, mixup=0.8, cutmix=1.0, mixup_prob=1.0,
                    mixup_switch_prob=0.5, smoothing=0.1, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
                    hflip=0.5, ra_repeats=3, drop_path=0.1, drop=0.0, model_ema=True, model_ema_decay=0.99996,
-                   eval_ema=False, clip_grad=None, lr_scale_batch=512, seed=0)
+                   eval_ema=False, clip_grad=None, lr_scale_batch=512, seed=0,
+                   finetune_eval_mode=True)  # spec 3.4: set_training_mode = (args.finetune == ''), for any preset
 
 
 
@@ -63,6 +64,61 @@ def test_paper_presets_equal_the_spec(name):
         assert got == pytest.approx(v) if isinstance(v, float) else got == v, (name, k, got, v)
     assert r.dataset in {"cifar100": "cifar100", "ablation": "cifar100", "domainnet": "domainnet_clipart",
                          "imagenet": "imagenet", "finetune": "domainnet_clipart"}[name]
+
+
+def test_drloc_preset_is_drlocs_code():
+    """Table 16's preset: Drloc's public code (yhlleo/VTs-Drloc, config.py / train.sh / main.py), value by value."""
+    r = PRESETS["drloc"]
+    pinned = dict(batch_size=1024, virtual_gpus=8, lr=5e-4, lr_scale_batch=512, warmup_lr=1e-6, min_lr=1e-5,
+                  warmup_epochs=20, epochs=100, clip_grad=5.0, weight_decay=0.05, opt_eps=1e-8, opt_betas=(0.9, 0.999),
+                  drop_path=0.1, smoothing=0.1, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25, mixup=0.8,
+                  cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, repeated_aug=False, model_ema=False,
+                  img_size=224, model="dhvt_tiny_domain_patch16", dataset="domainnet_clipart")
+    for k, v in pinned.items():
+        assert getattr(r, k) == (pytest.approx(v) if isinstance(v, float) else v), k
+    assert r.per_gpu_batch == 128 and r.effective_lr == pytest.approx(1e-3)  # 5e-4 x 8 x 128 / 512
+    # Drloc scales its warmup and min lr with the batch too: 5e-7 and 5e-6 x 1024 / 512
+    assert (r.warmup_lr, r.min_lr) == (pytest.approx(5e-7 * 1024 / 512), pytest.approx(5e-6 * 1024 / 512))
+    assert getattr(r, "sched_unit", "step") == "step"  # a per-iteration cosine (main.py: step_update)
+    assert set(pinned) - {"model", "dataset"} | {"sched_unit"} == set(DRLOC_SCHEME)
+    for k, (v, source) in DRLOC_SCHEME.items():  # every value names its Drloc file and line
+        assert re.search(r"(config\.py|train\.sh|main\.py|data/build\.py)( L\d+|: )", source), (k, source)
+        assert k == "sched_unit" or getattr(r, k) == v, k
+    assert resolve("drloc") == r
+
+
+def test_finetune_trains_in_eval_mode_under_any_preset(fmnist, tmp_path, monkeypatch):
+    """As the official main.py (set_training_mode = args.finetune == ''): finetune= alone puts the model in eval mode
+    for training, whatever the preset; finetune_eval_mode=False is the opt-out."""
+    for name in PRESETS:
+        assert resolve(name, finetune="x.safetensors").finetune_eval_mode, name
+    # a run saved when the flag defaulted to False: without finetune= it is the same recipe; with it, it is not
+    assert recipe_diff({**PRESETS["cifar100"].to_dict(), "finetune_eval_mode": False}, PRESETS["cifar100"]) == {}
+    ft = resolve("domainnet", finetune="x.safetensors")
+    assert recipe_diff({**ft.to_dict(), "finetune_eval_mode": False}, ft) == {"finetune_eval_mode": (False, True)}
+    src = tmp_path / "src"
+    run("smoke", output=src, data_dir=fmnist, progress=False, verbose=False, epochs=1)
+    seen = []
+    real = train_mod.train_one_epoch
+
+    def recording(model, *args, **kwargs):
+        hook = model.register_forward_pre_hook(lambda m, _: seen.append(m.training))
+        try:
+            return real(model, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", recording)
+    common = dict(data_dir=fmnist, progress=False, verbose=False, epochs=1)
+    run("smoke", output=tmp_path / "ft", finetune=str(src / "model.safetensors"), **common)
+    assert seen and not any(seen)  # every training forward in eval mode (not the finetune preset)
+    seen.clear()
+    run("smoke", output=tmp_path / "ft_train", finetune=str(src / "model.safetensors"), finetune_eval_mode=False,
+        **common)
+    assert seen and all(seen)
+    seen.clear()
+    run("smoke", output=tmp_path / "scratch", **common)
+    assert seen and all(seen)  # without finetune= the flag changes nothing
 
 
 def test_resolve_overrides_and_errors():

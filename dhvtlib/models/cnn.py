@@ -11,9 +11,13 @@ Both are timm `ResNet`s built from timm's blocks; the only change is the stem sw
   '.bias', i.e. all BatchNorm weights/biases and the classifier bias; conv and linear weights are decayed.
   No other name is exempt (`no_weight_decay()` is empty: a ResNet has no tokens or position embeddings).
 - Drop path: the recipe's `drop_path` goes to timm's `drop_path_rate` (stochastic depth on each residual branch,
-  rising linearly with the block index, as in DHVT), so both families get the same regularisation; pass
-  drop_path=0 for the plain torchvision training. `drop_rate` is dropout before the classifier.
-- Initialisation: timm's (Kaiming fan-out for convs, BN at 1/0, the last BN of each block zero-initialised).
+  rising linearly with the block index, as in DHVT); the ResNet-50 row of Tables 2/13 trains with drop_path=0,
+  as torchvision's ResNet-50 (experiments.domainnet_runs). `drop_rate` is dropout before the classifier.
+- Initialisation: Kaiming fan-out for convs, BN at 1/0, PyTorch's default for the classifier; `zero_init_last`
+  also zero-initialises the last BN of each block (timm's default, kept for resnet18_cifar). resnet50_domain sets
+  it False: torchvision's ResNet-50 default (zero_init_residual=False), which Tables 2/13 name.
+- BatchNorm: every BN is a SplitBatchNorm2d, so under `virtual_gpus` each (virtual) GPU normalises its own
+  images, as a plain BatchNorm on each official GPU did (dhvtlib.groups); the state_dict is BatchNorm2d's.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
 from .dhvt import VariantCfg, build_registered, register_variants
+from .layers import SplitBatchNorm2d
 from .utils import check_io_args, require_int
 
 __all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
@@ -40,37 +45,42 @@ class CNN(ResNet):
     Arguments: img_size (the training input size, recorded for evaluation; the network itself takes any size),
     in_chans, num_classes, block 'basic' | 'bottleneck', layers (blocks per stage), width (stage-1 channels;
     stages double it), stem 'imagenet' (7x7/2 conv + 3x3/2 max-pool) | 'cifar' (3x3/1 conv, no pool),
-    drop_rate (dropout before fc), drop_path_rate (stochastic depth, linear in block index).
+    drop_rate (dropout before fc), drop_path_rate (stochastic depth, linear in block index), zero_init_last (the
+    last BN of each block starts at 0; False: at 1, as torchvision's ResNet).
     """
 
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 100, block: str = "basic",
                  layers: tuple[int, ...] | list[int] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar",
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True):
         _check_args(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block, layers=layers,
                     width=width, stem=stem)
+        if not isinstance(zero_init_last, bool):
+            raise ValueError(f"zero_init_last {zero_init_last!r} must be true or false.")
         layers = tuple(int(n) for n in layers)
         channels = tuple(width * 2 ** i for i in range(len(layers)))
         super().__init__(BLOCKS[block], layers, num_classes=num_classes, in_chans=in_chans, stem_width=width,
-                         channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+                         channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                         norm_layer=SplitBatchNorm2d, zero_init_last=zero_init_last)
         if stem == "cifar" or width != 64:
             # timm's plain stem always has 64 channels: rebuild it at `width` (3x3 stride-1 conv and no max-pool
             # for small images, He et al. 2016 sec. 4.2) and the stages on it with timm's make_blocks.
             k, s = (3, 1) if stem == "cifar" else (7, 2)
             self.conv1 = nn.Conv2d(in_chans, width, kernel_size=k, stride=s, padding=k // 2, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
+            self.bn1 = SplitBatchNorm2d(width)
             if stem == "cifar":
                 self.maxpool = nn.Identity()
             stages, info = make_blocks(tuple(BLOCKS[block] for _ in layers), channels, layers, width,
-                                       drop_path_rate=drop_path_rate, cardinality=1, base_width=64)
+                                       drop_path_rate=drop_path_rate, cardinality=1, base_width=64,
+                                       norm_layer=SplitBatchNorm2d)
             for stage_name, stage in stages:
                 setattr(self, stage_name, stage)
             stem_reduction = 1 if stem == "cifar" else 2
             self.feature_info = [dict(num_chs=width, reduction=stem_reduction, module="act1")] + [
                 dict(f, reduction=f["reduction"] // 4 * stem_reduction) for f in info]
-            self.init_weights(zero_init_last=True)
+            self.init_weights(zero_init_last=zero_init_last)
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block,
                            layers=list(layers), width=width, stem=stem, drop_rate=drop_rate,
-                           drop_path_rate=drop_path_rate)
+                           drop_path_rate=drop_path_rate, zero_init_last=zero_init_last)
         self.variant: str | None = None  # the registered name (create_cnn and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_cnn sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
@@ -111,7 +121,8 @@ class CnnCfg(VariantCfg):
 
 
 CNN_VARIANTS: dict[str, CnnCfg] = {
-    "resnet50_domain": CnnCfg(dict(img_size=224, block="bottleneck", layers=[3, 4, 6, 3], width=64, stem="imagenet"),
+    "resnet50_domain": CnnCfg(dict(img_size=224, block="bottleneck", layers=[3, 4, 6, 3], width=64, stem="imagenet",
+                                   zero_init_last=False),
                               "domainnet", (3, 224, 224), 345, paper_row=("table13", "resnet50"),
                               notes="Tables 2/13: torchvision/timm ResNet-50, same augmentation as DHVT"),
     "resnet18_cifar": CnnCfg(dict(img_size=32, block="basic", layers=[2, 2, 2, 2], width=64, stem="cifar"),

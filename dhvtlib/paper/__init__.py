@@ -9,7 +9,8 @@ import csv
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["reported", "reported_value", "paper_statistic", "SEED_STATISTIC"]
+__all__ = ["reported", "reported_value", "paper_statistic", "SEED_STATISTIC", "SAME_SETTING", "paper_spread",
+           "spread_sentence"]
 
 # How the paper aggregates seeds, per table (its text: CIFAR-100 numbers are the "best out of five runs", DomainNet
 # the "best out of four runs", ablations the "average over four runs"). Tables not listed state no protocol (one run
@@ -42,3 +43,28 @@ def reported_value(table: str, row: str, metric: str = "top1", setting: str | No
         raise KeyError(f"{len(hits)} reported values match table={table!r} row={row!r} metric={metric!r} "
                        f"setting={setting!r}; name the setting or check dhvtlib/paper/reported.csv.")
     return float(hits[0]["value"])
+
+
+# The one DHVT-T/4 CIFAR-100 setting (the ablation preset, whole model) as each ablation table prints it, and
+# Table 4's best of 5 runs: the paper's own run-to-run spread, the scale below which an ablation delta says nothing.
+SAME_SETTING = (("table6", "sope_daff_ht"), ("table9", "dhvt"), ("affine", "dhvt"), ("table10", "dhvt_t_h4"),
+                ("table11", "bn_bn_bs512"))
+_TABLE_NAMES = {"affine": "B.2.2"}
+
+
+def paper_spread() -> float:
+    """max - min of the paper's numbers for the same DHVT-T/4 CIFAR-100 setting (`SAME_SETTING`): 0.13."""
+    values = [reported_value(t, r) for t, r in SAME_SETTING]
+    return round(max(values) - min(values), 2)
+
+
+def spread_sentence() -> str:
+    """The caption sentence of an ablation table: the paper's own spread of one setting, from reported.csv."""
+    by_value: dict[float, list[str]] = {}
+    for t, r in SAME_SETTING:
+        by_value.setdefault(reported_value(t, r), []).append(_TABLE_NAMES.get(t, t.replace("table", "")))
+    printed = ", ".join(f"{v:.2f} ({'Tables' if len(n) > 1 else 'Table' if n[0][0].isdigit() else 'appendix'} "
+                        f"{', '.join(n)})" for v, n in sorted(by_value.items()))
+    return (f"The paper prints the same DHVT-T/4 CIFAR-100 setting as {printed}, and Table 4's best of 5 as "
+            f"{reported_value('table4', 'dhvt_tiny_cifar_patch4'):.2f}: deltas smaller than {paper_spread():.2f} "
+            "are within the paper's own spread.")
