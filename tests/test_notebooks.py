@@ -219,7 +219,7 @@ def test_04_imagenet_and_finetune(kernel, fmnist, tmp_path):
 def test_05_head_tokens(kernel, fmnist, tmp_path):
     out = _papermill(kernel, "05_head_tokens", tmp_path, **SMOKE, data_dir=str(fmnist),
                      output_dir=str(tmp_path / "res"), n_images=2, n_steps=4)
-    figs = tmp_path / "res" / "figures"
+    figs = tmp_path / "res" / "figures" / "head_tokens"
     for stem in ("head_tokens_0", "head_tokens_1", "class_attention_0", "attributions_0", "attributions_1"):
         assert (figs / f"{stem}.png").is_file() and (figs / f"{stem}.pdf").is_file(), stem
     text = _all_text(out)
