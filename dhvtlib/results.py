@@ -123,7 +123,12 @@ def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 # Aggregating seeds and comparing with the paper
 # ---------------------------------------------------------------------------------------------------------------
 def _join(values: Iterable[Any]) -> str:
-    return ", ".join(sorted({str(v) for v in values if not _missing(v)}, key=_natural))
+    """The distinct values, naturally sorted, comma-joined; whole floats as integers (a column with a NaN is float:
+    300.0 is written 300)."""
+    def text(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    return ", ".join(sorted({text(v) for v in values if not _missing(v)}, key=_natural))
 
 
 def _natural(s: str) -> tuple:
@@ -441,6 +446,10 @@ class CaptionedTable:
         shown = drop_empty_columns(table)
         if {"tag", "label"} <= set(shown) and shown["label"].astype(str).equals(shown["tag"].astype(str)):
             shown = shown.drop(columns="label")  # a label that only repeats the tag says nothing
+        elif {"tag", "label"} <= set(shown):
+            shown = shown.drop(columns="tag")  # the label names the row; the CSV keeps both
+        # what the caption or another column already says (the CSV keeps every column)
+        shown = shown.drop(columns=[c for c in ("seeds", "n_seeds") if c in shown and "ours_statistic" in shown])
         self.table, self.float_fmt = shown, float_fmt
         self.caption = caption if caption is not None else table.attrs.get("caption", "")
 
