@@ -37,7 +37,7 @@ from .precision import resolve_precision
 from .progress import interrupted, progress_bar
 from .recipe import Recipe, describe_diff, recipe_from_dict, resolve
 from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse, make_run_dir,
-                     read_manifest, remove_stale_temp, summarize, write_metrics)
+                     read_manifest, remove_stale_temp, summarize, unstarted_recipe, write_metrics)
 from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
 from .runtime import Dist, check_replicas_in_sync, environment, git_state, init_distributed, now, seed_everything
 
@@ -66,11 +66,17 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
         if output is None:
             raise ValueError("resume needs the run directory: pass output= (--output runs/...).")
         last = Path(output) / "checkpoint-last.pt"
-        if not last.is_file():
-            raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or point "
-                                    "output at the run directory to continue.")
-        ckpt = load_checkpoint(last)
-        saved = ckpt["config"]
+        if last.is_file():
+            ckpt = load_checkpoint(last)
+            saved = ckpt["config"]
+        else:
+            saved = unstarted_recipe(Path(output))
+            if saved is None:
+                raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or "
+                                        "point output at the run directory to continue.")
+            if verbose and d.main:
+                print(f"{output} stopped before its first checkpoint: starting it again from the beginning.",
+                      flush=True)
     recipe = resolve(recipe_from_dict(saved) if preset is None and saved else preset or "quick", **overrides)
     if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
         recipe = dataclasses.replace(recipe, precision=saved["precision"])  # a run continues as it started

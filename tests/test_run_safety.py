@@ -17,6 +17,7 @@ import torch
 from dhvtlib import build
 from dhvtlib import checkpoint as ckpt_mod
 from dhvtlib import experiments
+from dhvtlib import launch
 from dhvtlib import runstate
 from dhvtlib import train as train_mod
 from dhvtlib.checkpoint import export_safetensors, load_checkpoint
@@ -379,3 +380,32 @@ def test_presets_follow_the_table_not_a_toy_default(tmp_path, capsys):
     assert rows["table5/sope"].preset == "ablation"
     t16 = experiments.table16_runs()
     assert len(t16) == 8 and all(s.preset.epochs == 100 for s in t16) and t16[0].paper_top1 == 74.78
+
+
+# ------------------------------------------------------------------------------------------------ early stops
+def test_run_killed_before_its_first_checkpoint_starts_again(fmnist, tmp_path):
+    args = ["--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--threads", "1",
+            "--checkpoint-every-steps", "0", "--epochs", "1"]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert _cli(*args, "--output", str(ref)).returncode == 0
+    own_recipe = ["--resume", "--data-dir", str(fmnist), "--no-progress", "--threads", "1"]
+    for again in ([*args, "--resume"], args, own_recipe):  # the same command, with --resume, or the saved recipe
+        killed = _cli(*args, "--output", str(out), signal_after=(0, 1, "KILL"))
+        assert killed.returncode == -9 and not (out / "checkpoint-last.pt").exists()
+        assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+        resumed = _cli(*again, "--output", str(out))
+        assert resumed.returncode == 0, resumed.stderr
+        assert _deterministic(out) == _deterministic(ref)
+        assert sha256(out / "model.safetensors") == sha256(ref / "model.safetensors")
+        for p in ("checkpoint-last.pt", "checkpoint-best.pt", "model.safetensors", "model.safetensors.sha256",
+                  "metrics.jsonl", "metrics.csv"):
+            (out / p).unlink()  # back to "killed before its first checkpoint" for the next way in
+        (out / "manifest.json").unlink()
+    # another recipe is refused in one sentence, and the same recipe from a launcher starts again
+    killed = _cli(*args, "--output", str(out), signal_after=(0, 1, "KILL"))
+    assert killed.returncode == -9
+    with pytest.raises(FileExistsError) as e:
+        run("smoke", output=out, data_dir=fmnist, epochs=2, **QUIET)
+    assert "another recipe that stopped before its first checkpoint (epochs 1 -> 2)" in _sentence(e)
+    task = launch.RunTask(str(out), "smoke", {"epochs": 1, "checkpoint_every_steps": 0}, "quick", "t", 0, str(fmnist))
+    assert task(verbose=False)["status"] == "completed" and len(_deterministic(out)) == 1
