@@ -219,6 +219,8 @@ def _is_number(v: Any) -> bool:
 
 def _check(r: Recipe) -> None:
     check_precision(r.precision)
+    if not isinstance(r.seed, int) or not 0 <= r.seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {r.seed!r}.")
     for name in ("epochs", "batch_size", "eval_batch_size", "lr_scale_batch", "eval_every", "ra_repeats"):
         if getattr(r, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(r, name)}.")
