@@ -23,6 +23,7 @@ from .data.datasets import DOMAINNET_DOMAINS
 from .models import CNN_VARIANTS, list_models
 from .models.ablations import ABLATIONS, ablation_rows
 from .paper import reported_value
+from .paths import check_name, join_under
 from .recipe import PRESETS, Recipe, resolve
 from .rundir import read_manifest
 
@@ -289,7 +290,9 @@ def spec_data_dir(spec: RunSpec, data_dir: str | Path | Mapping[str, str | Path]
 
 
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
-    return Path(results_root) / spec.experiment / spec.tag.replace("/", "__") / f"s{seed}"
+    """`<root>/<experiment>/<tag with '/' as '__'>/s<seed>`; a name that could leave the root is refused."""
+    return join_under(results_root, check_name(spec.experiment, "experiment"),
+                      check_name(spec.tag, "tag").replace("/", "__"), f"s{seed}")
 
 
 def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: str | None = None,

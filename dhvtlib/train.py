@@ -33,6 +33,7 @@ from .files import write_json
 from .groups import use_virtual_gpus
 from .models import convert_sope_sync_batchnorm
 from .models.profile import count_params
+from .paths import check_name
 from .precision import resolve_precision
 from .progress import interrupted, progress_bar
 from .recipe import Recipe, describe_diff, recipe_from_dict, resolve
@@ -60,6 +61,9 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
     resumes the last finite checkpoint with another lr, clip_grad or precision; the manifest records the change.
     `experiment` and `tag` label the run for results tables.
     """
+    for name, what in ((experiment, "experiment"), (tag, "tag")):
+        if name is not None:
+            check_name(name, what)  # results tables turn them into folders
     d, dev = init_distributed(device)
     ckpt, saved = None, None
     if resume:

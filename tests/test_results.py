@@ -474,3 +474,28 @@ def test_committed_results_are_current(tmp_path):
         rel = path.relative_to(copy)
         if path.suffix in (".md", ".tex", ".csv"):
             assert path.read_text().replace(str(copy), "<root>") == (ROOT / "results" / rel).read_text(), rel
+
+
+def test_names_from_a_shared_results_tree_never_lead_outside_it(tmp_path, capsys):
+    root = tmp_path / "shared" / "results"
+    _make_run(root, "quick", "fmnist-dhvt", 0, 90.0)
+    _make_run(root, "quick", "$x^$ <script>alert(1)</script>", 1, 80.0)  # mathtext that fails, HTML
+    planted = _make_run(root, "planted", "t", 0, 70.0)
+    manifest = json.loads((planted / "manifest.json").read_text())
+    for name in ("../../escaped", "/abs/x", "a/./b"):
+        (planted / "manifest.json").write_text(json.dumps({**manifest, "experiment": name}))
+        before = set(tmp_path.rglob("*"))
+        with pytest.warns(UserWarning, match="could leave its folder") as record:
+            written = make_figures(root)
+        assert all(root in p.parents for p in written) and {p for p in set(tmp_path.rglob("*")) - before
+                                                            if root not in p.parents} == set()
+        assert not [w for w in record if "was not written" in str(w.message)]
+        assert (root / "figures" / "quick_curves.png").exists()  # a '$' in a tag is shown as written
+        assert (root / "report.md").exists() and (root / "quick" / "table.md").exists()
+    md = (root / "quick" / "table.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    with pytest.raises(ValueError, match="experiment name '../../escaped' could leave its folder"):
+        report_experiment(root, "../../escaped")
+    with pytest.raises(SystemExit, match="no runs found under .*typo \\(no such folder\\); check --root"):
+        main(["figures", "--root", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()

@@ -409,3 +409,20 @@ def test_run_killed_before_its_first_checkpoint_starts_again(fmnist, tmp_path):
     assert "another recipe that stopped before its first checkpoint (epochs 1 -> 2)" in _sentence(e)
     task = launch.RunTask(str(out), "smoke", {"epochs": 1, "checkpoint_every_steps": 0}, "quick", "t", 0, str(fmnist))
     assert task(verbose=False)["status"] == "completed" and len(_deterministic(out)) == 1
+
+
+def test_names_that_would_become_paths_outside_the_results_are_refused(fmnist, tmp_path):
+    for name in ("../../escaped", "/etc/x", "a/../../b", "a\\b"):
+        with pytest.raises(ValueError) as e:
+            run("smoke", output=tmp_path / "run", data_dir=fmnist, experiment=name, **QUIET)
+        assert f"experiment name {name!r} could leave its folder" in _sentence(e)
+        with pytest.raises(ValueError, match="tag name .* could leave its folder"):
+            run("smoke", output=tmp_path / "run", data_dir=fmnist, tag=name, **QUIET)
+        spec = experiments.RunSpec(name, "t", "t", "dhvt_tiny_cifar_patch4")
+        with pytest.raises(ValueError, match="could leave its folder"):
+            experiments.execute([spec], preset="smoke", results_root=tmp_path / "res", data_dir=fmnist, **QUIET)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "res").exists()
+    bad = _cli("--preset", "smoke", "--output", str(tmp_path / "run"), "--experiment", "../up")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "dhvt-train: experiment name '../up' could leave its folder; use letters, digits, '-', '_' and '.' (with '/' "
+        "between sub-folders), without '..' or a leading '/'."]
