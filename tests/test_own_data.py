@@ -313,3 +313,32 @@ def test_file_loader_workers_persist_and_a_bad_file_is_one_sentence(tmp_path):
     with pytest.raises(FolderError) as e:
         list(loader.batches(idx, train=False))
     assert str(e.value).startswith(f"cannot decode image {victim} (") and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+def test_link_loops_and_images_reached_twice_are_refused(tmp_path):
+    """A link loop labelled one class's images as another's (followed again and again), and a link to '.' copied
+    training images into the test split: each real folder and file is read once, else one sentence names it."""
+    root = image_folder(tmp_path / "d", classes=2, per_class=4)
+    (root / "train" / "class_0" / "loop").symlink_to("..")
+    for skip in (False, True):
+        _raises(root, re.escape(f"folder {root / 'train/class_0/loop'} is {root / 'train'} reached a second time "
+                                "through a link (a loop); remove the link (or copy the files) so that every image "
+                                "is read once, under one class."), skip_bad_files=skip)
+    (root / "train" / "class_0" / "loop").unlink()
+    flat = image_folder(tmp_path / "flat", classes=2, per_class=4, layout="flat")
+    (flat / "class_0" / "self").symlink_to(".")
+    _raises(flat, re.escape(f"folder {flat / 'class_0/self'} is {flat / 'class_0'} reached a second time through a "
+                            "link (a loop); remove the link (or copy the files) so that every image is read once, "
+                            "under one class."))
+    (flat / "class_0" / "self").unlink()
+    (flat / "class_1" / "dup.png").symlink_to(flat / "class_0" / "0000.png")  # one image under two classes
+    _raises(flat, re.escape(f"file {flat / 'class_1/dup.png'} is {flat / 'class_0/0000.png'} reached a second time "
+                            "through a link; remove the link (or copy the files) so that every image is read once, "
+                            "under one class."))
+    (flat / "class_1" / "dup.png").unlink()
+    elsewhere = image_folder(tmp_path / "other", classes=1, per_class=3, layout="flat")
+    (flat / "class_2").symlink_to(elsewhere / "class_0")  # a class folder linked from another disk: read once
+    scan = scan_folder(flat)
+    assert scan.classes == ["class_0", "class_1", "class_2"] and len(scan.files) == 11

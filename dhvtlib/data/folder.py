@@ -85,25 +85,54 @@ class FolderScan:
         return [p for p, _ in self.train + self.test]
 
 
-def _walk(folder: Path, root: Path) -> tuple[list[str], list[str], int]:
-    """(image files, other files, hidden count) under folder, relative to root, sorted, following links."""
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of what `path` leads to, or None when it cannot be followed (a broken link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(folder: Path, root: Path, seen: dict[tuple[int, int], str] | None = None
+          ) -> tuple[list[str], list[str], int]:
+    """(image files, other files, hidden count) under folder, relative to root, sorted, following links. `seen`
+    (shared by one scan) holds every real folder and file met: each is read once, so a link loop or a folder or
+    image reached twice (it would be labelled twice, or copied into the test split) is refused in one sentence."""
+    seen = {} if seen is None else seen
     images, others, hidden = [], [], 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        _see(seen, Path(dirpath), root, "folder")
         hidden += sum(d.startswith(".") for d in dirnames) + sum(f.startswith(".") for f in filenames)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
+            _see(seen, Path(dirpath, name), root, "file")
             rel = Path(dirpath, name).relative_to(root).as_posix()
             (images if name.lower().endswith(IMG_EXTENSIONS) else others).append(rel)
     return images, others, hidden
+
+
+def _see(seen: dict[tuple[int, int], str], path: Path, root: Path, what: str) -> None:
+    key = _identity(path)
+    if key is None:
+        return  # a broken link: named later as an unreadable file
+    rel = path.relative_to(root).as_posix() if path != root else "."
+    first = seen.setdefault(key, rel)
+    if first != rel:
+        loop = what == "folder" and (first == "." or (rel + "/").startswith(first + "/"))
+        raise FolderError(f"{what} {root / rel} is {root / first} reached a second time through a link"
+                          f"{' (a loop)' if loop else ''}; remove the link (or copy the files) so that every image "
+                          "is read once, under one class.")
 
 
 def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _read_split(root: Path, folder: Path, what: str) -> tuple[dict[str, list[str]], list[str], int]:
+def _read_split(root: Path, folder: Path, what: str, seen: dict[tuple[int, int], str]
+                ) -> tuple[dict[str, list[str]], list[str], int]:
     """{class: image files} of one split folder, non-image files, hidden count; empty splits and empty class
     folders raise."""
     classes = _class_dirs(folder)
@@ -115,7 +144,7 @@ def _read_split(root: Path, folder: Path, what: str) -> tuple[dict[str, list[str
         raise FolderError(f"{folder} is empty; put each class's images in {folder}/<class>/ (one folder per class).")
     per_class, others, hidden = {}, [], 0
     for c in classes:
-        images, other, h = _walk(folder / c, root)
+        images, other, h = _walk(folder / c, root, seen)
         others += other
         hidden += h
         if not images and not other:
@@ -144,9 +173,13 @@ def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderSca
                           "of each class for testing).")
     train_dir = root / "train"
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    seen: dict[tuple[int, int], str] = {}  # every real folder and file, once for the whole folder
+    for d in (root, train_dir, test_dir):
+        if d is not None and d.is_dir():
+            _see(seen, d, root, "folder")
     if train_dir.is_dir() and test_dir is not None:
-        train, others, hidden = _read_split(root, train_dir, "train")
-        test, others_t, hidden_t = _read_split(root, test_dir, test_dir.name)
+        train, others, hidden = _read_split(root, train_dir, "train", seen)
+        test, others_t, hidden_t = _read_split(root, test_dir, test_dir.name, seen)
         layout, others, hidden = f"train/{test_dir.name}", others + others_t, hidden + hidden_t
         extra = sorted(set(test) - set(train))
         if extra:
@@ -160,7 +193,7 @@ def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderSca
         scan = FolderScan(root, layout, classes, _pairs(train, classes), _pairs(test, classes), others, hidden)
     else:
         source = train_dir if train_dir.is_dir() else root
-        per_class, others, hidden = _read_split(root, source, "train")
+        per_class, others, hidden = _read_split(root, source, "train", seen)
         classes = sorted(per_class)
         train, test = _stratified_split(per_class, classes, val_fraction)
         scan = FolderScan(root, "split", classes, train, test, others, hidden, val_fraction)
