@@ -127,6 +127,7 @@ def test_non_finite_weights_end_diverged_with_the_last_finite_checkpoint(fmnist,
         run("smoke", output=out, data_dir=fmnist, checkpoint_every_steps=1, **QUIET)
     text = _sentence(e)
     assert "weights became non-finite in epoch 2, step 2" in text and "--change-recipe" in text
+    assert "--precision fp32 --clip-grad 1.0" in text and "copy checkpoint-best.pt over checkpoint-last.pt" in text
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "diverged" and "non-finite" in m["error"] and m["epochs_run"] == 1
     assert len(_deterministic(out)) == 1 and not (out / "model.safetensors").exists()
@@ -312,6 +313,24 @@ def test_eval_bad_files_are_one_sentence(fmnist, exported, tmp_path):
     r = _cli("--checkpoint", str(exported), "--dataset", "fashion_mnist", "--batch-size", "0",
              module="dhvtlib.train", env={})
     assert r.returncode != 0
+
+
+def test_a_damaged_checkpoint_is_named_corrupt_and_points_at_the_best_one(fmnist, exported, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (out / f.name).write_bytes(f.read_bytes())
+    last = (out / "checkpoint-last.pt").read_bytes()
+    for damaged in (last[: len(last) // 2], last[: len(last) - 100], b""):
+        (out / "checkpoint-last.pt").write_bytes(damaged)
+        with pytest.raises(ValueError) as e:
+            run(None, output=out, data_dir=fmnist, resume=True, **QUIET)
+        text = _sentence(e)
+        assert f"{out / 'checkpoint-last.pt'} is corrupt or truncated (" in text and "weights_only=False" not in text
+        assert "checkpoint-best.pt beside it (the best epoch's full state) may be intact" in text
+    (out / "checkpoint-last.pt").write_bytes((out / "checkpoint-best.pt").read_bytes())  # as the sentence says
+    assert run(None, output=out, data_dir=fmnist, resume=True, **QUIET)["status"] == "completed"
 
 
 @pytest.mark.parametrize("classes", [100, 5])
