@@ -36,10 +36,13 @@ from .files import atomic_write
 from .recipe import Recipe, describe_diff, recipe_diff
 
 __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
-           "make_run_dir", "read_manifest", "write_metrics", "summarize", "check_reuse", "unstarted_recipe",
-           "RECIPE_CHANGES_ON_RESUME"]
+           "make_run_dir", "read_manifest", "write_metrics", "summarize", "summary_line", "check_reuse",
+           "unstarted_recipe", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
 
 LOCK_NAME = ".lock"
+# Write errors a run cannot fix by itself (dhvt-train ends them in one sentence; the last checkpoint stays).
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EROFS: "the file system is read-only", errno.EIO: "an input/output error"}
 
 # Recipe fields that may change when a diverged run is resumed from its last finite checkpoint on purpose.
 RECIPE_CHANGES_ON_RESUME = frozenset({"lr", "clip_grad", "precision"})  # with change_recipe=True (after divergence)
@@ -75,10 +78,9 @@ def make_run_dir(out: Path) -> bool:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+        reason = {**WRITE_ERRORS, errno.EACCES: "permission denied",
                   errno.ENOTDIR: "a path component is a regular file, not a folder",
-                  errno.EEXIST: "a file of that name exists", errno.ENOSPC: "the disk is full"}.get(
-                      e.errno, e.strerror or type(e).__name__)
+                  errno.EEXIST: "a file of that name exists"}.get(e.errno, e.strerror or type(e).__name__)
         raise ValueError(f"cannot write the run directory {out} ({reason}); choose a writable output "
                          "(--output).") from None
     return not existed
@@ -264,6 +266,17 @@ def unstarted_recipe(out: Path, previous: dict[str, Any] | None = None) -> dict[
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """The closing line of a completed run; a value that a hand-edited manifest spoiled is shown as it is."""
+    def num(v: Any) -> str:
+        return format(v, ".2f") if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+
+    epoch = m.get("best_epoch")
+    epoch = epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else epoch
+    return (f"best top-1 {num(m.get('best_top1'))} (epoch {epoch}), final {num(m.get('final_top1'))}; "
+            f"{m.get('wall_s')}s; run in {m.get('output')}")
 
 
 def summarize(history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:

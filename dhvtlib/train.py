@@ -37,8 +37,9 @@ from .paths import check_name
 from .precision import resolve_precision
 from .progress import interrupted, progress_bar
 from .recipe import Recipe, describe_diff, recipe_from_dict, resolve
-from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse, make_run_dir,
-                     read_manifest, remove_stale_temp, summarize, unstarted_recipe, write_metrics)
+from .rundir import (WRITE_ERRORS, RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse,
+                     make_run_dir, read_manifest, remove_stale_temp, summarize, summary_line, unstarted_recipe,
+                     write_metrics)
 from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
 from .runtime import Dist, check_replicas_in_sync, environment, git_state, init_distributed, now, seed_everything
 
@@ -360,12 +361,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise SystemExit(f"dhvt-train: cannot write {e.filename or 'the run directory'} ({WRITE_ERRORS[e.errno]}); "
+                         "the run keeps its last checkpoint: free space (or fix the folder) and continue with "
+                         "--resume and the same --output.") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if m.get("status") == "completed" and (int(os.environ.get("RANK", "0")) == 0):
-        print(f"best top-1 {m['best_top1']:.2f} (epoch {m['best_epoch'] + 1}), final {m['final_top1']:.2f}; "
-              f"{m['wall_s']}s; run in {m['output']}")
+        print(summary_line(m))
+
 
 
 if __name__ == "__main__":

@@ -445,3 +445,29 @@ def test_names_that_would_become_paths_outside_the_results_are_refused(fmnist, t
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "dhvt-train: experiment name '../up' could leave its folder; use letters, digits, '-', '_' and '.' (with '/' "
         "between sub-folders), without '..' or a leading '/'."]
+
+
+def test_a_full_disk_and_a_hand_edited_manifest_are_one_sentence(fmnist, exported, tmp_path, monkeypatch, capsys):
+    real = train_mod.write_metrics
+
+    def full(out, history):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "metrics.jsonl"))
+    monkeypatch.setattr(train_mod, "write_metrics", full)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--preset", "smoke", "--data-dir", str(fmnist), "--output", str(out), "--no-progress",
+                        "--epochs", "1"])
+    assert e.value.code == (f"dhvt-train: cannot write {out / 'metrics.jsonl'} (the disk is full); the run keeps its "
+                            "last checkpoint: free space (or fix the folder) and continue with --resume and the same "
+                            "--output.")
+    monkeypatch.setattr(train_mod, "write_metrics", real)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    m = json.loads((edited / "manifest.json").read_text())
+    (edited / "manifest.json").write_text(json.dumps({**m, "best_top1": "x", "best_epoch": None}))
+    capsys.readouterr()
+    train_mod.main(["--output", str(edited), "--resume", "--data-dir", str(fmnist)])
+    assert "best top-1 'x' (epoch None), final " in capsys.readouterr().out
