@@ -499,3 +499,17 @@ def test_names_from_a_shared_results_tree_never_lead_outside_it(tmp_path, capsys
     with pytest.raises(SystemExit, match="no runs found under .*typo \\(no such folder\\); check --root"):
         main(["figures", "--root", str(tmp_path / "typo")])
     assert not (tmp_path / "typo").exists()
+
+
+def test_report_figures_on_a_read_only_root_is_one_sentence(runs_root, monkeypatch):
+    import errno
+
+    from dhvtlib import report
+
+    def read_only(root):
+        raise OSError(errno.EROFS, "Read-only file system", str(runs_root / "report.md"))
+    monkeypatch.setattr(report, "make_figures", read_only)
+    with pytest.raises(SystemExit) as e:
+        main(["figures", "--root", str(runs_root)])
+    assert e.value.code == (f"python -m dhvtlib.report: cannot write {runs_root / 'report.md'} (Read-only file "
+                            "system); make the results folder writable or pass another --root.")
