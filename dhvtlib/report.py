@@ -39,6 +39,7 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
     if done.empty:
         warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
         return pd.DataFrame(), []
+    done = done.assign(tag=done["tag"].where(done["tag"].notna(), done["model"]).astype(str))  # untagged: its model
     agg = aggregate(done)
     table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
     table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
