@@ -369,6 +369,9 @@ def test_a_run_writes_nothing_inside_the_data_folder_and_caches_can_be_listed_an
     assert re.search(r"\d+(\.\d)? (KiB|MiB)\s+\d+ files", listed.stdout)
     (flat / ".dhvtlib-cache").mkdir()  # left inside by an earlier version
     (flat / ".dhvtlib-cache" / "old.pt").write_bytes(b"x" * 2048)
+    hint = _cli("--preset", "smoke", "--dataset", "imagefolder", "--data-dir", str(flat), "--output",
+                str(tmp_path / "run2"), "--epochs", "1", "--img-size", "16", "--no-progress")
+    assert f"remove it: python -m dhvtlib.data cache clear {flat}" in hint.stdout
     listed = _cli("cache", "list", str(flat), module="dhvtlib.data")
     assert listed.stdout.splitlines()[-1].startswith("2 cache(s), ")
     cleared = _cli("cache", "clear", str(flat), module="dhvtlib.data")

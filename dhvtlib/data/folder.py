@@ -53,7 +53,7 @@ from PIL import Image
 
 from ..files import atomic_write
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
-from .cache import folder_cache, prune, touch, writable_cache
+from .cache import LEGACY_NAME, folder_cache, prune, touch, writable_cache
 
 __all__ = ["FolderError", "FolderScan", "OwnData", "check_folder", "scan_folder", "load_image", "stored_size",
            "infer_img_size", "own_data", "FileImages", "IMG_EXTENSIONS", "RULE", "default_memory_budget"]
@@ -498,6 +498,9 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     t0 = time.perf_counter()
     scan = scan_folder(root, val_fraction)
     cache = _cache_dir(root, cache_dir)
+    if (root / LEGACY_NAME).is_dir() and cache != root / LEGACY_NAME:
+        _say(verbose, f"{root / LEGACY_NAME} is a cache an earlier version left inside your folder (torchvision's "
+                      f"ImageFolder reads it as a class); remove it: python -m dhvtlib.data cache clear {root}")
     if scan.not_images and not skip_bad_files:
         raise FolderError(_bad_sentence(root, [(p, "not an image file extension") for p in scan.not_images]))
     fingerprint = _fingerprint(root, scan.files)
