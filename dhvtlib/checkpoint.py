@@ -43,9 +43,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     _check_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError for disallowed globals, RuntimeError for a corrupt zip
-        raise ValueError(f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0]}); only "
-                         "tensor checkpoints are accepted (torch.load weights_only=True).") from e
+    except Exception as e:  # pickle.UnpicklingError for disallowed globals; anything else: a damaged file
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6
+        if "Unsupported global" in str(e) or (not zipped and path.stat().st_size > 0):
+            raise ValueError(f"{path} cannot be loaded safely (it is not a tensor-only torch checkpoint); only "
+                             "tensor checkpoints are accepted (torch.load weights_only=True).") from None
+        raise ValueError(f"{path} is corrupt or truncated ({_damage(e)}; {path.stat().st_size} bytes)"
+                         f"{_intact_sibling(path)}.") from None
+
+
+def _damage(e: BaseException) -> str:
+    """What torch reported about a damaged file, without its advice to load it with weights_only=False."""
+    first = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
+    if not first or "weights_only" in first.lower() or "weights only" in first.lower():
+        return type(e).__name__
+    return f"{type(e).__name__}: {first[:120]}"
+
+
+def _intact_sibling(path: Path) -> str:
+    """Where a run keeps another copy of its state beside a damaged checkpoint-last.pt."""
+    best = path.with_name("checkpoint-best.pt")
+    if path.name == "checkpoint-last.pt" and best.is_file():
+        return (f"; {best.name} beside it (the best epoch's full state) may be intact: copy it over {path.name} to "
+                "resume from that epoch")
+    return "; restore it from a copy, or retrain"
 
 
 # ---------------------------------------------------------------------------------------------- RNG states

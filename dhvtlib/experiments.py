@@ -26,7 +26,7 @@ from .models import CNN_VARIANTS, list_models
 from .models.ablations import ABLATIONS, ablation_rows
 from .files import write_json
 from .paper import reported_value
-from .paths import store_root
+from .paths import check_name, join_under, store_root
 from .progress import install_refusals
 from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
 from .rundir import read_manifest
@@ -239,7 +239,9 @@ def spec_data_dir(spec: RunSpec, data_dir: str | Path | Mapping[str, str | Path]
 
 
 def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
-    return Path(results_root) / spec.experiment / spec.tag.replace("/", "__") / f"s{seed}"
+    """`<root>/<experiment>/<tag with '/' as '__'>/s<seed>`; a name that could leave the root is refused."""
+    return join_under(results_root, check_name(spec.experiment, "experiment"),
+                      check_name(spec.tag, "tag").replace("/", "__"), f"s{seed}")
 
 
 def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: str | None = None,

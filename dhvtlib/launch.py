@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .data.datasets import DATASETS
 from .files import write_json
+from .recipe import resolve
 from .rundir import read_manifest
 
 try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
@@ -46,7 +48,7 @@ except ImportError:  # pragma: no cover - submitit is a dependency, but keep inl
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch", "run_state",
-           "slurm_executor", "main"]
+           "slurm_executor", "sweep", "main"]
 
 LAUNCHERS = ("inline", "local", "slurm")
 _LOG_LINES = 15
@@ -113,7 +115,7 @@ def config(launcher: str | LaunchConfig | Mapping[str, Any] = "inline", **option
 @dataclass(frozen=True)
 class RunTask:
     """One (row, seed) run: everything `train.run` needs. Calling it trains the run, resuming it when its run
-    directory holds checkpoint-last.pt."""
+    directory holds checkpoint-last.pt (a run stopped before its first checkpoint starts again)."""
     output: str
     preset: Any
     kwargs: dict
@@ -333,7 +335,8 @@ def _line(task: RunTask, state: dict[str, Any], job: str | None) -> str:
         s += f" epoch {state['epoch']}/{state['epochs']}"
     if state["best_top1"] is not None:
         s += f"  best top-1 {state['best_top1']:.2f}"
-    return s + (f"  [job {job}]" if job else "")
+    s += f"  [job {job}]" if job else ""
+    return s + (f"  ({state['error']})" if state["status"] == "died" else "")
 
 
 class _Registry:
@@ -379,8 +382,21 @@ def _alive(job, entry: Mapping[str, Any]) -> bool:
 
 
 def _log_tail(job, lines: int = _LOG_LINES) -> str:
-    text = job.stderr() or ""  # submitit's log of the job (all its tasks)
+    try:
+        text = job.stderr() or ""  # submitit's log of the job (all its tasks)
+    except OSError:
+        text = ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _job_state(output: str, job, alive: bool) -> dict[str, Any]:
+    """`run_state`, where a run whose job is gone reads 'died' with its log's last line instead of 'running?'."""
+    state = run_state(output)
+    if state["status"] == "running?" and job is not None and not alive:
+        last = _log_tail(job, 1)
+        state = {**state, "status": "died", "error": state["error"] or (f"the job died; its log ends: {last}"
+                                                                         if last else "the job died")}
+    return state
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -391,6 +407,7 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     if cfg.launcher == "inline":
         raise ValueError("launch() is for launchers 'local' and 'slurm'; 'inline' runs in execute().")
     _submitit()
+    check_tasks(tasks)
     folder = Path(cfg.folder or Path(results_root) / ".submitit")
     registry = _Registry(folder)
     jobs: dict[str, Any] = {}
@@ -421,6 +438,15 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     return {out: job.job_id for out, job in jobs.items()}
 
 
+def check_tasks(tasks: Sequence[RunTask]) -> None:
+    """Refuse, before anything is submitted, what would only fail inside a job: a recipe that does not resolve (a
+    negative seed, ...) or an unknown data set."""
+    for task in tasks:
+        recipe = resolve(task.preset, **task.kwargs)
+        if recipe.dataset not in DATASETS:
+            raise ValueError(f"dataset {recipe.dataset!r} is not known; use one of {', '.join(sorted(DATASETS))}.")
+
+
 def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[tuple[RunTask, Any]]:
     """[(run, its job)]: local workers share the runs as one queue in their order (each run is recorded under the
     worker that would take it round-robin; a worker that runs out takes the next free one), SLURM runs get a job
@@ -447,7 +473,9 @@ def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registr
         while True:
             alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
             for task in tasks:
-                line = _line(task, run_state(task.output), jobs[task.output].job_id if task.output in jobs else None)
+                job = jobs.get(task.output)
+                line = _line(task, _job_state(task.output, job, alive.get(task.output, True)),
+                             job.job_id if job is not None else None)
                 if verbose and shown.get(task.output) != line:
                     print(line, flush=True)
                     shown[task.output] = line
@@ -460,7 +488,7 @@ def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registr
     for task in tasks:
         state = run_state(task.output)
         if state["status"] != "completed" and task.output in jobs:
-            status = {"running?": "stopped (its job ended without finishing it)",
+            status = {"running?": "stopped: the job died before finishing it",
                       "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
             hint = "it is not retried" if status == "diverged" else "re-run to resume it"
             print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
@@ -538,10 +566,18 @@ def _specs(args) -> tuple[list, str | None]:
     return E.imagenet_runs(*models), args.data_dir
 
 
-def main(argv: list[str] | None = None) -> dict[str, str]:
+def sweep(argv: list[str] | None = None) -> dict[str, str]:
+    """dhvt-sweep's work: submit (and with --wait follow) the runs, print one 'job id<TAB>run directory' line per
+    run; returns {run directory: job id}. A bad value ends in SystemExit with one sentence."""
     from . import experiments as E
 
     args = _parser().parse_args(argv)
+    bad_seeds = [s for s in args.seeds or () if s < 0]
+    if bad_seeds:
+        raise SystemExit(f"dhvt-sweep: --seeds {bad_seeds[0]} is negative; seeds are integers from 0.")
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise SystemExit(f"dhvt-sweep: --dataset {args.dataset!r} is not known; use one of "
+                         f"{', '.join(sorted(DATASETS))}.")
     try:
         sbatch = dict(kv.split("=", 1) for kv in args.sbatch)
     except ValueError:
@@ -562,6 +598,11 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     for out, job in jobs.items():
         print(f"{job}\t{out}")
     return jobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The dhvt-sweep console script: exit status 0 when the runs were submitted (and, with --wait, followed)."""
+    sweep(argv)
 
 
 if __name__ == "__main__":  # run the package's module, not a second copy of its classes under __main__

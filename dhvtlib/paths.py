@@ -16,6 +16,9 @@ resolve against the *project root*, never against the working directory:
   README and `make figures` read. Notebooks reuse a completed run found there (its records are copied into the
   working tree) instead of training it again; it is written only when asked (`make figures`,
   `output_dir="results"`).
+- `check_name(name, what)`, `join_under(root, *parts)`: experiment and tag names become folders; a name is refused
+  when it could leave its root (`..`, an absolute path, a backslash, an empty part), and a joined path must stay
+  under its root.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ENV_ROOT", "ENV_RESULTS", "project_root", "results_root", "store_root", "resolve", "output_dir",
-           "data_dir"]
+           "data_dir", "check_name", "join_under"]
 
 ENV_ROOT = "DHVTLIB_ROOT"
 ENV_RESULTS = "DHVTLIB_RESULTS"
@@ -79,3 +82,26 @@ def data_dir(value: str | os.PathLike | None, dataset: str | None = None) -> Pat
 
     local = project_root() / default_data_dir(dataset)
     return local if local.is_dir() else None
+
+
+def check_name(name: object, what: str = "experiment") -> str:
+    """`name` when it is a safe folder name below a root: text whose '/'-separated parts are neither empty, '.'
+    nor '..', without a backslash, a leading '/' or '~', or control characters; else one sentence."""
+    text = name if isinstance(name, str) else ""
+    parts = text.split("/")
+    if (not text or text.startswith(("/", "~")) or "\\" in text or any(p in ("", ".", "..") for p in parts)
+            or any(ord(c) < 32 for c in text)):
+        raise ValueError(f"{what} name {name!r} could leave its folder; use letters, digits, '-', '_' and '.' "
+                         "(with '/' between sub-folders), without '..' or a leading '/'.")
+    return text
+
+
+def join_under(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """`root / parts`, refused in one sentence when it would lie outside `root` (an absolute part, '..'). Links the
+    user made inside the root (a sub-folder on another disk) are followed as they are."""
+    base = Path(root)
+    path = base.joinpath(*parts)
+    real_root, real = os.path.normpath(os.path.abspath(base)), os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise ValueError(f"{path} lies outside {base}; a name must not lead out of its folder.")
+    return path

@@ -33,7 +33,7 @@ class Recipe:
     # your own image folder (dataset='imagefolder', data/folder.py): channels (None: 1 if every image is greyscale,
     # else 3), the stratified test split of a folder without val/ or test/ (seed 0), normalisation ('auto': the
     # training split's statistics in memory, ImageNet's from files; 'train'; 'imagenet'), unreadable files, and
-    # the decode-once cache (memory budget in GiB, None: a quarter of the RAM; cache dir, None: <data>/.dhvtlib-cache)
+    # the decode-once cache (memory budget in GiB, None: a quarter of the RAM; cache dir, None: the user cache)
     in_chans: int | None = None
     val_fraction: float = 0.2
     mean_std: str = "auto"
@@ -276,6 +276,8 @@ def _is_number(v: Any) -> bool:
 
 def _check(r: Recipe) -> None:
     check_precision(r.precision)
+    if not isinstance(r.seed, int) or not 0 <= r.seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {r.seed!r}.")
     if r.opt not in OPTIMIZERS:
         raise ValueError(f"opt {r.opt!r} is not an optimiser here; choose one of: {', '.join(OPTIMIZERS)}.")
     if r.sched_unit not in SCHED_UNITS:

@@ -7,6 +7,7 @@ results/paper/ and results/report.md. The tables come from `dhvtlib.results`, th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -18,10 +19,11 @@ from . import study
 from .files import write_text
 from .models.ablations import ABLATIONS
 from .paper import spread_sentence
+from .paths import check_name, join_under
 from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
                       paper_vs_reproduced, provenance, table_caption, write_table)
-from .viz.figures import (figure_caption, plot_curves, plot_efficiency, plot_loss_curves, plot_paper_vs_ours,
-                          save_figure)
+from .viz.figures import (figure_caption, plain_text, plot_curves, plot_efficiency, plot_loss_curves,
+                          plot_paper_vs_ours, save_figure)
 
 __all__ = ["report_efficiency", "claim1_sentence", "report_experiment", "make_figures", "write_report", "main"]
 
@@ -30,22 +32,23 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
                       ) -> tuple[pd.DataFrame, list[Path]]:
     """Paper-vs-reproduced table and figures of one experiment from its stored runs: writes
     `<root>/<experiment>/table.{csv,md}`, `<root>/figures/<experiment>_curves.{png,pdf}` and, where the paper has
-    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written)."""
-    import matplotlib.pyplot as plt
-
+    numbers, `<root>/figures/<experiment>_paper_vs_ours.{png,pdf}`. Returns (table, paths written). An experiment
+    name that could leave the root is refused; a figure that cannot be drawn is a warning, the rest is written."""
     root = Path(results_root)
+    folder = join_under(root, check_name(experiment))
     runs = load_runs(root) if runs is None else runs
     group = runs[runs["experiment"] == experiment] if len(runs) else runs
     done = group[group["completed"]] if len(group) else group
     if done.empty:
         warnings.warn(f"experiment {experiment!r}: no completed runs yet; no table written", stacklevel=2)
         return pd.DataFrame(), []
+    done = done.assign(tag=done["tag"].where(done["tag"].notna(), done["model"]).astype(str))  # untagged: its model
     agg = aggregate(done)
     table = paper_vs_reproduced(agg, baseline=_ablation_baselines(agg["tag"]))
     table.attrs["caption"] = table_caption(done, experiment)  # shown by `captioned(table)`
     if any(t in ABLATIONS for t in table["tag"]):  # ablation deltas: the paper's own spread of one setting
         table.attrs["caption"] += ". " + spread_sentence()
-    written = write_table(table, root / experiment / "table", title=f"{experiment}: paper vs reproduced "
+    written = write_table(table, folder / "table", title=f"{experiment}: paper vs reproduced "
                           "(top-1 %: each run's best epoch, the max over test epochs as the official log; "
                           "final-epoch mean in ours_final_mean; delta in the paper's statistic per table)",
                           provenance=provenance(done), caption=table.attrs["caption"])
@@ -53,16 +56,32 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
     metrics = load_metrics(done)
     if not metrics.empty and "top1" in metrics:  # the legend says the table's row labels, not raw tags
         metrics = metrics.assign(row=metrics["tag"].map(dict(zip(table["tag"], table["label"]))).fillna(metrics["tag"]))
-        fig = plot_curves(metrics, hue="row")
-        fig.axes[0].set_title(f"{experiment}: test top-1 (mean $\\pm$ std over seeds)")
-        written += save_figure(fig, root / "figures" / f"{stem}_curves")
-        plt.close(fig)
+        with _figure(f"{stem}_curves") as fig:
+            fig.append(plot_curves(metrics, hue="row"))
+            fig[0].axes[0].set_title(f"{plain_text(experiment)}: test top-1 (mean $\\pm$ std over seeds)")
+            written += save_figure(fig[0], root / "figures" / f"{stem}_curves")
     compared = table.dropna(subset=["paper_top1"])
     if not compared.empty:
-        fig = plot_paper_vs_ours(compared, title=f"{experiment}: paper vs reproduced")
-        written += save_figure(fig, root / "figures" / f"{stem}_paper_vs_ours")
-        plt.close(fig)
+        with _figure(f"{stem}_paper_vs_ours") as fig:
+            fig.append(plot_paper_vs_ours(compared, title=f"{plain_text(experiment)}: paper vs reproduced"))
+            written += save_figure(fig[0], root / "figures" / f"{stem}_paper_vs_ours")
     return table, written
+
+
+@contextlib.contextmanager
+def _figure(name: str):
+    """A list to put the figure being drawn in; it is closed afterwards, and a figure that fails to draw or save is
+    a warning naming it, so one bad label never stops the other tables and figures."""
+    import matplotlib.pyplot as plt
+
+    figs: list = []
+    try:
+        yield figs
+    except Exception as e:  # matplotlib raises many types (mathtext ValueError, font errors, ...)
+        warnings.warn(f"figure {name} was not written: {type(e).__name__}: {e}", stacklevel=3)
+    finally:
+        for fig in figs:
+            plt.close(fig)
 
 
 def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
@@ -72,10 +91,8 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     (the two claims by the criteria fixed in dhvtlib.study), `convergence.{csv,md}` and `precision.{csv,md}`; in
     `<root>/figures/`: `<experiment>_top1_vs_samples` and `<experiment>_loss_curves`. Returns (claim 1, the
     per-size verdicts, paths written)."""
-    import matplotlib.pyplot as plt
-
     root = Path(results_root)
-    out, stem = root / experiment, experiment.replace("/", "_")
+    out, stem = join_under(root, check_name(experiment)), experiment.replace("/", "_")
     if runs is None:
         runs = load_runs(root)
         runs = runs[runs["experiment"] == experiment] if len(runs) else runs
@@ -103,15 +120,17 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     if len(prec):
         files += write_table(prec, out / "precision", title=f"{experiment}: the precision auto picked vs fp32, "
                              "paired by seed", provenance=prov)
-    fig = plot_efficiency(summary, per_size, labels=study.LABELS, cnn=study.CNN_REFERENCE,
-                          title=f"{experiment}: trained to convergence, the same schedule shape at every size")
-    files += save_figure(fig, root / "figures" / f"{stem}_top1_vs_samples")
-    plt.close(fig)
+    with _figure(f"{stem}_top1_vs_samples") as fig:
+        fig.append(plot_efficiency(summary, per_size, labels=study.LABELS, cnn=study.CNN_REFERENCE,
+                                   title=f"{plain_text(experiment)}: trained to convergence, the same schedule "
+                                   "shape at every size"))
+        files += save_figure(fig[0], root / "figures" / f"{stem}_top1_vs_samples")
     curves = _loss_curves(done)
     if len(curves):
-        fig = plot_loss_curves(curves, labels=study.LABELS, title=f"{experiment}: training loss, seed 0")
-        files += save_figure(fig, root / "figures" / f"{stem}_loss_curves")
-        plt.close(fig)
+        with _figure(f"{stem}_loss_curves") as fig:
+            fig.append(plot_loss_curves(curves, labels=study.LABELS,
+                                        title=f"{plain_text(experiment)}: training loss, seed 0"))
+            files += save_figure(fig[0], root / "figures" / f"{stem}_loss_curves")
     return claim1, per_size, files
 
 
@@ -165,7 +184,12 @@ def make_figures(results_root: str | os.PathLike = "results") -> list[Path]:
     root = Path(results_root)
     runs = load_runs(root)
     written: list[Path] = []
-    for experiment in sorted(runs["experiment"].unique()) if len(runs) else []:
+    for experiment in sorted(runs["experiment"].unique(), key=str) if len(runs) else []:
+        try:
+            check_name(experiment)
+        except ValueError as e:  # a shared or downloaded results tree must not place files outside the root
+            warnings.warn(f"skipping the runs of experiment {experiment!r}: {e}", stacklevel=2)
+            continue
         if str(experiment).startswith("efficiency/"):  # accuracy vs data size: its own table and figure
             written += report_efficiency(root, experiment, runs[runs["experiment"] == experiment])[2]
         else:
@@ -185,8 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     from .paths import output_dir
 
     matplotlib.use("Agg")
-    for path in make_figures(output_dir(args.root)):
+    root = output_dir(args.root)
+    if not root.is_dir():
+        raise SystemExit(f"python -m dhvtlib.report: no runs found under {root} (no such folder); check --root.")
+    try:
+        written = make_figures(root)
+    except OSError as e:
+        raise SystemExit(f"python -m dhvtlib.report: cannot write {e.filename or root} ({e.strerror or e}); make "
+                         "the results folder writable or pass another --root.") from None
+    for path in written:
         print(path)
+    if not any(p.name == "report.md" for p in written):
+        print(f"no runs found under {root} (no manifest.json); only the paper's tables were written.")
 
 
 if __name__ == "__main__":

@@ -339,13 +339,14 @@ def _cell(v: Any, float_fmt: str) -> str:
     if _missing(v) or (isinstance(v, str) and not v):
         return ""
     text = format(v, float_fmt) if isinstance(v, float) else str(v)
+    text = text.replace("<", "&lt;").replace(">", "&gt;")  # shown as text, never read as HTML
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(df: pd.DataFrame, float_fmt: str = ".2f") -> str:
     """A GitHub-flavoured Markdown table (numbers right-aligned); pandas' own needs `tabulate`."""
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df]
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+    lines = ["| " + " | ".join(_cell(c, float_fmt) for c in df.columns) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(_cell(v, float_fmt) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)

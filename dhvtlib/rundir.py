@@ -11,7 +11,8 @@
 - `read_manifest(out)`, `write_metrics(out, history)`, `summarize(history, best)`: the run's records (manifest.json;
   metrics.jsonl and .csv).
 - `check_reuse(...)`: a run directory is never overwritten, and a run continues only with its own recipe (except
-  `RECIPE_CHANGES_ON_RESUME` after a divergence, with change_recipe).
+  `RECIPE_CHANGES_ON_RESUME` after a divergence, with change_recipe). A run stopped before its first checkpoint
+  (`unstarted_recipe`) holds nothing to lose: it starts again with its own recipe, with or without resume.
 """
 from __future__ import annotations
 
@@ -35,10 +36,13 @@ from .files import atomic_write
 from .recipe import Recipe, describe_diff, recipe_diff
 
 __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
-           "make_run_dir", "read_manifest", "write_metrics", "summarize", "check_reuse",
-           "RECIPE_CHANGES_ON_RESUME"]
+           "make_run_dir", "read_manifest", "write_metrics", "summarize", "summary_line", "check_reuse",
+           "unstarted_recipe", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
 
 LOCK_NAME = ".lock"
+# Write errors a run cannot fix by itself (dhvt-train ends them in one sentence; the last checkpoint stays).
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EROFS: "the file system is read-only", errno.EIO: "an input/output error"}
 
 # Recipe fields that may change when a diverged run is resumed from its last finite checkpoint on purpose.
 RECIPE_CHANGES_ON_RESUME = frozenset({"lr", "clip_grad", "precision"})  # with change_recipe=True (after divergence)
@@ -74,10 +78,9 @@ def make_run_dir(out: Path) -> bool:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+        reason = {**WRITE_ERRORS, errno.EACCES: "permission denied",
                   errno.ENOTDIR: "a path component is a regular file, not a folder",
-                  errno.EEXIST: "a file of that name exists", errno.ENOSPC: "the disk is full"}.get(
-                      e.errno, e.strerror or type(e).__name__)
+                  errno.EEXIST: "a file of that name exists"}.get(e.errno, e.strerror or type(e).__name__)
         raise ValueError(f"cannot write the run directory {out} ({reason}); choose a writable output "
                          "(--output).") from None
     return not existed
@@ -221,10 +224,16 @@ def check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | Non
                  change_recipe: bool) -> dict[str, tuple[Any, Any]]:
     """Refuse to overwrite a run, or to continue one with another recipe; returns the allowed changes."""
     if not resume:
-        if previous or (out / "checkpoint-last.pt").exists():
+        if previous.get("status") == "completed" or (out / "checkpoint-last.pt").exists():
             raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or choose "
                                   "another output directory.")
-        return {}
+        saved = unstarted_recipe(out, previous)
+        diff = recipe_diff(saved, recipe) if saved is not None else {}
+        if diff:
+            raise FileExistsError(f"{out} holds a run of another recipe that stopped before its first checkpoint "
+                                  f"({describe_diff(diff)}); start it again with its own recipe, or choose another "
+                                  "output directory.")
+        return {}  # nothing trained yet: the run starts again from the beginning
     diff = recipe_diff(saved, recipe)
     if not diff:
         return {}
@@ -242,6 +251,32 @@ def check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | Non
             "omit them (and the preset) to continue with the saved recipe; after a divergence, pass change_recipe="
             "True (--change-recipe) to continue with another lr, clip_grad or precision")
     raise ValueError(f"cannot resume {out}: the recipe differs in {sorted(diff)} ({describe_diff(diff)}); {hint}.")
+
+
+def unstarted_recipe(out: Path, previous: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The saved recipe of a run that stopped (killed, preempted, failed) before its first checkpoint-last.pt and
+    did not complete, or None. Such a run has nothing to resume: it starts again from the beginning."""
+    previous = read_manifest(out) if previous is None else previous
+    if (out / "checkpoint-last.pt").exists() or previous.get("status") == "completed":
+        return None
+    if isinstance(previous.get("config"), dict):
+        return previous["config"]
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """The closing line of a completed run; a value that a hand-edited manifest spoiled is shown as it is."""
+    def num(v: Any) -> str:
+        return format(v, ".2f") if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+
+    epoch = m.get("best_epoch")
+    epoch = epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else epoch
+    return (f"best top-1 {num(m.get('best_top1'))} (epoch {epoch}), final {num(m.get('final_top1'))}; "
+            f"{m.get('wall_s')}s; run in {m.get('output')}")
 
 
 def summarize(history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:

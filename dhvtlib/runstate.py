@@ -134,5 +134,7 @@ def raise_if_nonfinite(rs: RunState, out: Path) -> None:
 
 def resume_hint(out: Path) -> str:
     """How to continue a diverged run from its last finite checkpoint."""
-    return (f"to continue from it with a lower lr: dhvt-train --resume --output {out} --lr <lower> "
-            "--change-recipe, or run(..., resume=True, change_recipe=True, lr=...)")
+    return (f"to continue from it: dhvt-train --resume --output {out} --change-recipe --precision fp32 "
+            "--clip-grad 1.0 (or bf16 on a GPU; fp16 overflows again from the same weights), with a lower --lr if "
+            "needed, or run(..., resume=True, change_recipe=True, precision='fp32', clip_grad=1.0); if it diverges "
+            "again, copy checkpoint-best.pt over checkpoint-last.pt to restart from that earlier epoch")

@@ -33,11 +33,13 @@ from .files import write_json
 from .groups import use_virtual_gpus
 from .models import convert_sope_sync_batchnorm
 from .models.profile import count_params
+from .paths import check_name
 from .precision import resolve_precision
 from .progress import interrupted, progress_bar
 from .recipe import Recipe, describe_diff, idle_warning, recipe_from_dict, resolve
-from .rundir import (RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse, make_run_dir,
-                     read_manifest, remove_stale_temp, summarize, write_metrics)
+from .rundir import (WRITE_ERRORS, RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse,
+                     make_run_dir, read_manifest, remove_stale_temp, summarize, summary_line, unstarted_recipe,
+                     write_metrics)
 from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
 from .runtime import Dist, check_replicas_in_sync, environment, git_state, init_distributed, now, seed_everything
 
@@ -60,17 +62,26 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
     resumes the last finite checkpoint with another lr, clip_grad or precision; the manifest records the change.
     `experiment` and `tag` label the run for results tables.
     """
+    for name, what in ((experiment, "experiment"), (tag, "tag")):
+        if name is not None:
+            check_name(name, what)  # results tables turn them into folders
     d, dev = init_distributed(device)
     ckpt, saved = None, None
     if resume:
         if output is None:
             raise ValueError("resume needs the run directory: pass output= (--output runs/...).")
         last = Path(output) / "checkpoint-last.pt"
-        if not last.is_file():
-            raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or point "
-                                    "output at the run directory to continue.")
-        ckpt = load_checkpoint(last)
-        saved = ckpt["config"]
+        if last.is_file():
+            ckpt = load_checkpoint(last)
+            saved = ckpt["config"]
+        else:
+            saved = unstarted_recipe(Path(output))
+            if saved is None:
+                raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without resume or "
+                                        "point output at the run directory to continue.")
+            if verbose and d.main:
+                print(f"{output} stopped before its first checkpoint: starting it again from the beginning.",
+                      flush=True)
     recipe = resolve(recipe_from_dict(saved) if preset is None and saved else preset or "quick", **overrides)
     if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
         recipe = dataclasses.replace(recipe, precision=saved["precision"])  # a run continues as it started
@@ -375,12 +386,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise SystemExit(f"dhvt-train: cannot write {e.filename or 'the run directory'} ({WRITE_ERRORS[e.errno]}); "
+                         "the run keeps its last checkpoint: free space (or fix the folder) and continue with "
+                         "--resume and the same --output.") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if m.get("status") == "completed" and (int(os.environ.get("RANK", "0")) == 0):
-        print(f"best top-1 {m['best_top1']:.2f} (epoch {m['best_epoch'] + 1}), final {m['final_top1']:.2f}; "
-              f"{m['wall_s']}s; run in {m['output']}")
+        print(summary_line(m))
+
 
 
 if __name__ == "__main__":

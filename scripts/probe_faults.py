@@ -10,6 +10,7 @@ is classified as:
 - `traceback`: a Python traceback (or an error message of many lines);
 - `lost`: data was lost or a wrong result recorded.
 Prints a Markdown table and the counts. Needs no GPU and no real data; takes a few minutes on 2 cores.
+`--only r3:` runs the third round's cases alone (early kills, links, the sweep, names, data folders, reports).
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fakedata import fake_fashion_mnist  # noqa: E402
+from fakedata import fake_fashion_mnist, image_folder  # noqa: E402
 
 PY = sys.executable
 SMOKE = ["--preset", "smoke", "--no-progress", "--threads", "1"]
 
 
-def sh(args: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def sh(args: list[str], timeout: int = 300, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
@@ -248,6 +249,7 @@ def main() -> None:
         mode = (ok_run / "manifest.json").stat().st_mode & 0o777
         return "handled" if mode == 0o644 else f"lost (mode {oct(mode)})"
 
+    round_three(case, base, data, tmp, out)
     rows = []
     for name, f in cases:
         if args.only and not any(o in name for o in args.only):
@@ -268,6 +270,129 @@ def main() -> None:
     if args.out:
         args.out.write_text(table)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def round_three(case, base: list[str], data: Path, tmp: Path, out) -> None:
+    """The third round's cases (names start with 'r3:')."""
+    def tree(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*")}
+    flat = image_folder(tmp / "flat", classes=2, per_class=12, layout="flat")
+    own = [*SMOKE, "--dataset", "imagefolder", "--epochs", "1", "--img-size", "16"]
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "xdg")  # the probe's caches stay in its temporary folder
+
+    def killed_early(o: Path) -> None:
+        train_then_signal([*base, "--output", str(o), "--epochs", "1", "--checkpoint-every-steps", "0"],
+                          o / "manifest.json", signal.SIGKILL)
+
+    for again in ([], ["--resume"]):
+        @case(f"r3: SIGKILL before the first checkpoint, then the same command {' '.join(again)}".rstrip())
+        def _(again=again):
+            o = out()
+            killed_early(o)
+            if (o / "checkpoint-last.pt").exists():
+                return "probe error: a checkpoint was written"
+            r = train(*base, "--output", str(o), "--epochs", "1", "--checkpoint-every-steps", "0", *again)
+            return "handled" if r.returncode == 0 else "lost (" + refused(r) + ")"
+
+    for name, link, target in (("train/class_0/loop -> .. with --skip-bad-files true", "train/class_0/loop", ".."),
+                               ("flat folder with class_0/self -> .", "class_0/self", ".")):
+        @case(f"r3: link loop: {name}")
+        def _(link=link, target=target, name=name):
+            root = image_folder(tmp / f"loop{len(link)}", classes=2, per_class=8,
+                                layout="train/val" if link.startswith("train") else "flat")
+            (root / link).symlink_to(target)
+            return refused(train(*own, "--data-dir", str(root), "--output", str(out()), "--skip-bad-files", "true"),
+                           expect="reached a second time")
+
+    slurm = tmp / "bin"  # srun and sbatch as SLURM answers them, without a cluster
+    slurm.mkdir()
+    for name, text in (("srun", "exit 0"), ("sbatch", 'echo "Submitted batch job 4242"')):
+        (slurm / name).write_text(f"#!/bin/sh\n{text}\n")
+        (slurm / name).chmod(0o755)
+    sweep_env = {"PATH": f"{slurm}{os.pathsep}{os.environ['PATH']}"}
+
+    def sweep(*extra: str) -> subprocess.CompletedProcess:
+        return sh([PY, "-c", "import sys; from dhvtlib.launch import main; sys.exit(main())", "--experiment",
+                   "ladder", "--rows", "table5/pe", "--preset", "smoke", "--results-root", str(out()), "--launcher",
+                   "slurm", "--partition", "gpu", *extra], env=sweep_env)
+
+    @case("r3: `dhvt-sweep` exit status on success")
+    def _():
+        r = sweep("--seeds", "0")
+        return "handled" if r.returncode == 0 and not r.stderr.strip() else f"lost (exit {r.returncode})"
+
+    for extra in (["--seeds", "-1"], ["--dataset", "nope"]):
+        @case(f"r3: `dhvt-sweep {' '.join(extra)}`")
+        def _(extra=extra):
+            r = sweep(*extra)
+            return "silent (submitted)" if "4242\t" in r.stdout else refused(r)  # a job id line: submitted
+
+    @case("r3: a manifest with experiment `../../escaped`, then `report figures`")
+    def _():
+        root = tmp / "shared" / "a" / "results"
+        shutil.copytree(next(tmp.glob("run0")), root / "x" / "s0")
+        m = json.loads((root / "x" / "s0" / "manifest.json").read_text())
+        (root / "x" / "s0" / "manifest.json").write_text(json.dumps({**m, "experiment": "../../escaped", "tag": "t"}))
+        before = tree(tmp / "shared")
+        sh([PY, "-m", "dhvtlib.report", "figures", "--root", str(root)])
+        outside = {p for p in tree(tmp / "shared") - before if not p.startswith("a/results")}
+        return f"lost ({len(outside)} paths outside the root)" if outside else "handled"
+
+    case("r3: `--experiment ../x`")(lambda: refused(train(*base, "--output", str(out()), "--experiment", "../x")))
+
+    @case("r3: a run on a flat folder, then torchvision's ImageFolder")
+    def _():
+        before = tree(flat)
+        r = train(*own, "--data-dir", str(flat), "--output", str(out()))
+        if r.returncode != 0:
+            return refused(r)
+        loads = sh([PY, "-c", f"from torchvision.datasets import ImageFolder; ImageFolder({str(flat)!r})"])
+        return "handled" if loads.returncode == 0 and tree(flat) == before else "lost (written into the folder)"
+
+
+    @case("r3: a 30000x30000 PNG (decompression bomb)")
+    def _():
+        root = image_folder(tmp / "bomb", classes=2, per_class=8, layout="flat")
+        sh([PY, "-c", f"from PIL import Image; Image.new('1', (30000, 30000)).save({str(root / 'class_0/b.png')!r})"])
+        return refused(train(*own, "--data-dir", str(root), "--output", str(out())), expect="b.png")
+
+    case("r3: `--cache-dir /proc/nocache`")(lambda: refused(train(
+        *own, "--data-dir", str(flat), "--output", str(out()), "--cache-dir", "/proc/nocache"), expect="/proc/nocache"))
+
+    @case("r3: a truncated checkpoint-last.pt, then `--resume`")
+    def _():
+        o = out()
+        train_then_signal([*base, "--output", str(o), "--epochs", "3", "--checkpoint-every-steps", "1"],
+                          o / "checkpoint-best.pt", signal.SIGINT)
+        last = o / "checkpoint-last.pt"
+        last.write_bytes(last.read_bytes()[:1000])
+        r = train(*base, "--output", str(o), "--resume", "--epochs", "3")
+        return refused(r, expect="corrupt or truncated") + (" (advises weights_only=False)"
+                                                            if "weights_only=False" in r.stderr else "")
+
+    @case("r3: a hand-edited manifest (`best_top1: \"x\"`), then `--resume`")
+    def _():
+        o = out()
+        shutil.copytree(next(tmp.glob("run0")), o)
+        m = o / "manifest.json"
+        m.write_text(json.dumps({**json.loads(m.read_text()), "best_top1": "x"}))
+        r = train(*base, "--output", str(o), "--resume", "--epochs", "1")
+        return "handled" if r.returncode == 0 else refused(r)
+
+    @case("r3: `report figures` with `$x^$` and `<script>` in a tag")
+    def _():
+        root = tmp / "dollar"
+        shutil.copytree(next(tmp.glob("run0")), root / "q" / "s0")
+        m = json.loads((root / "q" / "s0" / "manifest.json").read_text())
+        (root / "q" / "s0" / "manifest.json").write_text(json.dumps({**m, "experiment": "q",
+                                                                    "tag": "$x^$ <script>"}))
+        r = sh([PY, "-m", "dhvtlib.report", "figures", "--root", str(root)])
+        md = (root / "q" / "table.md").read_text() if (root / "q" / "table.md").exists() else ""
+        ok = r.returncode == 0 and (root / "report.md").exists() and "<script>" not in md
+        return "handled" if ok else refused(r) if r.returncode else "lost (HTML kept raw)"
+
+    case("r3: `report figures --root` on a typo")(lambda: refused(
+        sh([PY, "-m", "dhvtlib.report", "figures", "--root", str(tmp / "typo")]), expect="no runs found"))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from dhvtlib.data import InMemoryImages
+from dhvtlib.data.cache import folder_cache
 from dhvtlib.data.folder import FolderError, FileImages, infer_img_size, load_image, own_data, scan_folder, stored_size
 from dhvtlib.data.loaders import FileLoader
 from dhvtlib.evaluate import evaluate_checkpoint
@@ -112,7 +113,8 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
     first = own_data(root, **QUIET)
     assert "built_s" in first.details["cache"]
     path = Path(first.details["cache"]["path"])
-    assert path.parent == root / ".dhvtlib-cache" and not list(path.parent.glob("*.tmp"))
+    assert path.parent == folder_cache(root) and not list(path.parent.glob("*.tmp"))
+    assert folder_cache(root).parent == Path(os.environ["XDG_CACHE_HOME"]) / "dhvtlib"
     assert set(torch.load(path, weights_only=True)) >= {"train_images", "test_images", "mean", "key"}
     again = own_data(root, **QUIET)
     assert "loaded_s" in again.details["cache"] and torch.equal(again.train.images, first.train.images)
@@ -313,3 +315,91 @@ def test_file_loader_workers_persist_and_a_bad_file_is_one_sentence(tmp_path):
     with pytest.raises(FolderError) as e:
         list(loader.batches(idx, train=False))
     assert str(e.value).startswith(f"cannot decode image {victim} (") and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+def test_link_loops_and_images_reached_twice_are_refused(tmp_path):
+    """A link loop labelled one class's images as another's (followed again and again), and a link to '.' copied
+    training images into the test split: each real folder and file is read once, else one sentence names it."""
+    root = image_folder(tmp_path / "d", classes=2, per_class=4)
+    (root / "train" / "class_0" / "loop").symlink_to("..")
+    for skip in (False, True):
+        _raises(root, re.escape(f"folder {root / 'train/class_0/loop'} is {root / 'train'} reached a second time "
+                                "through a link (a loop); remove the link (or copy the files) so that every image "
+                                "is read once, under one class."), skip_bad_files=skip)
+    (root / "train" / "class_0" / "loop").unlink()
+    flat = image_folder(tmp_path / "flat", classes=2, per_class=4, layout="flat")
+    (flat / "class_0" / "self").symlink_to(".")
+    _raises(flat, re.escape(f"folder {flat / 'class_0/self'} is {flat / 'class_0'} reached a second time through a "
+                            "link (a loop); remove the link (or copy the files) so that every image is read once, "
+                            "under one class."))
+    (flat / "class_0" / "self").unlink()
+    (flat / "class_1" / "dup.png").symlink_to(flat / "class_0" / "0000.png")  # one image under two classes
+    _raises(flat, re.escape(f"file {flat / 'class_1/dup.png'} is {flat / 'class_0/0000.png'} reached a second time "
+                            "through a link; remove the link (or copy the files) so that every image is read once, "
+                            "under one class."))
+    (flat / "class_1" / "dup.png").unlink()
+    elsewhere = image_folder(tmp_path / "other", classes=1, per_class=3, layout="flat")
+    (flat / "class_2").symlink_to(elsewhere / "class_0")  # a class folder linked from another disk: read once
+    scan = scan_folder(flat)
+    assert scan.classes == ["class_0", "class_1", "class_2"] and len(scan.files) == 11
+
+
+# ------------------------------------------------------------------------------------------------ users' folders
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_a_run_writes_nothing_inside_the_data_folder_and_caches_can_be_listed_and_cleared(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    flat = image_folder(tmp_path / "flat", classes=2, per_class=12, layout="flat")
+    before = _tree(flat)
+    m = run("smoke", output=tmp_path / "run", data_dir=flat, dataset="imagefolder", epochs=1, img_size=16,
+            progress=False, verbose=False)
+    assert m["status"] == "completed" and _tree(flat) == before  # nothing written, nothing touched
+    cache = Path(m["data"]["cache"]["path"])
+    assert cache.parent == folder_cache(flat) and Path(os.environ["XDG_CACHE_HOME"]) in cache.parents
+    ds = ImageFolder(str(flat))  # torchvision's (timm's, the official code's) loader still reads the folder
+    assert ds.classes == ["class_0", "class_1"] and len(ds) == 24
+    listed = _cli("cache", "list", module="dhvtlib.data")
+    assert listed.returncode == 0 and str(folder_cache(flat)) in listed.stdout and f"({flat})" in listed.stdout
+    assert re.search(r"\d+(\.\d)? (KiB|MiB)\s+\d+ files", listed.stdout)
+    (flat / ".dhvtlib-cache").mkdir()  # left inside by an earlier version
+    (flat / ".dhvtlib-cache" / "old.pt").write_bytes(b"x" * 2048)
+    hint = _cli("--preset", "smoke", "--dataset", "imagefolder", "--data-dir", str(flat), "--output",
+                str(tmp_path / "run2"), "--epochs", "1", "--img-size", "16", "--no-progress")
+    assert f"remove it: python -m dhvtlib.data cache clear {flat}" in hint.stdout
+    listed = _cli("cache", "list", str(flat), module="dhvtlib.data")
+    assert listed.stdout.splitlines()[-1].startswith("2 cache(s), ")
+    cleared = _cli("cache", "clear", str(flat), module="dhvtlib.data")
+    assert cleared.returncode == 0 and cleared.stdout.splitlines()[-1].startswith("2 cache(s) removed, ")
+    assert not folder_cache(flat).exists() and not (flat / ".dhvtlib-cache").exists() and _tree(flat) == before
+    asked = own_data(flat, cache_dir=flat / "my-cache", **QUIET)  # inside the folder only when asked
+    assert Path(asked.details["cache"]["path"]).parent == flat / "my-cache"
+
+
+def test_cache_and_file_faults_are_one_sentence_or_rebuilt(tmp_path):
+    root = image_folder(tmp_path / "d", classes=2, per_class=4)
+    first = own_data(root, **QUIET)
+    path = Path(first.details["cache"]["path"])
+    old = torch.load(path, weights_only=True)
+    del old["late_skipped"]  # the same key, a field another version did not write
+    torch.save(old, path)
+    again = own_data(root, **QUIET)
+    assert "built_s" in again.details["cache"] and torch.equal(again.train.images, first.train.images)
+    _raises(root, re.escape("cannot write the decode cache directory /proc/nocache (it cannot be created there); "
+                            "pass a writable cache_dir (--cache-dir), or set XDG_CACHE_HOME to a writable folder."),
+            cache_dir="/proc/nocache")
+    bomb = root / "train" / "class_0" / "bomb.png"
+    Image.new("1", (30000, 30000)).save(bomb)  # 900 Mpx: over twice Pillow's limit
+    _raises(root, r"1 file\(s\) in .* are not readable images: train/class_0/bomb.png \(DecompressionBombError: "
+                  r".*\); delete or fix them, or pass skip_bad_files=True .*")
+    bomb.unlink()
+    few = image_folder(tmp_path / "few", classes=2, per_class=3, layout="flat")
+    (few / "class_2").mkdir()
+    Image.new("L", (20, 20)).save(few / "class_2" / "only.png")
+    with pytest.warns(UserWarning, match=r"class\(es\) \['class_2'\] have no test images"):
+        own_data(few, **QUIET)

@@ -503,3 +503,47 @@ def test_committed_results_are_current(tmp_path):
         rel = path.relative_to(copy)
         if path.suffix in (".md", ".tex", ".csv"):
             assert path.read_text().replace(str(copy), "<root>") == (ROOT / "results" / rel).read_text(), rel
+
+
+def test_names_from_a_shared_results_tree_never_lead_outside_it(tmp_path, capsys):
+    root = tmp_path / "shared" / "results"
+    _make_run(root, "quick", "fmnist-dhvt", 0, 90.0)
+    _make_run(root, "quick", "$x^$ <script>alert(1)</script>", 1, 80.0)  # mathtext that fails, HTML
+    planted = _make_run(root, "planted", "t", 0, 70.0)
+    manifest = json.loads((planted / "manifest.json").read_text())
+    for name in ("../../escaped", "/abs/x", "a/./b"):
+        (planted / "manifest.json").write_text(json.dumps({**manifest, "experiment": name}))
+        before = set(tmp_path.rglob("*"))
+        with pytest.warns(UserWarning, match="could leave its folder") as record:
+            written = make_figures(root)
+        assert all(root in p.parents for p in written) and {p for p in set(tmp_path.rglob("*")) - before
+                                                            if root not in p.parents} == set()
+        assert not [w for w in record if "was not written" in str(w.message)]
+        assert (root / "figures" / "quick_curves.png").exists()  # a '$' in a tag is shown as written
+        assert (root / "report.md").exists() and (root / "quick" / "table.md").exists()
+    md = (root / "quick" / "table.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    untagged = _make_run(root, "plain", "x", 0, 60.0)  # a dhvt-train run without --tag
+    (untagged / "manifest.json").write_text(json.dumps({**manifest, "experiment": "plain", "tag": None}))
+    with pytest.warns(UserWarning, match="'a/./b' could leave its folder"):  # the last planted name
+        make_figures(root)
+    assert "| dhvt_tiny_cifar_patch4 |" in (root / "plain" / "table.md").read_text()
+    with pytest.raises(ValueError, match="experiment name '../../escaped' could leave its folder"):
+        report_experiment(root, "../../escaped")
+    with pytest.raises(SystemExit, match="no runs found under .*typo \\(no such folder\\); check --root"):
+        main(["figures", "--root", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()
+
+
+def test_report_figures_on_a_read_only_root_is_one_sentence(runs_root, monkeypatch):
+    import errno
+
+    from dhvtlib import report
+
+    def read_only(root):
+        raise OSError(errno.EROFS, "Read-only file system", str(runs_root / "report.md"))
+    monkeypatch.setattr(report, "make_figures", read_only)
+    with pytest.raises(SystemExit) as e:
+        main(["figures", "--root", str(runs_root)])
+    assert e.value.code == (f"python -m dhvtlib.report: cannot write {runs_root / 'report.md'} (Read-only file "
+                            "system); make the results folder writable or pass another --root.")

@@ -17,6 +17,7 @@ import torch
 from dhvtlib import build
 from dhvtlib import checkpoint as ckpt_mod
 from dhvtlib import experiments
+from dhvtlib import launch
 from dhvtlib import runstate
 from dhvtlib import train as train_mod
 from dhvtlib.checkpoint import export_safetensors, load_checkpoint
@@ -126,6 +127,7 @@ def test_non_finite_weights_end_diverged_with_the_last_finite_checkpoint(fmnist,
         run("smoke", output=out, data_dir=fmnist, checkpoint_every_steps=1, **QUIET)
     text = _sentence(e)
     assert "weights became non-finite in epoch 2, step 2" in text and "--change-recipe" in text
+    assert "--precision fp32 --clip-grad 1.0" in text and "copy checkpoint-best.pt over checkpoint-last.pt" in text
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "diverged" and "non-finite" in m["error"] and m["epochs_run"] == 1
     assert len(_deterministic(out)) == 1 and not (out / "model.safetensors").exists()
@@ -313,6 +315,24 @@ def test_eval_bad_files_are_one_sentence(fmnist, exported, tmp_path):
     assert r.returncode != 0
 
 
+def test_a_damaged_checkpoint_is_named_corrupt_and_points_at_the_best_one(fmnist, exported, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (out / f.name).write_bytes(f.read_bytes())
+    last = (out / "checkpoint-last.pt").read_bytes()
+    for damaged in (last[: len(last) // 2], last[: len(last) - 100], b""):
+        (out / "checkpoint-last.pt").write_bytes(damaged)
+        with pytest.raises(ValueError) as e:
+            run(None, output=out, data_dir=fmnist, resume=True, **QUIET)
+        text = _sentence(e)
+        assert f"{out / 'checkpoint-last.pt'} is corrupt or truncated (" in text and "weights_only=False" not in text
+        assert "checkpoint-best.pt beside it (the best epoch's full state) may be intact" in text
+    (out / "checkpoint-last.pt").write_bytes((out / "checkpoint-best.pt").read_bytes())  # as the sentence says
+    assert run(None, output=out, data_dir=fmnist, resume=True, **QUIET)["status"] == "completed"
+
+
 @pytest.mark.parametrize("classes", [100, 5])
 def test_eval_with_another_class_count_is_refused_before_any_forward(fmnist, tmp_path, classes):
     model = create_model("dhvt_tiny_cifar_patch4", img_size=28, in_chans=1, num_classes=classes, embed_dim=32,
@@ -383,3 +403,75 @@ def test_presets_follow_the_table_not_a_toy_default(tmp_path, capsys):
     t10 = {s.tag: s for s in experiments.ablation_runs("table10")}  # DHVT-S: the paper's only CIFAR batch, 256
     assert all(t10[f"table10/dhvt_s_h{h}"].recipe == {"batch_size": 256} for h in (4, 6, 8))
     assert t10["table10/dhvt_t_h4"].recipe == {} and resolve("ablation", batch_size=256).per_gpu_batch == 128
+
+
+# ------------------------------------------------------------------------------------------------ early stops
+def test_run_killed_before_its_first_checkpoint_starts_again(fmnist, tmp_path):
+    args = ["--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--threads", "1",
+            "--checkpoint-every-steps", "0", "--epochs", "1"]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert _cli(*args, "--output", str(ref)).returncode == 0
+    own_recipe = ["--resume", "--data-dir", str(fmnist), "--no-progress", "--threads", "1"]
+    for again in ([*args, "--resume"], args, own_recipe):  # the same command, with --resume, or the saved recipe
+        killed = _cli(*args, "--output", str(out), signal_after=(0, 1, "KILL"))
+        assert killed.returncode == -9 and not (out / "checkpoint-last.pt").exists()
+        assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+        resumed = _cli(*again, "--output", str(out))
+        assert resumed.returncode == 0, resumed.stderr
+        assert _deterministic(out) == _deterministic(ref)
+        assert sha256(out / "model.safetensors") == sha256(ref / "model.safetensors")
+        for p in ("checkpoint-last.pt", "checkpoint-best.pt", "model.safetensors", "model.safetensors.sha256",
+                  "metrics.jsonl", "metrics.csv"):
+            (out / p).unlink()  # back to "killed before its first checkpoint" for the next way in
+        (out / "manifest.json").unlink()
+    # another recipe is refused in one sentence, and the same recipe from a launcher starts again
+    killed = _cli(*args, "--output", str(out), signal_after=(0, 1, "KILL"))
+    assert killed.returncode == -9
+    with pytest.raises(FileExistsError) as e:
+        run("smoke", output=out, data_dir=fmnist, epochs=2, **QUIET)
+    assert "another recipe that stopped before its first checkpoint (epochs 1 -> 2)" in _sentence(e)
+    task = launch.RunTask(str(out), "smoke", {"epochs": 1, "checkpoint_every_steps": 0}, "quick", "t", 0, str(fmnist))
+    assert task(verbose=False)["status"] == "completed" and len(_deterministic(out)) == 1
+
+
+def test_names_that_would_become_paths_outside_the_results_are_refused(fmnist, tmp_path):
+    for name in ("../../escaped", "/etc/x", "a/../../b", "a\\b"):
+        with pytest.raises(ValueError) as e:
+            run("smoke", output=tmp_path / "run", data_dir=fmnist, experiment=name, **QUIET)
+        assert f"experiment name {name!r} could leave its folder" in _sentence(e)
+        with pytest.raises(ValueError, match="tag name .* could leave its folder"):
+            run("smoke", output=tmp_path / "run", data_dir=fmnist, tag=name, **QUIET)
+        spec = experiments.RunSpec(name, "t", "t", "dhvt_tiny_cifar_patch4")
+        with pytest.raises(ValueError, match="could leave its folder"):
+            experiments.execute([spec], preset="smoke", results_root=tmp_path / "res", data_dir=fmnist, **QUIET)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "res").exists()
+    bad = _cli("--preset", "smoke", "--output", str(tmp_path / "run"), "--experiment", "../up")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "dhvt-train: experiment name '../up' could leave its folder; use letters, digits, '-', '_' and '.' (with '/' "
+        "between sub-folders), without '..' or a leading '/'."]
+
+
+def test_a_full_disk_and_a_hand_edited_manifest_are_one_sentence(fmnist, exported, tmp_path, monkeypatch, capsys):
+    real = train_mod.write_metrics
+
+    def full(out, history):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "metrics.jsonl"))
+    monkeypatch.setattr(train_mod, "write_metrics", full)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--preset", "smoke", "--data-dir", str(fmnist), "--output", str(out), "--no-progress",
+                        "--epochs", "1"])
+    assert e.value.code == (f"dhvt-train: cannot write {out / 'metrics.jsonl'} (the disk is full); the run keeps its "
+                            "last checkpoint: free space (or fix the folder) and continue with --resume and the same "
+                            "--output.")
+    monkeypatch.setattr(train_mod, "write_metrics", real)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    m = json.loads((edited / "manifest.json").read_text())
+    (edited / "manifest.json").write_text(json.dumps({**m, "best_top1": "x", "best_epoch": None}))
+    capsys.readouterr()
+    train_mod.main(["--output", str(edited), "--resume", "--data-dir", str(fmnist)])
+    assert "best top-1 'x' (epoch None), final " in capsys.readouterr().out

@@ -244,7 +244,7 @@ def test_notebooks_validate_the_launcher():
 
 
 def test_cli_prints_one_job_id_per_run(fmnist, tmp_path, fake_slurm, capsys):
-    jobs = launch.main(["--experiment", "ablation", "--table", "5", "--rows", "none", "pe", "--seeds", "0",
+    jobs = launch.sweep(["--experiment", "ablation", "--table", "5", "--rows", "none", "pe", "--seeds", "0",
                         "--preset", "smoke", "--results-root", str(tmp_path), "--launcher", "slurm",
                         "--partition", "gpu", "--gpus-per-run", "2", "--sbatch", "qos=high"])
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
@@ -283,3 +283,48 @@ def test_ablation_notebook_with_the_local_launcher(fmnist, tmp_path):
     table = (tmp_path / "res" / "ablation" / "table5_tiny" / "table.csv").read_text()
     assert "table5/pe" in table and "table5/sope_daff" in table
     assert len(list((tmp_path / "res" / "ablation").rglob("model.safetensors"))) == 2
+
+
+def test_cli_exits_0_on_success_and_checks_seeds_and_data_set_before_submitting(tmp_path, fake_slurm):
+    base = ["--experiment", "ladder", "--rows", "table5/pe", "--preset", "smoke", "--results-root", str(tmp_path),
+            "--launcher", "slurm", "--partition", "gpu"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    script = "import sys; from dhvtlib.launch import main; sys.exit(main())"  # what the console script runs
+    ok = subprocess.run([sys.executable, "-c", script, *base, "--seeds", "0"], capture_output=True, text=True,
+                        timeout=300, cwd=ROOT, env=env)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    assert ok.stdout.splitlines()[-1] == f"4242\t{tmp_path}/ablation/ladder_tiny/table5__pe/s0"
+    for extra, sentence in ((["--seeds", "-1"], "dhvt-sweep: --seeds -1 is negative"),
+                            (["--dataset", "nope"], "dhvt-sweep: --dataset 'nope' is not known")):
+        bad = subprocess.run([sys.executable, "-c", script, *base, *extra], capture_output=True, text=True,
+                             timeout=300, cwd=ROOT, env=env)
+        assert bad.returncode == 1 and sentence in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert len(list(fake_slurm.iterdir())) == 1  # nothing more was submitted
+    specs = experiments.ladder_runs("ladder", ["table5/pe"])
+    with pytest.raises(ValueError, match="seed must be an integer from 0"):
+        experiments.execute(specs, [-2], preset="smoke", results_root=tmp_path, launcher="slurm",
+                            launch_options={"partition": "gpu"})
+    assert len(list(fake_slurm.iterdir())) == 1
+
+
+class _DeadJob:
+    job_id, _process = "77", True
+
+    def done(self) -> bool:
+        return True
+
+    def stderr(self) -> str:
+        return "epoch 1 ...\nbash: line 1: 4711 Killed python -m submitit.core._submit"
+
+
+def test_watching_a_run_whose_job_died_says_so_with_the_log_s_last_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"status": "running", "ended": None, "config": {"epochs": 3}}))
+    task = launch.RunTask(str(out), "smoke", {}, "quick", "t", 0)
+    registry = launch._Registry(tmp_path)
+    registry.add(str(out), "local", "77")
+    launch._watch([task], {str(out): _DeadJob()}, registry, launch.config("local", poll_s=0.01), verbose=True)
+    cap = capsys.readouterr()
+    assert "t s0: died" in cap.out and "4711 Killed" in cap.out and "running?" not in cap.out
+    assert "t seed 0 is stopped: the job died before finishing it" in cap.err

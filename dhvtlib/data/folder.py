@@ -21,9 +21,12 @@ Rules, stated once:
   force one (1-channel ImageNet statistics: the channel means of ImageNet's).
 - **Memory**: the decoded uint8 tensors of both splits must fit `memory_budget_gb` (None: a quarter of the RAM),
   else the folder is read from files (DataLoader workers, the same resize rule in PIL).
-- **Cache**: `<cache_dir or root/.dhvtlib-cache>/<key>.pt`, a `torch.save` of tensors and a JSON string, loaded with
-  weights_only=True and written atomically. The key hashes every file's relative path, size and mtime, the stored
-  size, channels, the decode rule version and the skipped files, so a changed file, size or rule rebuilds it.
+- **Cache**: `<cache_dir>/<key>.pt`, a `torch.save` of tensors and a JSON string, loaded with weights_only=True and
+  written atomically; cache_dir None is the user's cache directory (`$XDG_CACHE_HOME/dhvtlib/<folder>-<hash>`, see
+  data/cache.py), never the data folder. The key hashes every file's relative path, size and mtime, the stored
+  size, channels, the decode rule version and the skipped files, so a changed file, size or rule rebuilds it; a
+  cache missing a field (another version) is rebuilt too, and the `KEEP` most recently used ones per folder are kept.
+  `python -m dhvtlib.data cache list|clear` shows and removes them.
 - **Bad folders** raise `FolderError` (a ValueError) with one sentence naming the value and the fix; files that are
   not images, or cannot be decoded, are named (the first few) and skipped only with `skip_bad_files=True`, listed
   in the manifest. Hidden files and folders (.name) are ignored and counted.
@@ -46,8 +49,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from PIL import Image
+
 from ..files import atomic_write
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
+from .cache import LEGACY_NAME, folder_cache, prune, touch, writable_cache
 
 __all__ = ["FolderError", "FolderScan", "OwnData", "check_folder", "scan_folder", "load_image", "stored_size",
            "infer_img_size", "own_data", "FileImages", "IMG_EXTENSIONS", "RULE", "default_memory_budget"]
@@ -85,25 +91,54 @@ class FolderScan:
         return [p for p, _ in self.train + self.test]
 
 
-def _walk(folder: Path, root: Path) -> tuple[list[str], list[str], int]:
-    """(image files, other files, hidden count) under folder, relative to root, sorted, following links."""
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of what `path` leads to, or None when it cannot be followed (a broken link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(folder: Path, root: Path, seen: dict[tuple[int, int], str] | None = None
+          ) -> tuple[list[str], list[str], int]:
+    """(image files, other files, hidden count) under folder, relative to root, sorted, following links. `seen`
+    (shared by one scan) holds every real folder and file met: each is read once, so a link loop or a folder or
+    image reached twice (it would be labelled twice, or copied into the test split) is refused in one sentence."""
+    seen = {} if seen is None else seen
     images, others, hidden = [], [], 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        _see(seen, Path(dirpath), root, "folder")
         hidden += sum(d.startswith(".") for d in dirnames) + sum(f.startswith(".") for f in filenames)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
+            _see(seen, Path(dirpath, name), root, "file")
             rel = Path(dirpath, name).relative_to(root).as_posix()
             (images if name.lower().endswith(IMG_EXTENSIONS) else others).append(rel)
     return images, others, hidden
+
+
+def _see(seen: dict[tuple[int, int], str], path: Path, root: Path, what: str) -> None:
+    key = _identity(path)
+    if key is None:
+        return  # a broken link: named later as an unreadable file
+    rel = path.relative_to(root).as_posix() if path != root else "."
+    first = seen.setdefault(key, rel)
+    if first != rel:
+        loop = what == "folder" and (first == "." or (rel + "/").startswith(first + "/"))
+        raise FolderError(f"{what} {root / rel} is {root / first} reached a second time through a link"
+                          f"{' (a loop)' if loop else ''}; remove the link (or copy the files) so that every image "
+                          "is read once, under one class.")
 
 
 def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _read_split(root: Path, folder: Path, what: str) -> tuple[dict[str, list[str]], list[str], int]:
+def _read_split(root: Path, folder: Path, what: str, seen: dict[tuple[int, int], str]
+                ) -> tuple[dict[str, list[str]], list[str], int]:
     """{class: image files} of one split folder, non-image files, hidden count; empty splits and empty class
     folders raise."""
     classes = _class_dirs(folder)
@@ -115,7 +150,7 @@ def _read_split(root: Path, folder: Path, what: str) -> tuple[dict[str, list[str
         raise FolderError(f"{folder} is empty; put each class's images in {folder}/<class>/ (one folder per class).")
     per_class, others, hidden = {}, [], 0
     for c in classes:
-        images, other, h = _walk(folder / c, root)
+        images, other, h = _walk(folder / c, root, seen)
         others += other
         hidden += h
         if not images and not other:
@@ -144,9 +179,13 @@ def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderSca
                           "of each class for testing).")
     train_dir = root / "train"
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    seen: dict[tuple[int, int], str] = {}  # every real folder and file, once for the whole folder
+    for d in (root, train_dir, test_dir):
+        if d is not None and d.is_dir():
+            _see(seen, d, root, "folder")
     if train_dir.is_dir() and test_dir is not None:
-        train, others, hidden = _read_split(root, train_dir, "train")
-        test, others_t, hidden_t = _read_split(root, test_dir, test_dir.name)
+        train, others, hidden = _read_split(root, train_dir, "train", seen)
+        test, others_t, hidden_t = _read_split(root, test_dir, test_dir.name, seen)
         layout, others, hidden = f"train/{test_dir.name}", others + others_t, hidden + hidden_t
         extra = sorted(set(test) - set(train))
         if extra:
@@ -160,7 +199,7 @@ def scan_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> FolderSca
         scan = FolderScan(root, layout, classes, _pairs(train, classes), _pairs(test, classes), others, hidden)
     else:
         source = train_dir if train_dir.is_dir() else root
-        per_class, others, hidden = _read_split(root, source, "train")
+        per_class, others, hidden = _read_split(root, source, "train", seen)
         classes = sorted(per_class)
         train, test = _stratified_split(per_class, classes, val_fraction)
         scan = FolderScan(root, "split", classes, train, test, others, hidden, val_fraction)
@@ -220,7 +259,9 @@ def _flatten_mode(im):
     return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
 
 
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError)  # PIL.UnidentifiedImageError is an OSError
+# PIL.UnidentifiedImageError is an OSError; an image over twice Pillow's pixel limit (a decompression bomb) is
+# refused like any unreadable file
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def _reason(e: BaseException) -> str:
@@ -311,13 +352,14 @@ def _patch_size(model: str, model_kwargs: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------------------------------- caching
 
 def _cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    local = root / ".dhvtlib-cache"
-    if os.access(root, os.W_OK) or (local.is_dir() and os.access(local, os.W_OK)):
-        return local
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "dhvtlib", digest)
+    """The cache directory asked for, else the folder's own one in the user's cache (never inside `root`), created
+    and checked for writing (one sentence naming it otherwise)."""
+    try:
+        if cache_dir is not None:
+            return writable_cache(Path(cache_dir))
+        return writable_cache(folder_cache(root), data_root=root)
+    except ValueError as e:
+        raise FolderError(str(e)) from None
 
 
 def _fingerprint(root: Path, files: Sequence[str]) -> str:
@@ -336,14 +378,22 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
         f.write(buf.getbuffer())
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    """A cache file, or None when absent or unreadable (it is then rebuilt)."""
+def _load(path: Path, fields: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A cache file holding every one of `fields`, or None when absent, unreadable or written by another version
+    (it is then rebuilt)."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        got = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, never trusted
         return None
+    if not isinstance(got, dict) or any(f not in got for f in fields):
+        return None
+    touch(path)
+    return got
+
+
+_CACHE_FIELDS = ("key", "train_images", "train_targets", "test_images", "test_targets", "mean", "std", "late_skipped")
 
 
 # ----------------------------------------------------------------------------------------------------- the data
@@ -421,7 +471,7 @@ def _bad_sentence(root: Path, bad: list[tuple[str, str]]) -> str:
 def _headers(root: Path, scan: FolderScan, cache: Path, fingerprint: str) -> dict[str, Any]:
     """Header size and mode of every image (cached by the folder's fingerprint)."""
     path = cache / f"headers-{fingerprint[:24]}.pt"
-    got = _load(path)
+    got = _load(path, ("fingerprint", "headers"))
     if got is not None and got.get("fingerprint") == fingerprint:
         return json.loads(got["headers"])
     headers = {rel: _header(root / rel) for rel in scan.files}
@@ -448,6 +498,9 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     t0 = time.perf_counter()
     scan = scan_folder(root, val_fraction)
     cache = _cache_dir(root, cache_dir)
+    if (root / LEGACY_NAME).is_dir() and cache != root / LEGACY_NAME:
+        _say(verbose, f"{root / LEGACY_NAME} is a cache an earlier version left inside your folder (torchvision's "
+                      f"ImageFolder reads it as a class); remove it: python -m dhvtlib.data cache clear {root}")
     if scan.not_images and not skip_bad_files:
         raise FolderError(_bad_sentence(root, [(p, "not an image file extension") for p in scan.not_images]))
     fingerprint = _fingerprint(root, scan.files)
@@ -494,6 +547,10 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     details["train_counts"] = dict(zip(scan.classes, counts))
     details["test_counts"] = dict(zip(scan.classes, [sum(t == i for _, t in test) for i in range(len(counts))]))
     details["imbalance"] = round(hi / lo, 3)
+    untested = [c for c, n in details["test_counts"].items() if n == 0]
+    if untested and test and (scan.layout == "split" or skipped):  # (a missing val/ folder already warns)
+        warnings.warn(f"class(es) {untested[:SHOW]} have no test images (too few images to split, or all skipped); "
+                      "they are trained on but not tested.", stacklevel=2)
     if hi > 2 * lo:
         _say(verbose, f"class imbalance: {scan.classes[counts.index(hi)]!r} has {hi} training images, "
                       f"{scan.classes[counts.index(lo)]!r} {lo} ({hi / lo:.1f}x); accuracy favours the large classes.")
@@ -526,13 +583,14 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
 
     key = hashlib.sha256(json.dumps([fingerprint, size, chans, RULE, skipped, train, test]).encode()).hexdigest()
     path = cache / f"{key[:24]}.pt"
-    data = _load(path)
+    data = _load(path, _CACHE_FIELDS)
     if data is None or data.get("key") != key:
         _say(verbose, f"decoding {len(train) + len(test)} images of {root} at {size}x{size} ({chans} channel(s)) "
                       f"into {path} (once) ...")
         data = _decode_all(root, train, test, size, chans, skip_bad_files)
         data["key"] = key
         _save(path, data)
+        prune(cache)
         details["cache"] = {"path": str(path), "built_s": round(time.perf_counter() - t0, 2)}
     else:
         details["cache"] = {"path": str(path), "loaded_s": round(time.perf_counter() - t0, 2)}

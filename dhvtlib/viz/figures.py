@@ -16,10 +16,15 @@ from ..files import atomic_write
 from ..results import PAPER_SOURCE, display_epochs
 
 __all__ = ["PALETTE", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "plot_efficiency",
-           "plot_loss_curves", "figure_caption"]
+           "plot_loss_curves", "figure_caption", "plain_text"]
 
 PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
            "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
+
+
+def plain_text(text: object) -> str:
+    """`text` shown as written in a label: a '$' in a tag or name is not read as matplotlib mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def set_style() -> None:
@@ -52,6 +57,7 @@ def plot_curves(metrics: pd.DataFrame, hue: str = "tag", metric: str = "top1", a
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
     metrics = display_epochs(metrics)  # stored epochs are 0-based; curves count from 1 like the training log
+    metrics = metrics.assign(**{hue: metrics[hue].map(plain_text)})  # names shown as written, not as mathtext
     n = metrics[hue].nunique()
     sns.lineplot(data=metrics, x="epoch", y=metric, hue=hue, estimator="mean", errorbar="sd", ax=ax,
                  palette=[PALETTE[i % len(PALETTE)] for i in range(n)])  # distinct colours, the project's order
@@ -72,7 +78,7 @@ def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
     ax.scatter(table["paper_top1"], y, marker="D", color=PALETTE[1], label=PAPER_SOURCE, zorder=3)
     ax.errorbar(table["ours_mean"], y, xerr=table["ours_std"].fillna(0), fmt="o", color=PALETTE[0], capsize=3,
                 label="ours, mean $\\pm$ std over seeds", zorder=3)
-    ax.set_yticks(list(y), table["label"])
+    ax.set_yticks(list(y), [plain_text(v) for v in table["label"]])
     ax.set_xlabel("top-1 (%)")
     if title:
         ax.set_title(title)
