@@ -390,7 +390,11 @@ def _fixed_input_size(kwargs: dict[str, Any]) -> bool:
     return bool(kwargs.get("pos_embed", False))  # the absolute position embedding fixes the image side
 
 
-_CFG_ARGS = dict(pool_size=_pool_size, first_conv="patch_embed.proj", classifier="head",
+def _first_conv(kwargs: dict[str, Any]) -> str:
+    return "patch_embed.proj.0.0" if kwargs.get("embed_layer", "sope") == "sope" else "patch_embed.proj"
+
+
+_CFG_ARGS = dict(pool_size=_pool_size, first_conv=_first_conv, classifier="head",
                  fixed_input_size=_fixed_input_size)
 # timm's pretrained-cfg registry entries (data config only: no weights exist); read by register_model
 default_cfgs = make_default_cfgs(VARIANTS, **_CFG_ARGS)

@@ -19,8 +19,10 @@ TIMM_ARGS = ("features_only", "out_indices", "feature_cls", "feature_cfg", "pret
 
 
 def _data_cfg(cfg: Any, kwargs: dict[str, Any], pool_size: Callable[[dict[str, Any]], tuple[int, int]], *,
-              first_conv: str, classifier: str, fixed_input_size: bool) -> dict[str, Any]:
+              first_conv: str | Callable[[dict[str, Any]], str], classifier: str, fixed_input_size: bool
+              ) -> dict[str, Any]:
     size = kwargs["img_size"]
+    first_conv = first_conv if isinstance(first_conv, str) else first_conv(kwargs)
     return dict(input_size=(kwargs.get("in_chans", 3), size, size), pool_size=pool_size(kwargs),
                 fixed_input_size=fixed_input_size, mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct,
                 interpolation=cfg.interpolation, num_classes=kwargs["num_classes"], first_conv=first_conv,
@@ -28,7 +30,7 @@ def _data_cfg(cfg: Any, kwargs: dict[str, Any], pool_size: Callable[[dict[str, A
 
 
 def make_default_cfgs(registry: dict[str, Any], pool_size: Callable[[dict[str, Any]], tuple[int, int]], *,
-                      first_conv: str, classifier: str,
+                      first_conv: str | Callable[[dict[str, Any]], str], classifier: str,
                       fixed_input_size: Callable[[dict[str, Any]], bool] = lambda kw: False) -> dict[str, Any]:
     """timm's `default_cfgs` for a family: one untagged cfg per registered name (its data config)."""
     cfgs = {}
@@ -40,7 +42,8 @@ def make_default_cfgs(registry: dict[str, Any], pool_size: Callable[[dict[str, A
 
 
 def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: dict[str, Any], *,
-                     pool_size: Callable[[dict[str, Any]], tuple[int, int]], first_conv: str, classifier: str,
+                     pool_size: Callable[[dict[str, Any]], tuple[int, int]],
+                     first_conv: str | Callable[[dict[str, Any]], str], classifier: str,
                      feature_cfg: dict[str, Any], fixed_input_size: Callable[[dict[str, Any]], bool] = lambda kw: False
                      ) -> nn.Module:
     """`cls(**registry[name].arch, num_classes=..., **overrides)` built by timm's `build_model_with_cfg`, with
