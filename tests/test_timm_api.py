@@ -119,6 +119,8 @@ def test_forward_intermediates_are_the_block_outputs():
     assert torch.equal(normed[0], m.norm(blocks[0])[:, 1:].transpose(1, 2).reshape(2, 192, 16, 16))
     with pytest.raises(ValueError, match="output_fmt 'NHWC' is not supported"):
         m.forward_intermediates(x, output_fmt="NHWC")
+    with pytest.raises(ValueError, match=r"input of shape \(2, 32, 32\) does not fit this model"):
+        m.forward_intermediates(torch.randn(2, 32, 32))
 
 
 # ------------------------------------------------------------------ classifier and pooling
@@ -221,3 +223,12 @@ def test_traced_dhvt_keeps_the_kernel_choice_and_trains(monkeypatch):
     ref_params = dict(ref.named_parameters())
     for n, p in g.named_parameters():
         torch.testing.assert_close(p.grad, ref_params[n].grad, rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # TorchScript's deprecation
+def test_cnn_scripts_like_timms_resnet():
+    """TorchScript is deprecated and not supported for DHVT; the CNNs still script (without the input check)."""
+    m = create_model("resnet18_cifar", width=8).eval()
+    x = _x("resnet18_cifar")
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(m)(x), m(x))

@@ -76,6 +76,7 @@ class CNN(ResNet):
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block,
                            layers=list(layers), width=width, stem=stem, drop_rate=drop_rate,
                            drop_path_rate=drop_path_rate, global_pool=global_pool)
+        self.in_chans, self.img_size = in_chans, img_size  # for the input check
         self.variant: str | None = None  # the registered name (create_cnn and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_cnn sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
@@ -86,7 +87,9 @@ class CNN(ResNet):
         return set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(checked_images(x, self.config["in_chans"], self.config["img_size"]))
+        if not torch.jit.is_scripting():  # a scripted copy runs without the check
+            x = checked_images(x, self.in_chans, self.img_size)
+        return self.forward_head(self.forward_features(x))  # ResNet.forward (TorchScript has no super())
 
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         super().reset_classifier(num_classes, global_pool)

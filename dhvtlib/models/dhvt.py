@@ -190,8 +190,8 @@ class DHVT(nn.Module):
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; use 'NCHW' (maps) or 'NLC' (tokens).")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        B, _, height, width = x.shape
-        x = self._embed(x)
+        B, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+        x = self._embed(x)  # checks the input
         blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
         intermediates = []
         for i, blk in enumerate(blocks):
