@@ -225,7 +225,7 @@ def test_traced_dhvt_keeps_the_kernel_choice_and_trains(monkeypatch):
         torch.testing.assert_close(p.grad, ref_params[n].grad, rtol=1e-5, atol=1e-7, msg=n)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # TorchScript's deprecation
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 def test_cnn_scripts_like_timms_resnet():
     """TorchScript is deprecated and not supported for DHVT; the CNNs still script (without the input check)."""
     m = create_model("resnet18_cifar", width=8).eval()
