@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from timm.layers import register_notrace_function
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
-from .dhvt import VariantCfg, build_registered, register_variants
+from .dhvt import VariantCfg
 from .layers import SplitBatchNorm2d
+from .registry import build_registered, make_default_cfgs, register_variants
 from .utils import check_io_args, require_int
 
-__all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "matched_width"]
+__all__ = ["CNN", "CNN_VARIANTS", "CnnCfg", "create_cnn", "default_cfgs", "matched_width"]
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STEMS = ("imagenet", "cifar")
@@ -46,12 +48,15 @@ class CNN(ResNet):
     in_chans, num_classes, block 'basic' | 'bottleneck', layers (blocks per stage), width (stage-1 channels;
     stages double it), stem 'imagenet' (7x7/2 conv + 3x3/2 max-pool) | 'cifar' (3x3/1 conv, no pool),
     drop_rate (dropout before fc), drop_path_rate (stochastic depth, linear in block index), zero_init_last (the
-    last BN of each block starts at 0; False: at 1, as torchvision's ResNet).
+    last BN of each block starts at 0; False: at 1, as torchvision's ResNet), global_pool (timm's: 'avg', '' for
+    none, ...). timm's ResNet interface is inherited (forward_intermediates, feature_info: the stem's activation
+    then each stage, set_grad_checkpointing, group_matcher).
     """
 
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 100, block: str = "basic",
                  layers: tuple[int, ...] | list[int] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar",
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True,
+                 global_pool: str = "avg"):
         _check_args(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block, layers=layers,
                     width=width, stem=stem)
         if not isinstance(zero_init_last, bool):
@@ -60,7 +65,7 @@ class CNN(ResNet):
         channels = tuple(width * 2 ** i for i in range(len(layers)))
         super().__init__(BLOCKS[block], layers, num_classes=num_classes, in_chans=in_chans, stem_width=width,
                          channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                         norm_layer=SplitBatchNorm2d, zero_init_last=zero_init_last)
+                         norm_layer=SplitBatchNorm2d, zero_init_last=zero_init_last, global_pool=global_pool)
         if stem == "cifar" or width != 64:
             # timm's plain stem always has 64 channels: rebuild it at `width` (3x3 stride-1 conv and no max-pool
             # for small images, He et al. 2016 sec. 4.2) and the stages on it with timm's make_blocks.
@@ -80,7 +85,8 @@ class CNN(ResNet):
             self.init_weights(zero_init_last=zero_init_last)
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, block=block,
                            layers=list(layers), width=width, stem=stem, drop_rate=drop_rate,
-                           drop_path_rate=drop_path_rate, zero_init_last=zero_init_last)
+                           drop_path_rate=drop_path_rate, zero_init_last=zero_init_last, global_pool=global_pool)
+        self.in_chans, self.img_size = in_chans, img_size  # for the input check
         self.variant: str | None = None  # the registered name (create_cnn and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_cnn sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
@@ -91,14 +97,26 @@ class CNN(ResNet):
         return set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config["in_chans"]:
-            raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it takes [B, "
-                             f"{self.config['in_chans']}, H, W] images (built for {self.config['img_size']} px).")
-        return super().forward(x)
+        if not torch.jit.is_scripting():  # a scripted copy runs without the check
+            x = checked_images(x, self.in_chans, self.img_size)
+        return self.forward_head(self.forward_features(x))  # ResNet.forward (TorchScript has no super())
 
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         super().reset_classifier(num_classes, global_pool)
-        self.config["num_classes"] = num_classes
+        self.config["num_classes"], self.config["global_pool"] = num_classes, global_pool
+
+
+@register_notrace_function  # a leaf of timm's fx tracing (and torch.fx.wrap below for torch.fx's)
+def checked_images(x: torch.Tensor, in_chans: int, img_size: int) -> torch.Tensor:
+    """x itself, or one sentence if it is not a batch of [in_chans, H, W] images. A leaf of fx tracing: a traced
+    model keeps the check and runs it on real tensors."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it takes [B, {in_chans}, H, W] "
+                         f"images (built for {img_size} px).")
+    return x
+
+
+torch.fx.wrap("checked_images")
 
 
 def _check_args(*, img_size, in_chans, num_classes, block, layers, width, stem) -> None:
@@ -131,9 +149,26 @@ CNN_VARIANTS: dict[str, CnnCfg] = {
 }
 
 
+def _pool_size(kwargs: dict[str, Any]) -> tuple[int, int]:
+    """The side of the last stage's map: each stride-2 step (7x7 conv and max-pool of the imagenet stem, the first
+    block of stages 2+) takes ceil(side / 2)."""
+    side = kwargs["img_size"]
+    for _ in range(len(kwargs["layers"]) - 1 + (2 if kwargs["stem"] == "imagenet" else 0)):
+        side = -(-side // 2)
+    return side, side
+
+
+_CFG_ARGS = dict(pool_size=_pool_size, first_conv="conv1", classifier="fc")
+# timm's pretrained-cfg registry entries (data config only: no weights exist); read by register_model
+default_cfgs = make_default_cfgs(CNN_VARIANTS, **_CFG_ARGS)
+
+
 def create_cnn(name: str, **overrides: Any) -> CNN:
-    """Build a registered CNN; any CNN argument can be overridden (num_classes, in_chans, img_size, width, ...)."""
-    return build_registered(CNN, CNN_VARIANTS, name, overrides, first_conv="conv1", classifier="fc")
+    """Build a registered CNN; any CNN argument can be overridden (num_classes, in_chans, img_size, width,
+    global_pool, ...), and timm's features_only (the stem and every stage by default), out_indices, feature_cls and
+    pretrained_cfg_overlay are accepted."""
+    return build_registered(CNN, CNN_VARIANTS, name, overrides, feature_cfg={},
+                            **_CFG_ARGS)
 
 
 def _params(name: str, width: int, **kwargs: Any) -> int:

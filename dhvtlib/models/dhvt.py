@@ -6,27 +6,29 @@ ablation flips one argument (see `ablations.py`).
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
-from timm.layers import trunc_normal_
-from timm.models import register_model
+from timm.layers import register_notrace_function, trunc_normal_
+from timm.models import checkpoint, checkpoint_seq
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from .layers import (DAFF, NORMS_2D, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads,
                      check_sope_patch_size)
+from .registry import build_registered, make_default_cfgs, register_variants
 from .utils import check_io_args, init_arg_names, require_int
 
 __all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "IMAGENET_STD", "GLOBAL_POOLS", "default_cfgs"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EMBED_LAYERS = ("sope", "linear")
 MLP_LAYERS = ("daff", "mlp")
+GLOBAL_POOLS = ("token", "avg", "")  # class token (official), mean of the patch tokens, none (all tokens)
 # DeiT (timm's ViT layout): linear patch embedding, absolute position embedding, no head tokens, ViT's MLP
 DEIT_ARGS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 
@@ -53,6 +55,15 @@ class DHVT(nn.Module):
                                           zero bias (Table 8's FFN forms, whose 1x1 convs stand for fc1/fc2)
     Kernel choices (the same maths, see layers.py): attn_impl 'auto'|'sdpa'|'explicit', daff_layout
     'auto'|'channels_last'|'nchw'; 'auto' picks the fastest for the device and precision.
+    global_pool 'token' (official: the class token) | 'avg' (mean of the patch tokens) | '' (no pooling: the head
+    sees every token), as timm's ViT.
+
+    timm's interface: `forward_intermediates` / `features_only=True` give per-block feature maps. An intermediate
+    of DHVT is a block's output patch tokens (the class token dropped; the head tokens never leave the attention),
+    before the final norm unless norm=True, as [B, C, S/P, S/P] maps ('NCHW') or [B, N_p, C] tokens ('NLC');
+    `feature_info` has one entry per block (reduction = patch_size). `set_grad_checkpointing` recomputes each block
+    in the backward pass (a BatchNorm in DAFF then updates its running statistics twice per training step, as in
+    timm's CNNs).
     """
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
@@ -63,7 +74,7 @@ class DHVT(nn.Module):
                  sope_last_act: bool | None = None, sope_conv_bias: bool = False, daff_norm: str = "bn",
                  daff_token_mixer: str = "dwconv", daff_dw_shortcut: bool = True, daff_se: str = "cls",
                  ht_norm: bool = True, daff_conv_init: str = "default", attn_impl: str = "auto",
-                 daff_layout: str = "auto"):
+                 daff_layout: str = "auto", global_pool: str = "token"):
         super().__init__()
         args = locals()
         self.config = {name: args[name] for name in init_arg_names(DHVT)}  # the arguments, saved with the weights
@@ -73,8 +84,11 @@ class DHVT(nn.Module):
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
         self.bn_fused = False  # True on fuse_batchnorm's eval-only copy
         self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1
+        self.global_pool = global_pool
+        self.grad_checkpointing = False
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         if embed_layer == "sope":
             self.patch_embed = SOPE(img_size, patch_size, in_chans, embed_dim, norm=sope_norm, affine=sope_affine,
                                     last_act=sope_last_act, conv_bias=sope_conv_bias)
@@ -137,28 +151,101 @@ class DHVT(nn.Module):
         return {"pos_embed", "cls_token", "dist_token"}
 
     # ---- forward ----
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, in_chans, S, S] -> normalised tokens [B, N, C] (class token first)."""
-        x = self.patch_embed(x)
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_chans, S, S] -> tokens [B, N, C] entering block 0 (class token first)."""
+        c = self.config
+        x = self.patch_embed(checked_input(x, c["in_chans"], c["patch_size"], c["img_size"], c["pos_embed"]))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = self.pos_drop(x + self.pos_embed)
-        return self.norm(self.blocks(x))
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_chans, S, S] -> normalised tokens [B, N, C] (class token first)."""
+        x = self._embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0]
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.config)
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """timm's feature extraction: the outputs of the blocks in `indices` (None: all, n: the last n, a list:
+        those, negative from the end) as patch-token maps [B, C, S/P, S/P] ('NCHW') or [B, N_p, C] ('NLC'),
+        final-normed with norm=True; with return_prefix_tokens each is (map, class token [B, 1, C]). Returns
+        (forward_features(x), intermediates), or the intermediates alone with intermediates_only."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; use 'NCHW' (maps) or 'NLC' (tokens).")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        B, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+        x = self._embed(x)  # checks the input
+        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
+        intermediates = []
+        for i, blk in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x)
+            else:
+                x = blk(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        prefix = [y[:, :self.num_prefix_tokens] for y in intermediates]
+        intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == "NCHW":
+            p = self.config["patch_size"]
+            intermediates = [y.reshape(B, height // p, width // p, -1).permute(0, 3, 1, 2).contiguous()
+                             for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of `indices` (and the final norm / the head): what features_only keeps.
+        Returns the absolute indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
     # ---- utilities ----
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (layer-wise lr decay): the embedding, then one group per block, the norm last."""
+        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a fresh trunc_normal-initialised one (fine-tuning)."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head by a fresh trunc_normal-initialised one (fine-tuning); 0 removes it (the forward then
+        gives the pooled features). global_pool, if given, is one of GLOBAL_POOLS."""
+        check_io_args(self.config["in_chans"], num_classes)
+        if global_pool is not None:
+            _check_global_pool(global_pool)
+            self.global_pool = self.config["global_pool"] = global_pool
         self.num_classes = self.config["num_classes"] = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
@@ -188,8 +275,15 @@ class DHVT(nn.Module):
         return maps
 
 
+def _check_global_pool(global_pool: Any) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool {global_pool!r} is not supported; use 'token' (the class token, official), "
+                         "'avg' (mean of the patch tokens) or '' (no pooling).")
+
+
 def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
-                mlp_layer, sope_norm, daff_norm, daff_conv_init, **_) -> None:
+                mlp_layer, sope_norm, daff_norm, daff_conv_init, global_pool, **_) -> None:
+    _check_global_pool(global_pool)
     if daff_conv_init not in ("default", "trunc_normal"):
         raise ValueError(f"daff_conv_init {daff_conv_init!r} is not supported; use 'default' (official) or "
                          "'trunc_normal'.")
@@ -215,14 +309,20 @@ def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth
         raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 for DAFF's squeeze-excitation (ratio 4).")
 
 
-def _check_input(x: torch.Tensor, cfg: dict[str, Any]) -> None:
-    if x.ndim != 4 or x.shape[1] != cfg["in_chans"] or x.shape[2] != x.shape[3] or x.shape[2] % cfg["patch_size"]:
-        raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it takes [B, {cfg['in_chans']}, "
-                         f"S, S] images with S divisible by patch_size {cfg['patch_size']} (built for S="
-                         f"{cfg['img_size']}).")
-    if cfg["pos_embed"] and x.shape[2] != cfg["img_size"]:
-        raise ValueError(f"image side {x.shape[2]} differs from img_size {cfg['img_size']}, which the absolute "
-                         f"position embedding fixes; resize the images to {cfg['img_size']}.")
+@register_notrace_function  # a leaf of timm's fx tracing (and torch.fx.wrap below for torch.fx's)
+def checked_input(x: torch.Tensor, in_chans: int, patch_size: int, img_size: int, pos_embed: bool) -> torch.Tensor:
+    """x itself, or one sentence if its shape does not fit the model. A leaf of fx tracing: a traced model keeps
+    the check and runs it on real tensors."""
+    if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2] != x.shape[3] or x.shape[2] % patch_size:
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it takes [B, {in_chans}, S, S] "
+                         f"images with S divisible by patch_size {patch_size} (built for S={img_size}).")
+    if pos_embed and x.shape[2] != img_size:
+        raise ValueError(f"image side {x.shape[2]} differs from img_size {img_size}, which the absolute position "
+                         f"embedding fixes; resize the images to {img_size}.")
+    return x
+
+
+torch.fx.wrap("checked_input")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,57 +381,31 @@ def list_models() -> list[str]:
     return list(VARIANTS)
 
 
+def _pool_size(kwargs: dict[str, Any]) -> tuple[int, int]:
+    side = kwargs["img_size"] // kwargs["patch_size"]
+    return side, side
+
+
+def _fixed_input_size(kwargs: dict[str, Any]) -> bool:
+    return bool(kwargs.get("pos_embed", False))  # the absolute position embedding fixes the image side
+
+
+def _first_conv(kwargs: dict[str, Any]) -> str:
+    return "patch_embed.proj.0.0" if kwargs.get("embed_layer", "sope") == "sope" else "patch_embed.proj"
+
+
+_CFG_ARGS = dict(pool_size=_pool_size, first_conv=_first_conv, classifier="head",
+                 fixed_input_size=_fixed_input_size)
+# timm's pretrained-cfg registry entries (data config only: no weights exist); read by register_model
+default_cfgs = make_default_cfgs(VARIANTS, **_CFG_ARGS)
+
+
 def create_model(name: str, **overrides: Any) -> DHVT:
     """Build a registered variant; any DHVT argument can be overridden (num_classes, in_chans, img_size, an
-    ablation flag, drop_path_rate, ...)."""
-    return build_registered(DHVT, VARIANTS, name, overrides, first_conv="patch_embed.proj", classifier="head")
-
-
-def build_registered(cls: type, registry: dict[str, Any], name: str, overrides: dict[str, Any], *,
-                     first_conv: str, classifier: str) -> nn.Module:
-    """`cls(**registry[name].arch, num_classes=..., **overrides)` with unknown names and arguments refused in one
-    sentence, tagged with `variant` and a timm-style `pretrained_cfg` (input size, mean/std, crop, the variant's
-    notes)."""
-    if name not in registry:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(registry)}.")
-    cfg = registry[name]
-    kwargs = dict(cfg.arch, num_classes=cfg.num_classes)
-    unknown = set(overrides) - set(init_arg_names(cls))
-    if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)} for {name}; see help(dhvtlib.models."
-                         f"{cls.__name__}) for the accepted ones.")
-    kwargs.update(overrides)
-    model = cls(**kwargs)
-    model.variant = name
-    model.pretrained_cfg = dict(architecture=name, input_size=(kwargs.get("in_chans", 3), kwargs["img_size"],
-                                                               kwargs["img_size"]),
-                                mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                num_classes=kwargs["num_classes"], first_conv=first_conv, classifier=classifier,
-                                notes=(cfg.notes,) if cfg.notes else ())  # as timm's PretrainedCfg.notes
-    return model
-
-
-def register_variants(names: Iterable[str], build: Callable[..., nn.Module], module: str) -> None:
-    """Register each name with timm, as `@register_model def <name>(pretrained=False, **kwargs)` in `module`
-    would: `timm.create_model(name, **kwargs)` is `build(name, **kwargs)` (no pretrained weights exist)."""
-    for name in names:
-        entrypoint = _entrypoint(name, build, module)
-        setattr(sys.modules[module], name, entrypoint)  # register_model lists it in the module's __all__
-        register_model(entrypoint)
-
-
-def _entrypoint(name: str, build: Callable[..., nn.Module], module: str) -> Callable[..., nn.Module]:
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(f"no pretrained weights exist for {name} (the authors released none); use "
-                             f"pretrained=False and load a checkpoint with dhvtlib.checkpoint.")
-        for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's own arguments
-            kwargs.pop(k, None)
-        return build(name, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = module
-    return entrypoint
+    ablation flag, drop_path_rate, ...), and timm's features_only (the last 3 blocks' maps by default),
+    out_indices, feature_cls and pretrained_cfg_overlay are accepted."""
+    return build_registered(DHVT, VARIANTS, name, overrides, feature_cfg=dict(feature_cls="getter", out_indices=3),
+                            **_CFG_ARGS)
 
 
 register_variants(VARIANTS, create_model, __name__)

@@ -15,9 +15,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath, LayerNorm2d, register_notrace_function, register_notrace_module
 
 __all__ = [
     "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d", "SplitBatchNorm2d",
@@ -40,7 +39,17 @@ def _cpu_low_precision(x: torch.Tensor) -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
 
 
-class SplitBatchNorm2d(nn.BatchNorm2d):
+class _TraceableBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose input-rank check is skipped while torch.fx traces it (a subclass outside torch.nn is not
+    a leaf of torch.fx, and the check branches on the traced rank); it runs on real tensors."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if not isinstance(input, torch.fx.Proxy):
+            super()._check_input_dim(input)
+
+
+@register_notrace_module  # a leaf of timm's fx tracing: its per-group branch runs on real tensors
+class SplitBatchNorm2d(_TraceableBatchNorm2d):
     """BatchNorm2d whose training statistics are computed per group of `num_splits` interleaved sub-batches, as
     `num_splits` GPUs with plain (unsynchronised) BatchNorm would compute them: group g is items g, g + G, g + 2G, ...
     of the batch, which are exactly the images the official sampler (rank::world_size) gives GPU g at each step.
@@ -84,7 +93,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return super().extra_repr() + (f", num_splits={self.num_splits}" if self.num_splits != 1 else "")
 
 
-class AllReduceSyncBatchNorm2d(nn.BatchNorm2d):
+@register_notrace_module
+class AllReduceSyncBatchNorm2d(_TraceableBatchNorm2d):
     """SyncBatchNorm on any process-group backend (torch's needs CUDA): in training under an initialised process
     group of several processes, the statistics are those of every process's batch together (two differentiable
     all_reduces: the mean, then the centred sum of squares); the running variance is unbiased over the global
@@ -140,11 +150,41 @@ def check_num_heads(dim: int, num_heads: int) -> None:
         raise ValueError(f"num_heads {num_heads!r} must be a positive integer dividing embed_dim {dim}.")
 
 
+# The runtime choices below (the grid side of a token count, the kernel and layout by device and precision) are
+# leaves of fx tracing (timm's register_notrace_function and torch.fx.wrap): a traced model calls them on the real
+# tensors, so it keeps the checks and the choices of the eager model.
+@register_notrace_function
 def _grid_side(num_patches: int) -> int:
     side = math.isqrt(num_patches)
     if side * side != num_patches:
         raise ValueError(f"{num_patches} patch tokens do not form a square grid; DHVT needs square images.")
     return side
+
+
+@register_notrace_function
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, drop: float, impl: str) -> torch.Tensor:
+    """softmax(q k^T * scale) v with dropout `drop`, by the kernel `impl` picks (see Attention)."""
+    if impl == "explicit" or (impl == "auto" and q.requires_grad and _cpu_low_precision(q)):
+        attn = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
+        return F.dropout(attn, drop) @ v
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=scale)
+
+
+def _daff_nchw(y: torch.Tensor, layout: str, split: bool) -> bool:
+    """Whether DAFF copies its map to NCHW (see DAFF's `layout`)."""
+    if layout == "auto":
+        return split or _cpu_low_precision(y)
+    return layout == "nchw"
+
+
+@register_notrace_function
+def _daff_map(y: torch.Tensor, layout: str, split: bool) -> torch.Tensor:
+    """DAFF's [B, C, s, s] map in the layout `layout` picks: an NCHW copy or the channels_last view itself."""
+    return y.contiguous() if _daff_nchw(y, layout, split) else y
+
+
+for _leaf in ("_grid_side", "_attend", "_daff_map"):
+    torch.fx.wrap(_leaf)
 
 
 class Affine(nn.Module):
@@ -200,7 +240,7 @@ class SOPE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.post_affine(self.proj(self.pre_affine(x)))  # [B, C, H/P, W/P]
-        return rearrange(x, "b c h w -> b (h w) c")
+        return x.permute(0, 2, 3, 1).flatten(1, 2)  # [B, N_p, C]
 
 
 class LinearPatchEmbed(nn.Module):
@@ -214,7 +254,7 @@ class LinearPatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rearrange(self.proj(x), "b c h w -> b (h w) c")
+        return self.proj(x).permute(0, 2, 3, 1).flatten(1, 2)
 
 
 class Attention(nn.Module):
@@ -256,31 +296,26 @@ class Attention(nn.Module):
 
     def make_head_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, C] -> [B, h, C]."""
+        B, N, C = x.shape
         h = self.num_heads
-        groups = rearrange(x, "b n (h d) -> b h n d", h=h).mean(dim=2)  # [B, h, d]
-        t = rearrange(self.ht_proj(groups), "b t (h d) -> b t h d", h=h)  # [B, h, h, d]
+        groups = x.reshape(B, N, h, C // h).transpose(1, 2).mean(dim=2)  # [B, h, d]
+        t = self.ht_proj(groups).reshape(B, h, h, C // h)  # [B, h, h, d]
         t = self.ht_act(self.ht_norm(t)).flatten(2)  # [B, h, C]
         return t + self.pos_embed
-
-    def _explicit(self, q: torch.Tensor) -> bool:
-        if self.impl == "auto":
-            return q.requires_grad and _cpu_low_precision(q)
-        return self.impl == "explicit"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         if self.head_tokens:
             x = torch.cat([x, self.make_head_tokens(x)], dim=1)  # [B, N + h, C]
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k, v = self.qkv(x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
-        if self.keep_attn or self._explicit(q):
+        if self.keep_attn:
             attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
-            if self.keep_attn:
-                self.attn_map = attn.detach()
+            self.attn_map = attn.detach()
             out = F.dropout(attn, drop) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
-        x = self.proj(rearrange(out, "b h n d -> b n (h d)"))
+            out = _attend(q, k, v, self.scale, drop, self.impl)
+        x = self.proj(out.transpose(1, 2).reshape(B, -1, C))
         if self.head_tokens:  # merge: cls += mean(head tokens); head tokens are dropped
             x, ht = x[:, :N], x[:, N:]
             x = torch.cat([x[:, :1] + ht.mean(dim=1, keepdim=True), x[:, 1:]], dim=1)
@@ -338,9 +373,8 @@ class DAFF(nn.Module):
         B, N, C = x.shape
         s = _grid_side(N - 1)
         cls, tokens = x[:, :1], x[:, 1:]
-        y = rearrange(tokens, "b (h w) c -> b c h w", h=s)  # a channels_last view of x: no copy
-        if self._nchw(x):
-            y = y.contiguous()
+        y = _daff_map(tokens.reshape(B, s, s, C).permute(0, 3, 1, 2), self.layout,  # a channels_last view of x
+                      getattr(self.bn1, "num_splits", 1) > 1 and self.training)
         y = self.act1(self.bn1(self.conv1(y)))
         if self.token_mixer != "none":
             z = self.conv2(y)
@@ -348,19 +382,13 @@ class DAFF(nn.Module):
                 z = self.act2(self.bn2(z))
             y = y + z if self.dw_shortcut else z
         y = self.bn3(self.conv3(y))  # [B, C, s, s]
-        tokens = rearrange(y, "b c h w -> b (h w) c")
+        tokens = y.permute(0, 2, 3, 1).flatten(1, 2)
         if self.se != "none":
             w = self.excitation(self.se_act(self.compress(y.mean(dim=(2, 3)))))[:, None]  # [B, 1, C]
             cls = cls * w
             if self.se == "all":
                 tokens = tokens * w
         return torch.cat([cls, tokens], dim=1)
-
-    def _nchw(self, x: torch.Tensor) -> bool:
-        if self.layout == "auto":
-            split = getattr(self.bn1, "num_splits", 1) > 1 and self.training
-            return split or _cpu_low_precision(x)
-        return self.layout == "nchw"
 
 
 class Mlp(nn.Module):
