@@ -104,9 +104,10 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     summary, (claim1, per_size) = study.summary_table(f), study.verdicts(f)
     prov = {**provenance(done), "runs": f"{len(f)} completed", "wall": f"{f['wall_s'].sum() / 3600:.2f} h of runs "
             "in all (one thread each)"}
-    caption = (f"{experiment}: test top-1 (%) at the last epoch vs training images per class; mean, std and 95% "
-               "bootstrap CI over seeds; the design and verdict criteria are in dhvtlib/study.py and the README")
-    files = write_table(summary, out / "table", title=caption, provenance=prov, caption=caption)
+    caption = (f"{experiment}: Fashion-MNIST, {len(f)} completed runs; mean, std and 95% bootstrap CI over seeds; "
+               "design and verdict criteria in dhvtlib/study.py and the README")
+    files = write_table(summary, out / "table", title=f"{experiment}: test top-1 (%) at the last epoch vs training "
+                        "images per class", provenance=prov, caption=caption)
     verdict = claim1_sentence(claim1)
     files += write_table(per_size, out / "verdicts", title=f"{experiment}: {verdict}; per size: the gap "
                          f"({study.CNN_REFERENCE} - deit), DHVT's gain over DeiT, DHVT - {study.CNN_REFERENCE} (claim "
@@ -129,7 +130,8 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     if len(curves):
         with _figure(f"{stem}_loss_curves") as fig:
             fig.append(plot_loss_curves(curves, labels=study.LABELS,
-                                        title=f"{plain_text(experiment)}: training loss, seed 0"))
+                                        title=f"{plain_text(experiment)}: training loss (seed 0, rolling mean "
+                                        "over 5% of the run)"))
             files += save_figure(fig[0], root / "figures" / f"{stem}_loss_curves")
     return claim1, per_size, files
 
@@ -149,8 +151,12 @@ def _loss_curves(done: pd.DataFrame) -> pd.DataFrame:
     parts = m["tag"].str.split("/")
     m = m.assign(model=parts.str[0], samples_per_class=parts.str[1].str.removesuffix("pc").astype(int),
                  variant=parts.map(lambda p: p[2] if len(p) > 2 else ""))
-    m = m[m["variant"].isin(["", "x2"])]
-    return m.assign(progress=(m["epoch"] + 1) / m.groupby("tag")["epoch"].transform("max").add(1))
+    m = m[m["variant"].isin(["", "x2"])].sort_values(["tag", "epoch"])
+    n = m.groupby("tag")["epoch"].transform("max").add(1)
+    # a rolling mean over 5% of each run: under Mixup/CutMix the per-epoch loss of a few updates is noisy
+    smooth = m.groupby("tag")["train_loss"].transform(
+        lambda v: v.rolling(max(1, round(0.05 * len(v))), min_periods=1, center=True).mean())
+    return m.assign(progress=(m["epoch"] + 1) / n, train_loss=smooth)
 
 
 def write_report(results_root: str | os.PathLike) -> Path:
