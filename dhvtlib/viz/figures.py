@@ -166,7 +166,12 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
     return fig
 
 
-_FIGURE_CAPTIONS = (("_paper_vs_ours", "paper (reported) vs reproduced top-1, our mean ± std over seeds"),
+_FIGURE_CAPTIONS = (("_loss_curves", "training loss of seed 0 against the fraction of each run's updates (rolling "
+                                     "mean over 5% of the run; dashed: twice the budget): the convergence evidence"),
+                    ("_top1_vs_samples", "the title claim: last-epoch top-1 against training images per class (mean, "
+                                         "95% CI over seeds); the gap to the SGD-trained ResNet and the share of it "
+                                         "DHVT closes"),
+                    ("_paper_vs_ours", "paper (reported) vs reproduced top-1, our mean ± std over seeds"),
                     ("_curves", "test top-1 per epoch (epochs counted from 1), mean ± std over seeds"),
                     ("_head_tokens", "head-token attention over the patches (last block)"))
 
