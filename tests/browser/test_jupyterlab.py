@@ -226,7 +226,7 @@ def head_tokens(lab: Lab) -> dict:
         facts["explorer_status"] = explorer.locator(".widget-html").first.inner_text()
         lab.shot("explorer_after_slider")
         facts["explorer_updated"] = True
-    facts["text"] = lab.page.evaluate("document.querySelector('.jp-Notebook').textContent")
+    facts["text"] = lab.page.evaluate("window.jupyterapp.shell.currentWidget.node.textContent")  # 05, not 00
     return facts
 
 
