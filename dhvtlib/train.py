@@ -180,6 +180,8 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
     criterion, mixup_fn = build_criterion(recipe, data.info.num_classes)
     mixup_fn, bn_groups = use_virtual_gpus(model, mixup_fn, recipe.virtual_gpus, d.world_size)
+    if recipe.compile:
+        model.compile()  # in place: the same module and state_dict keys; the EMA copy stays eager
     net: nn.Module = model
     if d.world_size > 1:
         # Table 8's "split CLS" rows without SE leave the last block's patch FFN unused (see ablations.py).

@@ -302,8 +302,9 @@ class DAFF(nn.Module):
     on their weights viewed [out, in], the norms work on the rows (a free [B*N_p, C, 1, 1] view), and only the
     depthwise conv sees a map (the channels_last view of the rows, no copy); 'channels_last' runs every conv on
     that channels_last view; 'nchw' copies the tokens to an NCHW map as the official code does. 'auto' is
-    'tokens' (the fastest form measured on CPUs in fp32 and bf16, see `_layout`), except 'nchw' while the
-    BatchNorms are split into per-GPU groups in training (a SplitBatchNorm2d splits NCHW maps without a copy).
+    'tokens' on a CPU in bf16/fp16 and 'channels_last' otherwise (the faster forms measured), except 'nchw' while
+    the BatchNorms are split into per-GPU groups in training (a SplitBatchNorm2d splits NCHW maps without a
+    copy); see `_layout`.
     """
 
     def __init__(self, dim: int, hidden_dim: int, norm: str = "bn", token_mixer: str = "dwconv",
@@ -378,13 +379,16 @@ class DAFF(nn.Module):
         return torch.cat([cls, y], dim=1)
 
     def _layout(self, x: torch.Tensor) -> str:
-        """The layout this call runs in. 'auto': 'tokens', or 'nchw' while the BatchNorms are split in training.
-        Measured on a 2-thread AVX512-BF16 CPU (a DAFF block forward + backward, same weights, same process):
-        tokens is the fastest form in fp32 and in bf16; see the class docstring."""
+        """The layout this call runs in. 'auto', from same-process ratios of a DHVT-T DAFF block (batch 128,
+        forward + backward, same weights) on a 1-thread AVX512-BF16 CPU: 'nchw' while the BatchNorms are split into
+        groups in training (tokens 0.73x / 0.95x of it in fp32 / bf16); else 'tokens' on a CPU in bf16/fp16 (1.32x
+        -1.46x NCHW, 1.1x channels_last) and 'channels_last' otherwise (fp32: tokens 0.88x-0.98x of it; other
+        devices keep it until measured)."""
         if self.layout != "auto":
             return self.layout
-        split = getattr(self.bn1, "num_splits", 1) > 1 and self.training
-        return "nchw" if split else "tokens"
+        if getattr(self.bn1, "num_splits", 1) > 1 and self.training:
+            return "nchw"
+        return "tokens" if _cpu_low_precision(x) else "channels_last"
 
 
 def _as_map(rows: torch.Tensor, s: int) -> torch.Tensor:
