@@ -325,7 +325,9 @@ def test_kernel_choices_compute_the_same_function(mode):
             o.square().sum().backward()
             torch.testing.assert_close(o, out, rtol=1e-5, atol=1e-5)
             for (name, p), q in zip(m.named_parameters(), ref.parameters()):
-                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+                # atol: gradients reach ~60 here; the token layout's F.linear sums in another order (fp32 rounding
+                # up to 1.6e-5 seen; tests/test_daff_layout.py checks the function in float64)
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=5e-5, msg=name)
 
 
 def test_auto_kernels_follow_device_and_precision(monkeypatch):
