@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -181,7 +182,7 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     criterion, mixup_fn = build_criterion(recipe, data.info.num_classes)
     mixup_fn, bn_groups = use_virtual_gpus(model, mixup_fn, recipe.virtual_gpus, d.world_size)
     if recipe.compile:
-        model.compile()  # in place: the same module and state_dict keys; the EMA copy stays eager
+        compile_model(model, dev)
     net: nn.Module = model
     if d.world_size > 1:
         # Table 8's "split CLS" rows without SE leave the last block's patch FFN unused (see ablations.py).
@@ -191,6 +192,15 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     rs = RunState(recipe, model, optimizer, scheduler, precision, scaler=scaler, ema=ema,
                   generators=data.generators)
     return rs, _Loop(net, criterion, mixup_fn, sync_bn, bn_groups)
+
+
+def compile_model(model: nn.Module, dev: torch.device) -> None:
+    """torch.compile `model` in place (the same module and state_dict keys; the EMA copy stays eager). On a CPU,
+    inductor builds C++ kernels: without a compiler the run stops here in one sentence."""
+    if dev.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise RuntimeError("compile=True needs a C++ compiler on this CPU (torch.compile's inductor builds C++ "
+                           "kernels): install g++ (or set CXX), or train with compile=False.")
+    model.compile()
 
 
 def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], *, verbose: bool) -> None:

@@ -13,6 +13,7 @@ from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
 from dhvtlib.progress import RunInterrupted
 from dhvtlib.recipe import resolve
+from dhvtlib import train as train_mod
 from dhvtlib.train import run
 from clitools import signal_at
 
@@ -24,10 +25,14 @@ def _history(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("epoch_s", "img_s", "data_s", "compute_s")} for r in rows]
 
 
-def test_compile_is_off_by_default_and_checked():
+def test_compile_is_off_by_default_and_checked(monkeypatch):
     assert resolve("smoke").compile is False and resolve("cifar100").compile is False
     with pytest.raises(ValueError, match="compile must be true or false"):
         resolve("smoke", compile="yes")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(train_mod.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="compile=True needs a C\\+\\+ compiler on this CPU"):
+        train_mod.compile_model(torch.nn.Linear(2, 2), torch.device("cpu"))
 
 
 @pytest.mark.slow
