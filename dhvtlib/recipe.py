@@ -89,6 +89,10 @@ class Recipe:
     # execution (not part of the paper's recipe; never changes the maths except precision)
     precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.precision
     channels_last: bool = False
+    # torch.compile the model in place (inductor; same state_dict). Off by default: on a CPU its compile time (minutes)
+    # exceeds what it saves in a short run. Like channels_last it changes float rounding, so a run resumes with it
+    # as it started (a compiled run resumes bitwise equal to an uninterrupted compiled one on CPU).
+    compile: bool = False
     num_workers: int = 4  # DataLoader workers for file data sets; in-memory data sets use none
     eval_every: int = 1
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: epoch ends only)

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -196,6 +197,8 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
     criterion, mixup_fn = build_criterion(recipe, data.info.num_classes)
     mixup_fn, bn_groups = use_virtual_gpus(model, mixup_fn, recipe.virtual_gpus, d.world_size)
+    if recipe.compile:
+        compile_model(model, dev)
     net: nn.Module = model
     if d.world_size > 1:
         # Table 8's "split CLS" rows without SE leave the last block's patch FFN unused (see ablations.py).
@@ -212,6 +215,15 @@ def _steps_per_epoch(recipe: Recipe, data: RunData, d: Dist) -> int:
     idx = train_indices(len(data.train), 0, recipe.seed, rank=d.rank, world_size=d.world_size,
                         repeated_aug=recipe.repeated_aug, repeats=recipe.ra_repeats)
     return data.train.steps(idx)
+
+
+def compile_model(model: nn.Module, dev: torch.device) -> None:
+    """torch.compile `model` in place (the same module and state_dict keys; the EMA copy stays eager). On a CPU,
+    inductor builds C++ kernels: without a compiler the run stops here in one sentence."""
+    if dev.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise RuntimeError("compile=True needs a C++ compiler on this CPU (torch.compile's inductor builds C++ "
+                           "kernels): install g++ (or set CXX), or train with compile=False.")
+    model.compile()
 
 
 def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], spe: int, *, verbose: bool) -> None:

@@ -34,3 +34,12 @@ def test_bounds_reports_one_ratio_per_row(tmp_path):
     rows = res["modes"]["train"]["rows"]
     assert list(rows) == ["dhvt", "daff_no_bn"] and all(r["ratio_vs_timm_vit"] > 0 for r in rows.values())
     assert res["bandwidth_gb_s"]["copy"] > 0
+
+
+def test_daff_layouts_reports_each_layout_against_nchw(tmp_path):
+    import daff_layouts
+
+    res = daff_layouts.main(["--batch", "2", "--threads", "1", "--dim", "16", "--grid", "2", "--rounds", "1",
+                             "--steps", "1", "--warmup", "1", "--precision", "fp32", "--json", str(tmp_path / "d.json")])
+    assert set(res["rows"]) == {"fp32/train", "fp32/infer"}
+    assert all(r["tokens_vs_nchw"] > 0 and r["channels_last_vs_nchw"] > 0 for r in res["rows"].values())

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, LayerNorm2d, register_notrace_function, register_notrace_module
+from torch.fx._symbolic_trace import is_fx_tracing
 
 __all__ = [
     "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d", "SplitBatchNorm2d",
@@ -27,7 +28,7 @@ __all__ = [
 SOPE_PATCH_SIZES = (2, 4, 8, 16)
 NORMS_2D = ("bn", "ln", "none")
 ATTN_IMPLS = ("auto", "sdpa", "explicit")
-DAFF_LAYOUTS = ("auto", "channels_last", "nchw")
+DAFF_LAYOUTS = ("auto", "tokens", "channels_last", "nchw")
 
 
 def _cpu_low_precision(x: torch.Tensor) -> bool:
@@ -171,7 +172,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dro
 
 
 def _daff_nchw(y: torch.Tensor, layout: str, split: bool) -> bool:
-    """Whether DAFF copies its map to NCHW (see DAFF's `layout`)."""
+    """Whether DAFF's map form copies its map to NCHW: `layout` as `DAFF._layout` decided it, or under torch.fx
+    DAFF's own setting ('auto': NCHW for split BatchNorms in training and under CPU bf16/fp16, whose tokens form a
+    traced graph does not take; 'tokens' runs on the channels_last view there)."""
     if layout == "auto":
         return split or _cpu_low_precision(y)
     return layout == "nchw"
@@ -333,11 +336,13 @@ class DAFF(nn.Module):
     (re-calibrate every token, Table 9) | 'none' (class token passes through unchanged, Table 8 "split CLS").
     Like the official code, DAFF has no dropout.
 
-    `layout` (the same maths): 'channels_last' reads the patch tokens as a channels_last view of x (no copy; the
-    fastest fp32 CPU path), 'nchw' copies them to an NCHW map as the official code does (the official layout's
-    GELU, depthwise conv and BatchNorm kernels are the faster ones in bf16 on a CPU, and a SplitBatchNorm2d splits
-    NCHW maps without a copy), 'auto' is nchw on a CPU in bf16/fp16 or when the BatchNorms are split into per-GPU
-    groups, channels_last otherwise.
+    `layout` (the same maths): 'tokens' keeps the patch tokens as [B, N_p, C] rows: the 1x1 convs are F.linear
+    on their weights viewed [out, in], the norms work on the rows (a free [B*N_p, C, 1, 1] view), and only the
+    depthwise conv sees a map (the channels_last view of the rows, no copy); 'channels_last' runs every conv on
+    that channels_last view; 'nchw' copies the tokens to an NCHW map as the official code does. 'auto' is
+    'tokens' on a CPU in bf16/fp16 and 'channels_last' otherwise (the faster forms measured), except 'nchw' while
+    the BatchNorms are split into per-GPU groups in training (a SplitBatchNorm2d splits NCHW maps without a
+    copy); see `_layout`.
     """
 
     def __init__(self, dim: int, hidden_dim: int, norm: str = "bn", token_mixer: str = "dwconv",
@@ -372,8 +377,12 @@ class DAFF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         s = _grid_side(N - 1)
+        tracing = is_fx_tracing()  # torch.fx: the map forms only, their layout chosen at run time in `_daff_map`
+        layout = self.layout if tracing else self._layout(x)
+        if layout == "tokens" and not tracing:
+            return self._forward_tokens(x, s)
         cls, tokens = x[:, :1], x[:, 1:]
-        y = _daff_map(tokens.reshape(B, s, s, C).permute(0, 3, 1, 2), self.layout,  # a channels_last view of x
+        y = _daff_map(tokens.reshape(B, s, s, C).permute(0, 3, 1, 2), layout,  # a channels_last view of x
                       getattr(self.bn1, "num_splits", 1) > 1 and self.training)
         y = self.act1(self.bn1(self.conv1(y)))
         if self.token_mixer != "none":
@@ -389,6 +398,55 @@ class DAFF(nn.Module):
             if self.se == "all":
                 tokens = tokens * w
         return torch.cat([cls, tokens], dim=1)
+
+    def _forward_tokens(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        """The same maths on [B, N_p, C] rows (see the class docstring)."""
+        cls, tokens = x[:, :1], x[:, 1:]
+        y = self.act1(_rows_norm(self.bn1, F.linear(tokens, self.conv1.weight.flatten(1), self.conv1.bias), s))
+        if self.token_mixer != "none":
+            z = _as_rows(self.conv2(_as_map(y, s)))
+            if self.token_mixer == "dwconv":
+                z = self.act2(_rows_norm(self.bn2, z, s))
+            y = y + z if self.dw_shortcut else z
+        y = _rows_norm(self.bn3, F.linear(y, self.conv3.weight.flatten(1), self.conv3.bias), s)  # [B, N_p, C]
+        if self.se != "none":
+            w = self.excitation(self.se_act(self.compress(y.mean(dim=1))))[:, None]  # [B, 1, C]
+            cls = cls * w
+            if self.se == "all":
+                y = y * w
+        return torch.cat([cls, y], dim=1)
+
+    def _layout(self, x: torch.Tensor) -> str:
+        """The layout this call runs in. 'auto', from same-process ratios of a DHVT-T DAFF block (batch 128,
+        forward + backward, same weights) on a 1-thread AVX512-BF16 CPU: 'nchw' while the BatchNorms are split into
+        groups in training (tokens 0.73x / 0.95x of it in fp32 / bf16); else 'tokens' on a CPU in bf16/fp16 (1.32x
+        -1.46x NCHW, 1.1x channels_last) and 'channels_last' otherwise (fp32: tokens 0.88x-0.98x of it; other
+        devices keep it until measured)."""
+        if self.layout != "auto":
+            return self.layout
+        if getattr(self.bn1, "num_splits", 1) > 1 and self.training:
+            return "nchw"
+        return "tokens" if _cpu_low_precision(x) else "channels_last"
+
+
+def _as_map(rows: torch.Tensor, s: int) -> torch.Tensor:
+    """[B, s*s, C] rows -> the [B, C, s, s] map (a channels_last view of contiguous rows: no copy)."""
+    return rows.unflatten(1, (s, s)).permute(0, 3, 1, 2)
+
+
+def _as_rows(y: torch.Tensor) -> torch.Tensor:
+    """[B, C, s, s] -> [B, s*s, C] rows (a view for a channels_last map)."""
+    return y.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _rows_norm(norm: nn.Module, rows: torch.Tensor, s: int) -> torch.Tensor:
+    """A DAFF channel norm (BatchNorm2d, LayerNorm2d, Identity, SplitBatchNorm2d) applied to [B, s*s, C] rows:
+    through the free [B*s*s, C, 1, 1] view (statistics over every row, as over the map), except a BatchNorm split
+    into per-GPU groups in training, which needs each image's rows together: it gets the [B, C, s, s] map."""
+    if getattr(norm, "num_splits", 1) > 1 and norm.training:
+        return _as_rows(norm(_as_map(rows, s))).contiguous()
+    B, n, C = rows.shape
+    return norm(rows.reshape(B * n, C, 1, 1)).view(B, n, C)
 
 
 class Mlp(nn.Module):
