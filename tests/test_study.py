@@ -64,8 +64,9 @@ def test_the_schedule_has_the_same_shape_at_every_size(preset):
 
 
 def test_budget_values():
-    assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]
-    assert [study.budget(n, scale=2).steps for n in (30, 1000)] == [4000, 15600]
+    assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]  # the first budget
+    assert study.GRID_SCALE == 2  # doubled after its convergence check
+    assert [study.budget(n, scale=2).steps for n in study.SIZES] == [4000, 4000, 4200, 4600, 15600]
     assert [study.seeds_for(n) for n in (10, 30, 100)] == [(0, 1, 2, 3, 4)] * 2 + [(0, 1, 2)]
     with pytest.raises(ValueError, match="fewer than batch_size 64"):
         study.budget(5)
@@ -79,7 +80,8 @@ def test_plan_rows_models_and_order(fmnist):
     by_tag = {s.tag: s for s in plan}
     sgd, vit = by_tag["resnet_sgd/100pc"], by_tag["resnet/100pc"]
     assert (sgd.preset, vit.preset, sgd.model_kwargs, sgd.recipe) == ("cnn_sgd", "quick", vit.model_kwargs, vit.recipe)
-    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"]
+    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"] == 200
+    assert [study.late(s) for s in plan].count(True) == 5 and study.late(by_tag["resnet/1000pc/x2"])
     assert by_tag["dhvt/10pc"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/x2"].seeds == (0,)
     assert by_tag["dhvt/30pc/fp32"].recipe["precision"] == "fp32"
     with pytest.raises(ValueError, match="model 'vit' is not in the study; choose from: deit, dhvt"):
@@ -112,9 +114,12 @@ def test_verdict_statistics_on_a_fixed_table():
     assert mean == 2.0 and 1.0 <= lo < 2.0 < hi <= 3.0
     summary = study.summary_table(_table()).set_index(["model", "samples_per_class"])
     assert summary.loc[("dhvt", 10), "top1_mean"] == 56 and summary.loc[("dhvt", 10), "top1_std"] == 1
-    conv = study.convergence_table(_table())
-    assert conv.iloc[0][["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]
-    assert bool(conv.iloc[0]["accepted"])
+    half = pd.DataFrame([dict(model="dhvt", samples_per_class=1000, variant="half", seed=0, top1=80.0,
+                              best_top1=80.0, steps=5, wall_s=1.0)])
+    conv = study.convergence_table(pd.concat([_table(), half], ignore_index=True)).set_index("budget")
+    assert conv.loc["the grid's budget", ["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]
+    assert bool(conv.loc["the grid's budget", "accepted"]) and not conv.loc["the first budget", "accepted"]
+    assert conv.loc["the first budget", "change"] == pytest.approx(7.0)  # 80 -> 87 (seed 0 of the grid)
 
 
 def test_slope_needs_two_sizes():

@@ -139,7 +139,8 @@ def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mappi
 
 def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = None, title: str | None = None):
     """Training loss against the fraction of the run's updates done, one panel per size, one line per model
-    (`metrics`: model, samples_per_class, variant, progress, train_loss; the 2x-budget runs dashed): the
+    (`metrics`: model, samples_per_class, variant, progress, train_loss; the 2x-budget runs dashed, the
+    half-budget ones dotted): the
     convergence evidence, a converged run's loss has flattened."""
     import matplotlib.pyplot as plt
 
@@ -152,8 +153,9 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     for ax, n in zip(axes[0], sizes):
         for (model, variant), g in metrics[metrics["samples_per_class"] == n].groupby(["model", "variant"]):
-            ax.plot(g["progress"], g["train_loss"], "--" if variant == "x2" else "-", color=colours[model],
-                    label=labels.get(model, model) + (" (2x budget)" if variant == "x2" else ""), linewidth=1)
+            style, note = {"x2": ("--", " (2x budget)"), "half": (":", " (half budget)")}.get(variant, ("-", ""))
+            ax.plot(g["progress"], g["train_loss"], style, color=colours[model],
+                    label=labels.get(model, model) + note, linewidth=1)
         ax.set(title=f"{n} images/class", xlabel="fraction of the run's updates")
     axes[0][0].set_ylabel("training loss (epoch mean)")
     handles, names = axes[0][-1].get_legend_handles_labels()
@@ -167,7 +169,7 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
 
 
 _FIGURE_CAPTIONS = (("_loss_curves", "training loss of seed 0 against the fraction of each run's updates (rolling "
-                                     "mean over 5% of the run; dashed: twice the budget): the convergence evidence"),
+                                     "mean over 5% of the run; dashed: twice the budget, dotted: half): the convergence evidence"),
                     ("_top1_vs_samples", "the title claim: last-epoch top-1 against training images per class (mean, "
                                          "95% CI over seeds); the gap to the SGD-trained ResNet and the share of it "
                                          "DHVT closes"),
