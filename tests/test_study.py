@@ -168,3 +168,24 @@ def test_per_update_schedule_resumes_bitwise(fmnist, tmp_path):
              for line in (p / "metrics.jsonl").read_text().splitlines()] for p in (ref, out)]
     assert rows[0] == rows[1]
     assert sha256(ref / "model.safetensors") == sha256(out / "model.safetensors")
+
+
+def test_short_deit_schedules_say_so_and_smoke_learns(fmnist, tmp_path, capsys):
+    """DeiT's per-epoch schedule keeps epochs 1 and 2 at warmup_lr: a run where that is a quarter or more of it
+    says so in one line (and in its manifest); the paper presets and quick's 10 epochs do not; smoke has no warmup,
+    so its 2 epochs train at the full lr."""
+    from dhvtlib.recipe import idle_warning
+    from dhvtlib.train import run
+
+    note = idle_warning(resolve("quick", epochs=3))
+    assert note.startswith("note: with epochs 3 and warmup_epochs 1, DeiT's per-epoch schedule runs epochs 1 and 2 "
+                           "at warmup_lr 1e-06") and "sched_unit='step'" in note
+    assert idle_warning(resolve("quick")) is None and idle_warning(resolve("cifar100")) is None
+    assert idle_warning(resolve("quick", epochs=3, sched_unit="step")) is None
+    assert PRESETS["smoke"].warmup_epochs == 0 and idle_warning(PRESETS["smoke"]) is None
+    m = run("quick", output=tmp_path / "q", data_dir=fmnist, epochs=3, samples_per_class=8, test_samples_per_class=4,
+            batch_size=16, model_kwargs={"embed_dim": 32, "depth": 1}, progress=False)
+    assert m["notes"] == [note] and note in capsys.readouterr().out
+    smoke = run("smoke", output=tmp_path / "s", data_dir=fmnist, progress=False, verbose=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(resolve("smoke").effective_lr) and "notes" not in smoke

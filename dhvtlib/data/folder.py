@@ -524,14 +524,14 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
     patch = _patch_size(model, model_kwargs or {})
     if img_size is None:
         img_size, why = infer_img_size([min(headers[p][:2]) for p, _ in train], patch)
-        _say(verbose, f"img_size {img_size}: {why} ({(img_size // patch) ** 2} tokens); pass --img-size to choose.")
+        _say(verbose, f"img_size {img_size}: {why} ({(img_size // patch) ** 2} tokens); pass img_size= (--img-size) to choose.")
     else:
         why = "given"
     details["img_size"] = {"value": img_size, "why": why}
     tokens = (img_size // max(patch, 1)) ** 2
     if tokens > (256 if torch.device(device).type == "cpu" else 1024):
         warnings.warn(f"img_size {img_size} with patch size {patch} gives {tokens} tokens per image, slow on "
-                      f"{torch.device(device).type}; pass a smaller --img-size (e.g. {min(64, 16 * patch)}).",
+                      f"{torch.device(device).type}; pass a smaller img_size= (--img-size), e.g. {min(64, 16 * patch)}.",
                       stacklevel=2)
     size = stored_size(img_size)
 
