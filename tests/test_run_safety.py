@@ -381,7 +381,9 @@ def test_reusing_a_run_with_another_recipe_is_refused(fmnist, tmp_path):
     assert list(again["wall_s"]) == list(first["wall_s"])  # reused, not retrained
     with pytest.raises(ValueError) as e:
         experiments.execute(specs, epochs=2, **kw)
-    assert "holds a completed run of another recipe (epochs 1 -> 2); delete that folder" in _sentence(e)
+    assert _sentence(e) == (f"1 completed run(s) under {tmp_path} cannot be reused for this request (epochs 1 -> "
+                            "2): quick/dhvt_tiny_cifar_patch4/s0; to keep them, pass another experiment (e.g. "
+                            "experiment='quick_2') or output_dir, or delete those run folders to train them again.")
 
 
 def test_presets_follow_the_table_not_a_toy_default(tmp_path, capsys):

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, LayerNorm2d, register_notrace_function, register_notrace_module
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = [
     "Affine", "SOPE", "LinearPatchEmbed", "Attention", "DAFF", "Mlp", "Block", "make_norm2d", "SplitBatchNorm2d",
@@ -377,7 +377,7 @@ class DAFF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         s = _grid_side(N - 1)
-        tracing = is_fx_tracing()  # torch.fx: the map forms only, their layout chosen at run time in `_daff_map`
+        tracing = is_fx_symbolic_tracing()  # torch.fx: the map forms only, laid out at run time in `_daff_map`
         layout = self.layout if tracing else self._layout(x)
         if layout == "tokens" and not tracing:
             return self._forward_tokens(x, s)
