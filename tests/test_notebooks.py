@@ -74,7 +74,9 @@ def _outputs(path: Path) -> list[tuple[int, dict]]:
 
 
 def _text(output: dict) -> str:
-    parts = [output.get("text", ""), *output.get("data", {}).values(), *output.get("traceback", [])]
+    """An output's text (streams, text/* and JSON data, tracebacks); images are not text (base64 may spell 'warn')."""
+    data = [v for k, v in output.get("data", {}).items() if not k.startswith("image/")]
+    parts = [output.get("text", ""), *data, *output.get("traceback", [])]
     return "".join("".join(p) if isinstance(p, list) else p if isinstance(p, str) else json.dumps(p) for p in parts)
 
 

