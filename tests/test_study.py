@@ -65,8 +65,9 @@ def test_the_schedule_has_the_same_shape_at_every_size(preset):
 
 def test_budget_values():
     assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]  # the first budget
-    assert study.GRID_SCALE == 2  # doubled after its convergence check
+    assert study.GRID_SCALE == 4  # doubled twice after its convergence checks
     assert [study.budget(n, scale=2).steps for n in study.SIZES] == [4000, 4000, 4200, 4600, 15600]
+    assert [study.budget(n, scale=4).steps for n in study.SIZES] == [8000, 8000, 8400, 9200, 31200]
     assert [study.seeds_for(n) for n in (10, 30, 100)] == [(0, 1, 2, 3, 4)] * 2 + [(0, 1, 2)]
     with pytest.raises(ValueError, match="fewer than batch_size 64"):
         study.budget(5)
@@ -80,7 +81,7 @@ def test_plan_rows_models_and_order(fmnist):
     by_tag = {s.tag: s for s in plan}
     sgd, vit = by_tag["resnet_sgd/100pc"], by_tag["resnet/100pc"]
     assert (sgd.preset, vit.preset, sgd.model_kwargs, sgd.recipe) == ("cnn_sgd", "quick", vit.model_kwargs, vit.recipe)
-    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"] == 200
+    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"] == 400
     assert [study.late(s) for s in plan].count(True) == 5 and study.late(by_tag["resnet/1000pc/x2"])
     assert by_tag["dhvt/10pc"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/x2"].seeds == (0,)
     assert by_tag["dhvt/30pc/fp32"].recipe["precision"] == "fp32"
@@ -116,10 +117,10 @@ def test_verdict_statistics_on_a_fixed_table():
     assert summary.loc[("dhvt", 10), "top1_mean"] == 56 and summary.loc[("dhvt", 10), "top1_std"] == 1
     half = pd.DataFrame([dict(model="dhvt", samples_per_class=1000, variant="half", seed=0, top1=80.0,
                               best_top1=80.0, steps=5, wall_s=1.0)])
-    conv = study.convergence_table(pd.concat([_table(), half], ignore_index=True)).set_index("budget")
-    assert conv.loc["the grid's budget", ["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]
-    assert bool(conv.loc["the grid's budget", "accepted"]) and not conv.loc["the first budget", "accepted"]
-    assert conv.loc["the first budget", "change"] == pytest.approx(7.0)  # 80 -> 87 (seed 0 of the grid)
+    conv = study.convergence_table(pd.concat([_table(), half], ignore_index=True)).set_index("steps")
+    assert conv.loc[10, ["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]  # grid vs x2
+    assert bool(conv.loc[10, "accepted"]) and not conv.loc[5, "accepted"]
+    assert conv.loc[5, "change"] == pytest.approx(7.0)  # half (80, 5 steps) -> the grid (87, 10 steps), seed 0
 
 
 def test_slope_needs_two_sizes():
@@ -135,7 +136,8 @@ def test_report_writes_tables_and_figures(tmp_path):
     for r in _table().to_dict("records"):
         tag = f"{r['model']}/{r['samples_per_class']}pc" + (f"/{r['variant']}" if r["variant"] else "")
         rows.append(dict(tag=tag, status="completed", samples_per_class=r["samples_per_class"], seed=r["seed"],
-                         final_top1=r["top1"], best_top1=r["best_top1"], epochs_run=2, train_images=640,
+                         final_top1=r["top1"], best_top1=r["best_top1"],
+                         epochs_run=4 if r["variant"] == "x2" else 2, train_images=640,
                          wall_s=1.0, config={"batch_size": 64}, run_dir=str(tmp_path / "none")))
     runs = pd.DataFrame(rows)
     for col in RUN_COLUMNS:  # the columns load_runs gives every frame
