@@ -92,10 +92,12 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
     if "already submitted" in out:
         assert "watching it" in out and "completed" in out and "best top-1" in out and "[job " in out
     assert list(local["status"]) == ["completed"] * 4
-    log = launch._job(root / ".submitit", {"launcher": "local", "job_id": jobs[str(preempted)]}).stdout()
-    assert f"=== resuming {specs[0].tag} seed 1" in log  # requeued by submitit, resumed from checkpoint-last.pt
-    assert "stopping after this step with a checkpoint" in launch._job(
-        root / ".submitit", {"launcher": "local", "job_id": jobs[str(preempted)]}).stderr()
+    # the preempted run stopped with a checkpoint and was resumed from it; the workers share one queue, so which
+    # worker held it and which one resumed it (the requeued one, or one of the second call) is not fixed
+    out_logs = "".join(p.read_text() for p in (root / ".submitit").rglob("*_log.out"))
+    err_logs = "".join(p.read_text() for p in (root / ".submitit").rglob("*_log.err"))
+    assert f"=== resuming {specs[0].tag} seed 1" in out_logs
+    assert "stopping after this step with a checkpoint" in err_logs and "this job is preempted" in err_logs
 
     cols = ["tag", "seed", "best_top1", "best_epoch", "final_top1", "final_top5", "epochs_run", "weights_sha256"]
     assert inline[cols].to_dict("records") == local[cols].to_dict("records")
