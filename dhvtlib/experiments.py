@@ -27,7 +27,7 @@ from .models.ablations import ABLATIONS, ablation_rows
 from .files import write_json
 from .paper import reported_value
 from .paths import check_name, join_under, store_root
-from .progress import install_refusals
+from .progress import RunInterrupted, install_refusals, interrupted
 from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
 from .rundir import read_manifest
 
@@ -414,7 +414,6 @@ def _reuse(src: Path, out: Path, recipe: Recipe, need_weights: bool) -> dict[str
 def _stops_in_one_sentence(run):
     """`run`, with an interrupt that did not stop at a step boundary (a second Ctrl-C / Kernel > Interrupt) ending
     in the same one sentence as a graceful stop (dhvtlib.progress.RunInterrupted): no traceback in a notebook."""
-    from .progress import RunInterrupted, interrupted
 
     def stopping(preset: str, **kwargs: Any) -> dict[str, Any]:
         try:

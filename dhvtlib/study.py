@@ -38,7 +38,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .experiments import RunSpec
+from .data import dataset_info
+from .experiments import RunSpec, execute
+from .models import create_model, matched_width
+from .paths import output_dir
 
 __all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "Budget",
            "budget", "seeds_for", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
@@ -115,9 +118,6 @@ def _spec(model: str, n: int, *, experiment: str, variant: str = "", scale: int 
 
 def _context(dataset: str, data_dir, models: Sequence[str], cnn_width: int | None) -> tuple[int, int]:
     """(num_classes, the CNN's width matched to DHVT's parameter count)."""
-    from .data import dataset_info
-    from .models import create_model, matched_width
-
     info = dataset_info(dataset, data_dir)
     if cnn_width is None:
         dhvt = create_model(MODELS["dhvt"][0], img_size=info.img_size, in_chans=info.in_chans,
@@ -353,8 +353,6 @@ def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, lau
     trained (`train`) with `launcher` ('local': `workers` processes of `threads` threads sharing one queue;
     'inline'): every row's first seed first, the `late` rows last. Returns the manifests (`attrs["missing"]`: runs
     not trained)."""
-    from .experiments import execute
-
     frames = []
     for group in ([s for s in specs if not late(s)], [s for s in specs if late(s)]):
         if group:
@@ -388,8 +386,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     args = ap.parse_args(argv)
-    from .paths import output_dir
-
     try:
         specs = study_plan(models=args.models, samples_per_class=args.sizes, data_dir=args.data_dir)
         runs = run_study(specs, output_dir(args.output_dir), workers=args.workers, threads=args.threads,
