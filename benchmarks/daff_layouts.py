@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dhvtlib.engine import autocast  # noqa: E402
+from dhvtlib.run.loop import autocast  # noqa: E402
 from dhvtlib.files import write_json  # noqa: E402
-from dhvtlib.groups import set_bn_splits  # noqa: E402
+from dhvtlib.run.build import set_bn_splits  # noqa: E402
 from dhvtlib.models.layers import DAFF, DAFF_LAYOUTS  # noqa: E402
 from throughput import provenance, sync  # noqa: E402
 

@@ -14,7 +14,7 @@ import tempfile
 
 import torch
 
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dhvtlib.data import load_split
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 from throughput import provenance
 
 RELOAD = ("import sys, time, json; t = time.perf_counter(); from dhvtlib.data.folder import own_data; "

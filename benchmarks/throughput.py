@@ -5,7 +5,7 @@ For default DHVT variants the official code's forward (benchmarks/official_dhvt.
 first) is timed too; inference also times `fuse_batchnorm(model)` (BatchNorms folded into the convs, logits checked
 equal). Timings interleave the models round by round and report the median round. `--compile` wraps every model
 in torch.compile (compile time excluded, reported). `--precision auto` (the default) resolves as training does
-(dhvtlib.precision: fp16 + grad scaler on CUDA, bf16 on CPUs with native bf16, fp32 elsewhere); the CPU's bf16
+(dhvtlib.run.runtime.resolve_precision: fp16 + grad scaler on CUDA, bf16 on CPUs with native bf16, fp32 elsewhere); the CPU's bf16
 capability and the choice are printed and recorded.
 
     python benchmarks/throughput.py --model dhvt_tiny_cifar_patch4 --batch 128 --threads 2 --precision fp32
@@ -28,10 +28,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dhvtlib  # noqa: E402
-from dhvtlib.engine import autocast  # noqa: E402
-from dhvtlib.groups import set_bn_splits  # noqa: E402
-from dhvtlib.precision import PRECISIONS, cpu_bf16_capability, resolve_precision  # noqa: E402
-from dhvtlib.runtime import environment, git_state  # noqa: E402
+from dhvtlib.run.loop import autocast  # noqa: E402
+from dhvtlib.run.build import set_bn_splits  # noqa: E402
+from dhvtlib.run.runtime import PRECISIONS, cpu_bf16_capability, resolve_precision  # noqa: E402
+from dhvtlib.run.runtime import environment, git_state  # noqa: E402
 from official_dhvt import OfficialDHVT  # noqa: E402
 
 

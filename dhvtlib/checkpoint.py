@@ -1,4 +1,5 @@
-"""Checkpoints: safe loading, safetensors export, and clear errors for the wrong model.
+"""Checkpoints and weights for users: safe loading, safetensors export, and clear errors for the wrong model.
+What a training checkpoint holds, when it is written and the write itself: `dhvtlib.run.state`.
 
 - Every file is written all-or-nothing (`dhvtlib.files.atomic_write`: temp file, fsync, rename).
 - Training checkpoints are plain dicts of tensors and primitives, loaded only with `torch.load(weights_only=True)`
@@ -7,33 +8,18 @@
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from .files import atomic_write, sha256
-from .rundir import nonfinite_tensors
 
-__all__ = ["save_checkpoint", "load_checkpoint", "export_safetensors", "load_weights",
-           "rng_state", "set_rng_state", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
-           "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Save a training checkpoint atomically (see `atomic_write`)."""
-    buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
-    with atomic_write(path) as f:
-        f.write(buf.getbuffer())
+__all__ = ["load_checkpoint", "export_safetensors", "load_weights", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
+           "nonfinite_tensors"]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -68,33 +54,6 @@ def _intact_sibling(path: Path) -> str:
         return (f"; {best.name} beside it (the best epoch's full state) may be intact: copy it over {path.name} to "
                 "resume from that epoch")
     return "; restore it from a copy, or retrain"
-
-
-# ---------------------------------------------------------------------------------------------- RNG states
-def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """Every RNG the training loop draws from, in a weights_only-loadable form."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)},
-             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-             "generators": {k: g.get_state() for k, g in (generators or {}).items()}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    for k, g in (generators or {}).items():
-        g.set_state(state["generators"][k])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -268,3 +227,13 @@ def _describe(info: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     classes = cfg.get("num_classes", state["head.weight"].shape[0] if "head.weight" in state else "?")
     width = cfg.get("embed_dim", state["cls_token"].shape[-1] if "cls_token" in state else "?")
     return f"{name} (width {width}, {classes} classes)"
+
+
+def nonfinite_tensors(*state_dicts: Mapping[str, torch.Tensor] | None) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity, over all given state_dicts."""
+    bad = []
+    for sd in state_dicts:
+        for k, v in (sd or {}).items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                bad.append(k)
+    return bad

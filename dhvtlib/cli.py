@@ -31,7 +31,6 @@ def train_parser(description: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--ablation", metavar="ROW", help="train one ablation row, e.g. table5/sope (sets --model, "
                     "--model-kwargs, the row's recipe values and --tag)")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--tensorboard", action="store_true")
     ap.add_argument("--threads", type=positive_int, help="torch intra-op threads")
     add_recipe_overrides(ap)
     return ap

@@ -17,17 +17,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .build import build_test_loader, load_own_data, load_test_split
+from .run.build import build_test_loader, load_own_data, load_test_split
 from .checkpoint import build_recorded_model, check_finite, load_checkpoint, load_weights, safetensors_info
 from .cli import positive_int
 from .data import dataset_info
 from .data.loaders import eval_indices
-from .engine import evaluate
+from .run.loop import evaluate
 from .files import write_json
 from .models import create_model
-from .precision import PRECISIONS, resolve_precision
+from .run.runtime import PRECISIONS, resolve_precision
 from .recipe import Recipe
-from .runtime import cpu_workers, init_distributed
+from .run.runtime import cpu_workers, init_distributed
 
 __all__ = ["evaluate_checkpoint", "main"]
 

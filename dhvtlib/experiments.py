@@ -27,9 +27,9 @@ from .models.ablations import ABLATIONS, ablation_rows
 from .files import write_json
 from .paper import reported_value
 from .paths import check_name, join_under, store_root
-from .progress import RunInterrupted, install_refusals, interrupted
+from .run.progress import RunInterrupted, install_refusals, interrupted
 from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
-from .rundir import read_manifest
+from .run.rundir import read_manifest
 
 __all__ = ["RunSpec", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table",
@@ -300,7 +300,7 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     if plan_only:
         tasks = []
     if cfg.launcher == "inline":
-        from .train import run as train_run
+        from .run.train import run as train_run
 
         run = _stops_in_one_sentence(train_run)  # a hard interrupt also ends in one sentence in a notebook
         for task in tasks:
@@ -413,7 +413,7 @@ def _reuse(src: Path, out: Path, recipe: Recipe, need_weights: bool) -> dict[str
 
 def _stops_in_one_sentence(run):
     """`run`, with an interrupt that did not stop at a step boundary (a second Ctrl-C / Kernel > Interrupt) ending
-    in the same one sentence as a graceful stop (dhvtlib.progress.RunInterrupted): no traceback in a notebook."""
+    in the same one sentence as a graceful stop (dhvtlib.run.rundir.RunInterrupted): no traceback in a notebook."""
 
     def stopping(preset: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 from .data.datasets import DATASETS
 from .files import write_json
 from .recipe import resolve
-from .rundir import read_manifest
+from .run.rundir import read_manifest
 
 try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
     from submitit.helpers import Checkpointable
@@ -127,7 +127,7 @@ class RunTask:
     device: str = "auto"
 
     def __call__(self, verbose: bool = True) -> dict[str, Any]:
-        from .train import run
+        from .run.train import run
 
         resume = (Path(self.output) / "checkpoint-last.pt").exists()
         print(f"=== {'resuming' if resume else 'training'} {self.tag} seed {self.seed} -> {self.output}", flush=True)
@@ -150,7 +150,7 @@ class _Preemption:
         signal.signal(self.signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        from .rundir import StopSignals
+        from .run.rundir import StopSignals
 
         self.requested = True
         stop = signal.getsignal(signal.SIGUSR1)
@@ -181,7 +181,7 @@ class LocalWorker(Checkpointable):
         self.tasks, self.threads, self.requeues = list(tasks), threads, requeues
 
     def __call__(self) -> dict[str, str]:
-        from .rundir import RunInterrupted, RunLockedError
+        from .run.rundir import RunInterrupted, RunLockedError
 
         _set_threads(self.threads)
         preemption = _Preemption()
@@ -226,7 +226,7 @@ class SlurmRun(Checkpointable):
         from submitit import JobEnvironment
         from submitit.helpers import TorchDistributedEnvironment
 
-        from .rundir import RunInterrupted
+        from .run.rundir import RunInterrupted
 
         env = JobEnvironment()
         if env.num_tasks > 1:  # what torchrun would set: MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK

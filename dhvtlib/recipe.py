@@ -15,10 +15,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .precision import check_precision
-
-__all__ = ["Recipe", "PRESETS", "DRLOC_SCHEME", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets",
+__all__ = ["Recipe", "PRESETS", "PRECISIONS", "check_precision", "DRLOC_SCHEME", "NONE", "EXECUTION_FIELDS", "resolve", "list_presets",
            "optional_fields", "recipe_from_dict", "recipe_diff", "describe_diff", "idle_warning"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what 'auto' picks: dhvtlib.run.runtime.resolve_precision
+
+
+def check_precision(requested: str) -> str:
+    """`requested` when it is one of PRECISIONS, else one sentence listing them."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision {requested!r} is not supported; use one of {PRECISIONS}.")
+    return requested
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class Recipe:
     # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
     virtual_gpus: int = 2  # the shipped scripts ran on 2 GPUs
     # execution (not part of the paper's recipe; never changes the maths except precision)
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.precision
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.run.runtime
     channels_last: bool = False
     # torch.compile the model in place (inductor; same state_dict). Off by default: on a CPU its compile time (minutes)
     # exceeds what it saves in a short run. Like channels_last it changes float rounding, so a run resumes with it

@@ -1,6 +1,6 @@
 """Results: load run directories, aggregate seeds, compare with the paper, write tables (CSV, Markdown, LaTeX).
 
-Everything here reads what `dhvtlib.train.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
+Everything here reads what `dhvtlib.run.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
 and never trains. The figures of these frames are in `dhvtlib.viz` (viz/figures.py); `dhvtlib.report.make_figures`
 (CLI: `python -m dhvtlib.report figures [--root results]`, run by `make figures`) regenerates every table and figure
 under results/ from the stored runs.

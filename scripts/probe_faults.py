@@ -38,7 +38,7 @@ def sh(args: list[str], timeout: int = 300, env: dict | None = None, **kw) -> su
 
 
 def train(*args: str, **kw) -> subprocess.CompletedProcess:
-    return sh([PY, "-m", "dhvtlib.train", *args], **kw)
+    return sh([PY, "-m", "dhvtlib.run", *args], **kw)
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
@@ -59,7 +59,7 @@ def refused(r: subprocess.CompletedProcess, expect: str | None = None) -> str:
 
 def train_then_signal(args: list[str], wait_for: Path, sig: int, settle_s: float = 0.0) -> None:
     """Start `dhvt-train args`, send `sig` once `wait_for` exists (after `settle_s` more), and wait for it to end."""
-    p = subprocess.Popen([PY, "-m", "dhvtlib.train", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+    p = subprocess.Popen([PY, "-m", "dhvtlib.run", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not wait_for.exists() and time.time() < deadline:
@@ -139,7 +139,7 @@ def main() -> None:
     for arg, value in (("epochs", "'3'"), ("model_kwargs", "[1]")):
         @case(f"API `run({arg}={value})`")
         def _(arg=arg, value=value):  # an API error is an exception: one sentence naming the argument
-            r = sh([PY, "-c", "import sys\nfrom dhvtlib.train import run\ntry:\n    run('smoke', data_dir="
+            r = sh([PY, "-c", "import sys\nfrom dhvtlib.run.train import run\ntry:\n    run('smoke', data_dir="
                     f"{str(data)!r}, output={str(out())!r}, {arg}={value}, progress=False)\nexcept Exception as e:\n"
                     "    sys.exit(f'{type(e).__name__}: {e}')"])
             return refused(r, expect=arg)
@@ -226,7 +226,7 @@ def main() -> None:
     @case("two runs on one `--output` at once")
     def _():
         o = out()
-        procs = [subprocess.Popen([PY, "-m", "dhvtlib.train", *base, "--output", str(o)], stdout=subprocess.PIPE,
+        procs = [subprocess.Popen([PY, "-m", "dhvtlib.run", *base, "--output", str(o)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
                  for _ in range(2)]
         codes = [p.wait(300) for p in procs]

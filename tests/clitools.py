@@ -14,10 +14,10 @@ TESTS = Path(__file__).resolve().parent
 # `python -c` driver: install `signal_at`, then run dhvt-train's main with the remaining arguments.
 _DRIVER = ("import sys; sys.path.insert(0, {tests!r}); from clitools import signal_at; "
            "signal_at(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]); "
-           "from dhvtlib.train import main; main(sys.argv[4:])")
+           "from dhvtlib.run.train import main; main(sys.argv[4:])")
 
 
-def run_module(*args: str, env: dict | None = None, module: str = "dhvtlib.train", timeout: int = 240,
+def run_module(*args: str, env: dict | None = None, module: str = "dhvtlib.run", timeout: int = 240,
                signal_after: tuple[int, int, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m module args` from the project root with one OpenMP thread (and `env` on top). With
     `signal_after=(epoch, step, "TERM")` dhvt-train sends itself SIGTERM right after that step (0-based epoch)."""
@@ -32,9 +32,9 @@ def run_module(*args: str, env: dict | None = None, module: str = "dhvtlib.train
 
 def signal_at(epoch: int, step: int, name: str, patch=setattr) -> None:
     """In this process: after optimizer step `step` of epoch `epoch` (and any checkpoint the run takes there),
-    `dhvtlib.train` receives a real SIG<name> (INT, TERM, KILL, ...). `patch=monkeypatch.setattr` undoes it with
+    `dhvtlib.run.train` receives a real SIG<name> (INT, TERM, KILL, ...). `patch=monkeypatch.setattr` undoes it with
     the test."""
-    from dhvtlib import train
+    from dhvtlib.run import train
 
     real = train.train_one_epoch
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dhvtlib.groups import set_bn_splits
+from dhvtlib.run.build import set_bn_splits
 from dhvtlib.models import convert_sope_sync_batchnorm
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -22,7 +22,7 @@ def test_throughput_reports_ratios_with_fused_inference(tmp_path):
     assert "dhvtlib_fused_bn_img_s" in infer and "dhvtlib_fused_bn_img_s" not in train
     assert {"git_commit", "versions", "hardware", "wall_s"} <= set(res)
     # precision: auto by default, resolved as training resolves it, with the CPU's bf16 capability recorded
-    from dhvtlib.precision import cpu_bf16_capability, resolve_precision
+    from dhvtlib.run.runtime import cpu_bf16_capability, resolve_precision
 
     assert res["precision_requested"] == "auto" and res["precision"] == resolve_precision("auto", res["device"])[0]
     assert res["cpu_bf16"] == dict(zip(("native", "detail"), cpu_bf16_capability()))

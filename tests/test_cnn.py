@@ -20,7 +20,7 @@ from dhvtlib.models.layers import SplitBatchNorm2d
 from dhvtlib.models.profile import format_table, profile, variant_table
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.evaluate import main as eval_main
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 from fakedata import fake_fashion_mnist
 
 

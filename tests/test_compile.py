@@ -11,10 +11,10 @@ import torch
 
 from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
-from dhvtlib.progress import RunInterrupted
+from dhvtlib.run.progress import RunInterrupted
 from dhvtlib.recipe import resolve
-from dhvtlib import train as train_mod
-from dhvtlib.train import run
+from dhvtlib.run import train as train_mod
+from dhvtlib.run.train import run
 from clitools import signal_at
 
 TINY = dict(embed_dim=16, depth=1, num_heads=2, patch_size=4)  # keeps inductor's compile short

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dhvtlib.groups import set_bn_splits
+from dhvtlib.run.build import set_bn_splits
 from dhvtlib.models import create_model
 from dhvtlib.models.layers import DAFF, _as_map, _as_rows
 

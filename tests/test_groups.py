@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from dhvtlib.groups import GroupMixup, groups_per_process, set_bn_splits, use_virtual_gpus
+from dhvtlib.run.build import GroupMixup, groups_per_process, set_bn_splits, use_virtual_gpus
 from dhvtlib.models import create_model, param_groups_weight_decay
 from dhvtlib.models.ablations import ABLATIONS
 from dhvtlib.models.layers import SplitBatchNorm2d

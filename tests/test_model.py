@@ -334,7 +334,7 @@ def test_auto_kernels_follow_device_and_precision(monkeypatch):
     """'auto': SDPA and the channels_last DAFF view in fp32; the official explicit attention (training) and DAFF on
     the token layout under CPU bf16 autocast (the faster forms measured); NCHW DAFF when its BatchNorms are split
     into GPU groups in training."""
-    from dhvtlib.groups import set_bn_splits
+    from dhvtlib.run.build import set_bn_splits
     from dhvtlib.models import layers
 
     calls = {"sdpa": 0, "layouts": []}

@@ -21,14 +21,14 @@ from dhvtlib.data.cache import folder_cache
 from dhvtlib.data.folder import FolderError, FileImages, infer_img_size, load_image, own_data, scan_folder, stored_size
 from dhvtlib.data.loaders import FileLoader
 from dhvtlib.evaluate import evaluate_checkpoint
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 from fakedata import MODES, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(verbose=False)
 
 
-def _cli(*args: str, module: str = "dhvtlib.train", timeout: int = 240):
+def _cli(*args: str, module: str = "dhvtlib.run", timeout: int = 240):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -208,7 +208,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
 def _kill_at_first_checkpoint(args: list[str], out: Path) -> subprocess.CompletedProcess:
     """Start dhvt-train and SIGKILL it as soon as a mid-epoch checkpoint exists (no hook inside the code)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "dhvtlib.train", *args, "--output", str(out)], cwd=ROOT, env=env,
+    p = subprocess.Popen([sys.executable, "-m", "dhvtlib.run", *args, "--output", str(out)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while p.poll() is None and time.monotonic() < deadline and not (out / "checkpoint-last.pt").exists():

@@ -1,4 +1,4 @@
-"""dhvtlib.paths (where files go, whatever the working directory) and dhvtlib.progress (which bar, and the
+"""dhvtlib.paths (where files go, whatever the working directory) and dhvtlib.run.progress (which bar, and the
 one-sentence interrupt)."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dhvtlib import paths, progress
+from dhvtlib import paths
+from dhvtlib.run import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 

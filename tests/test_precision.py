@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhvtlib import precision as prec
+from dhvtlib.run import runtime as prec
 from dhvtlib import cli
 from dhvtlib import evaluate as evaluate_mod
-from dhvtlib.precision import cpu_bf16_capability, resolve_precision
+from dhvtlib.run.runtime import cpu_bf16_capability, resolve_precision
 from dhvtlib.recipe import PRESETS, Recipe
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 from clitools import signal_at
 from fakedata import fake_fashion_mnist
 

@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhvtlib import build
+from dhvtlib.run import build
 from dhvtlib import checkpoint as ckpt_mod
 from dhvtlib import experiments
 from dhvtlib import launch
-from dhvtlib import runstate
-from dhvtlib import train as train_mod
+from dhvtlib.run import state as runstate
+from dhvtlib.run import train as train_mod
 from dhvtlib.checkpoint import export_safetensors, load_checkpoint
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
 from dhvtlib.recipe import PRESETS, resolve
-from dhvtlib.rundir import RunLock, RunLockedError, nonfinite_tensors
-from dhvtlib.train import run
+from dhvtlib.run.rundir import RunLock, RunLockedError, nonfinite_tensors
+from dhvtlib.run.train import run
 from clitools import run_module as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def _sentence(excinfo) -> str:
 def test_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_recovered(fmnist, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dhvtlib.rundir import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dhvtlib.run.rundir import RunLock\n"
                                f"with RunLock({str(out)!r}):\n    print('locked', flush=True); time.sleep(120)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -311,7 +311,7 @@ def test_eval_bad_files_are_one_sentence(fmnist, exported, tmp_path):
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0."):
         evaluate_checkpoint(exported, "fashion_mnist", data_dir=fmnist, device="cpu", batch_size=0)
     r = _cli("--checkpoint", str(exported), "--dataset", "fashion_mnist", "--batch-size", "0",
-             module="dhvtlib.train", env={})
+             module="dhvtlib.run", env={})
     assert r.returncode != 0
 
 

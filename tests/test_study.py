@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dhvtlib import study
-from dhvtlib.build import build_optimizer
+from dhvtlib.run.build import build_optimizer
 from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
 from dhvtlib.recipe import PRESETS, resolve
@@ -177,7 +177,7 @@ def test_short_deit_schedules_say_so_and_smoke_learns(fmnist, tmp_path, capsys):
     says so in one line (and in its manifest); the paper presets and quick's 10 epochs do not; smoke has no warmup,
     so its 2 epochs train at the full lr."""
     from dhvtlib.recipe import idle_warning
-    from dhvtlib.train import run
+    from dhvtlib.run.train import run
 
     note = idle_warning(resolve("quick", epochs=3))
     assert note.startswith("note: with epochs 3 and warmup_epochs 1, DeiT's per-epoch schedule runs epochs 1 and 2 "

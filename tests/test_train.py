@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhvtlib import train as train_mod
+from dhvtlib.run import train as train_mod
 from dhvtlib.checkpoint import export_safetensors, load_checkpoint, load_weights
 from dhvtlib.files import sha256
 from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
 from dhvtlib.recipe import DRLOC_SCHEME, PAPER_PRESETS, PRESETS, recipe_diff, resolve
-from dhvtlib.build import build_optimizer
+from dhvtlib.run.build import build_optimizer
 from dhvtlib.evaluate import evaluate_checkpoint
-from dhvtlib.train import run
+from dhvtlib.run.train import run
 from clitools import run_module as _cli
 
 FIX = Path(__file__).parent / "fixtures"
@@ -292,7 +292,7 @@ def test_ddp_two_cpu_processes_against_one(fmnist, tmp_path):
     common = ["--preset", "smoke", "--data-dir", str(fmnist), "--no-progress", "--threads", "1"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert _cli(*common, "--output", str(one)).returncode == 0
-    r = _cli("--standalone", "--nproc_per_node", "2", "-m", "dhvtlib.train", *common, "--output", str(two),
+    r = _cli("--standalone", "--nproc_per_node", "2", "-m", "dhvtlib.run", *common, "--output", str(two),
              module="torch.distributed.run")
     assert r.returncode == 0, r.stderr[-3000:]
     m1, m2 = (json.loads((p / "manifest.json").read_text()) for p in (one, two))

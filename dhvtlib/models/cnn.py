@@ -17,7 +17,7 @@ Both are timm `ResNet`s built from timm's blocks; the only change is the stem sw
   also zero-initialises the last BN of each block (timm's default, kept for resnet18_cifar). resnet50_domain sets
   it False: torchvision's ResNet-50 default (zero_init_residual=False), which Tables 2/13 name.
 - BatchNorm: every BN is a SplitBatchNorm2d, so under `virtual_gpus` each (virtual) GPU normalises its own
-  images, as a plain BatchNorm on each official GPU did (dhvtlib.groups); the state_dict is BatchNorm2d's.
+  images, as a plain BatchNorm on each official GPU did (dhvtlib.run.build); the state_dict is BatchNorm2d's.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ class SplitBatchNorm2d(_TraceableBatchNorm2d):
         B, C, H, W = x.shape
         if B % g:
             raise ValueError(f"a batch of {B} images cannot be split into {g} per-GPU groups; use a batch size "
-                             f"divisible by {g} (or set the groups with dhvtlib.groups.set_bn_splits).")
+                             f"divisible by {g} (or set the groups with dhvtlib.run.build.set_bn_splits).")
         factor = self.momentum
         stats = self.track_running_stats
         if stats:

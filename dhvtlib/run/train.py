@@ -1,13 +1,14 @@
 """Orchestration: recipe -> data -> model -> optimiser and schedule -> epochs -> checkpoints and records.
 
-    python -m dhvtlib.train --preset quick --output runs/quick
-    torchrun --nproc_per_node 2 -m dhvtlib.train --preset cifar100 --model dhvt_tiny_cifar_patch2 --data-dir data/c100
-    python -m dhvtlib.train --preset quick --output runs/quick --resume        # continue after a crash or Ctrl-C
+    python -m dhvtlib.run --preset quick --output runs/quick
+    torchrun --nproc_per_node 2 -m dhvtlib.run --preset cifar100 --model dhvt_tiny_cifar_patch2 --data-dir data/c100
+    python -m dhvtlib.run --preset quick --output runs/quick --resume        # continue after a crash or Ctrl-C
 
 `run()` is the same from Python (the notebooks call it) and returns the run manifest. A run directory holds
 config.json, metrics.jsonl/.csv, manifest.json, checkpoint-last.pt, checkpoint-best.pt and model.safetensors.
-What is built lives in build.py, the loop in engine.py, the checkpointed state in runstate.py and evaluation of a
-saved model (dhvt-eval) in evaluate.py.
+What is built lives in build.py, the loop in loop.py, the checkpoint (what it holds, when it is written, the write)
+in state.py, device and precision in runtime.py, the run directory's files, lock and signals in rundir.py;
+evaluation of a saved model (dhvt-eval) is dhvtlib/evaluate.py.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,26 +23,28 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from timm.utils import ModelEmaV3
 from torch import nn
 
-from .build import RunData, build_criterion, build_data, build_model, build_optimizer
-from .checkpoint import export_safetensors, load_checkpoint, load_weights
-from .cli import recipe_overrides, train_parser
-from .data.loaders import eval_indices, train_indices
-from .engine import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
-from .files import write_json
-from .groups import use_virtual_gpus
-from .models import convert_sope_sync_batchnorm
-from .models.profile import count_params
-from .paths import check_name
-from .precision import resolve_precision
+from ..checkpoint import export_safetensors, load_checkpoint, load_weights
+from ..cli import recipe_overrides, train_parser
+from ..data.loaders import eval_indices, train_indices
+from ..files import write_json
+from ..models import convert_sope_sync_batchnorm
+from ..models.ablations import ABLATIONS
+from ..models.profile import count_params
+from ..paths import check_name
+from ..recipe import Recipe, describe_diff, idle_warning, recipe_from_dict, resolve
+from .build import (RunData, build_criterion, build_data, build_model, build_optimizer, compile_model,
+                    use_virtual_gpus)
+from .loop import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .progress import interrupted, progress_bar
-from .recipe import Recipe, describe_diff, idle_warning, recipe_from_dict, resolve
 from .rundir import (WRITE_ERRORS, RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse,
                      make_run_dir, read_manifest, remove_stale_temp, summarize, summary_line, unstarted_recipe,
                      write_metrics)
-from .runstate import Checkpoints, RunState, raise_if_nonfinite, resume_hint
-from .runtime import Dist, check_replicas_in_sync, environment, git_state, init_distributed, now, seed_everything
+from .state import Checkpoints, RunState, raise_if_nonfinite, resume_hint
+from .runtime import (Dist, check_replicas_in_sync, environment, git_state, init_distributed, keep_precision, now,
+                      resolve_precision, seed_everything)
 
 __all__ = ["run", "main"]
 
@@ -50,7 +52,7 @@ __all__ = ["run", "main"]
 # ------------------------------------------------------------------------------------------------ the run
 def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None = None, data_dir: str | None = None,
         download: bool = False, resume: bool = False, device: str = "auto", experiment: str | None = None,
-        tag: str | None = None, progress: bool = True, tensorboard: bool = False, verbose: bool = True,
+        tag: str | None = None, progress: bool = True, verbose: bool = True,
         change_recipe: bool = False, **overrides: Any) -> dict[str, Any]:
     """Train one model with a preset recipe (any recipe value can be overridden) and return its manifest.
 
@@ -84,10 +86,9 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
                 print(f"{output} stopped before its first checkpoint: starting it again from the beginning.",
                       flush=True)
     recipe = resolve(recipe_from_dict(saved) if preset is None and saved else preset or "quick", **overrides)
-    if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
-        recipe = dataclasses.replace(recipe, precision=saved["precision"])  # a run continues as it started
+    recipe = keep_precision(recipe, saved)  # a run continues as it started
     out = Path(output) if output else Path("runs") / recipe.name / f"{recipe.model}-{recipe.dataset}-s{recipe.seed}"
-    labels = dict(experiment=experiment, tag=tag, progress=progress, tensorboard=tensorboard, verbose=verbose)
+    labels = dict(experiment=experiment, tag=tag, progress=progress, verbose=verbose)
     if not d.main:
         return _train(recipe, out, d, dev, ckpt, data_dir, download, changes={}, **labels)
     created = make_run_dir(out)
@@ -109,7 +110,7 @@ def run(preset: str | Recipe | None = None, *, output: str | os.PathLike | None 
 
 def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str, Any] | None, data_dir,
            download: bool, *, changes: dict[str, tuple[Any, Any]], experiment: str | None, tag: str | None,
-           progress: bool, tensorboard: bool, verbose: bool) -> dict[str, Any]:
+           progress: bool, verbose: bool) -> dict[str, Any]:
     """Build everything, restore `ckpt`, run the remaining epochs and write the records (rank 0)."""
     precision, precision_reason = resolve_precision(recipe.precision, dev, ckpt.get("precision") if ckpt else None)
     seed_everything(recipe.seed + d.rank)
@@ -130,7 +131,6 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
         write_json(out / "manifest.json", manifest)
-    writer = _tensorboard(out) if tensorboard and d.main else None
     rs.clock = time.perf_counter()
     saver, stop = Checkpoints(rs, out, d, dev), StopSignals()
     status, error = "running", None
@@ -138,7 +138,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         with stop:
             for epoch in range(rs.epoch, recipe.epochs):
                 row = _epoch(rs, loop, data, saver, stop, epoch, show=progress and d.main)
-                _record(rs, saver, row, out, writer, verbose=verbose and d.main)
+                _record(rs, saver, row, out, verbose=verbose and d.main)
             if d.world_size > 1:
                 check_replicas_in_sync(rs.model)
                 manifest["ddp_params_in_sync"] = True
@@ -157,8 +157,6 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         raise
     finally:
         status = "failed" if status == "running" else status
-        if writer is not None:
-            writer.close()
         if d.main:
             _finish(rs, out, manifest, status, error)
     if status == "interrupted":
@@ -191,8 +189,6 @@ def _build(recipe: Recipe, data: RunData, precision: str, d: Dist, dev: torch.de
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, recipe, steps_per_epoch=_steps_per_epoch(recipe, data, d))
-    from timm.utils import ModelEmaV3
-
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
     ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
     criterion, mixup_fn = build_criterion(recipe, data.info.num_classes)
@@ -215,15 +211,6 @@ def _steps_per_epoch(recipe: Recipe, data: RunData, d: Dist) -> int:
     idx = train_indices(len(data.train), 0, recipe.seed, rank=d.rank, world_size=d.world_size,
                         repeated_aug=recipe.repeated_aug, repeats=recipe.ra_repeats)
     return data.train.steps(idx)
-
-
-def compile_model(model: nn.Module, dev: torch.device) -> None:
-    """torch.compile `model` in place (the same module and state_dict keys; the EMA copy stays eager). On a CPU,
-    inductor builds C++ kernels: without a compiler the run stops here in one sentence."""
-    if dev.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
-        raise RuntimeError("compile=True needs a C++ compiler on this CPU (torch.compile's inductor builds C++ "
-                           "kernels): install g++ (or set CXX), or train with compile=False.")
-    model.compile()
 
 
 def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], spe: int, *, verbose: bool) -> None:
@@ -320,24 +307,11 @@ def _evaluate(rs: RunState, net: nn.Module, data: RunData, saver: Checkpoints, e
     return row
 
 
-def _record(rs: RunState, saver: Checkpoints, row: dict[str, Any], out: Path, writer, *, verbose: bool) -> None:
-    """Append the epoch's row, keep the best, checkpoint (best and last), write the metrics (rank 0)."""
-    epoch = row["epoch"]
-    rs.history.append(row)
-    rs.epoch, rs.epoch_state = epoch + 1, None
-    if "top1" in row and row["top1"] > rs.best["top1"]:
-        rs.best = {"top1": row["top1"], "top5": row["top5"], "epoch": epoch}
-        saver.save(out / "checkpoint-best.pt")
-    every = rs.recipe.checkpoint_every_epochs
-    if (epoch + 1) % every and epoch + 1 < rs.recipe.epochs and "top1" not in row:
-        return  # not due: the history stays in memory (and in the next checkpoint)
-    saver.save()
-    if saver.d.main:
+def _record(rs: RunState, saver: Checkpoints, row: dict[str, Any], out: Path, *, verbose: bool) -> None:
+    """The finished epoch into the run state and its checkpoints; the metrics files when checkpoint-last.pt was
+    written (rank 0)."""
+    if saver.after_epoch(row) and saver.d.main:
         write_metrics(out, rs.history)
-        if writer is not None:
-            for k, v in row.items():
-                if k != "epoch":
-                    writer.add_scalar(k, v, epoch)
         if verbose:
             print(_epoch_line(row, rs.best, rs.recipe.epochs), flush=True)
 
@@ -362,14 +336,6 @@ def _epoch_line(row: dict[str, Any], best: dict[str, Any], epochs: int) -> str:
     return s + f"  {row['epoch_s']:.1f}s  {row['img_s']:.0f} img/s"
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ImportError("tensorboard=True needs the tensorboard package; pip install tensorboard.") from e
-    return SummaryWriter(str(out / "tensorboard"))
-
-
 # ------------------------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> None:
     args = train_parser(__doc__).parse_args(argv)
@@ -377,8 +343,6 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     overrides = recipe_overrides(args)
     if args.ablation:
-        from .models.ablations import ABLATIONS
-
         if args.ablation not in ABLATIONS:
             raise SystemExit(f"dhvt-train: unknown ablation row {args.ablation!r}; choose one of: "
                              f"{', '.join(ABLATIONS)}.")
@@ -391,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         m = run(preset, output=args.output, data_dir=args.data_dir, download=args.download, resume=args.resume,
                 device=args.device, experiment=args.experiment, tag=args.tag, progress=not args.no_progress,
-                tensorboard=args.tensorboard, change_recipe=args.change_recipe, **overrides)
+                change_recipe=args.change_recipe, **overrides)
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunLockedError) as e:
         raise SystemExit(f"dhvt-train: {e}") from None
     except RunInterrupted as e:

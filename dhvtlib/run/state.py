@@ -1,25 +1,33 @@
-"""Everything a training run resumes from, in one object: `RunState.state_dict()` is what a checkpoint holds and
-`load_state_dict()` restores it, so saving and resuming cannot list different pieces of state. `Checkpoints`
-decides when it is written (steps, minutes, epoch ends, stops) and never writes non-finite weights."""
+"""A training run's checkpoint, in one file: what it holds (`RunState.state_dict()`, restored by
+`load_state_dict()`, so saving and resuming cannot list different pieces of state), when it is written
+(`Checkpoints`: steps, minutes, epoch ends, a new best, stops; never with non-finite weights) and the write itself
+(`save_checkpoint`: one torch.save, written all-or-nothing by `dhvtlib.files.atomic_write`), with the RNG states
+it carries. Reading a checkpoint safely (weights_only) is `dhvtlib.checkpoint.load_checkpoint`."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .engine import EpochState, NonFiniteLossError
-from .recipe import Recipe
-from .rundir import nonfinite_tensors
+from ..checkpoint import nonfinite_tensors
+from ..files import atomic_write
+from ..recipe import Recipe
+from .loop import EpochState, NonFiniteLossError
 from .runtime import Dist, now
 
-__all__ = ["RunState", "Checkpoints", "NO_BEST", "raise_if_nonfinite", "resume_hint"]
+__all__ = ["RunState", "Checkpoints", "NO_BEST", "raise_if_nonfinite", "resume_hint", "save_checkpoint",
+           "rng_state", "set_rng_state", "CHECKPOINT_FORMAT"]
 
+CHECKPOINT_FORMAT = "dhvtlib-checkpoint-v1"
 NO_BEST = {"top1": -1.0, "top5": 0.0, "epoch": -1}  # before any evaluation
 
 
@@ -76,6 +84,15 @@ class RunState:
         self.recipe_changes = list(ck.get("recipe_changes", []))
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"], self.generators)
 
+    def add_epoch(self, row: dict[str, Any]) -> bool:
+        """Record a finished epoch's metrics row; True when it is a new best top-1."""
+        self.history.append(row)
+        self.epoch, self.epoch_state = row["epoch"] + 1, None
+        if "top1" in row and row["top1"] > self.best["top1"]:
+            self.best = {"top1": row["top1"], "top5": row["top5"], "epoch": row["epoch"]}
+            return True
+        return False
+
     def nonfinite(self) -> list[str]:
         """Names of the model's (and EMA's) tensors holding NaN or infinity."""
         ema = self.ema.module.state_dict() if self.ema is not None else None
@@ -85,8 +102,9 @@ class RunState:
 # ------------------------------------------------------------------------------------------------ checkpoints
 class Checkpoints:
     """checkpoint-last.pt every `checkpoint_every_steps` steps and every `checkpoint_every_minutes` (rank 0's clock
-    decides, so every rank checkpoints at the same step), at each epoch's end and on a stop; checkpoint-best.pt at
-    a new best. Never with non-finite weights: then the last finite checkpoint stays."""
+    decides, so every rank checkpoints at the same step), at the end of every `checkpoint_every_epochs`-th epoch,
+    every evaluated epoch and the last one, and on a stop; checkpoint-best.pt at a new best. Never with non-finite
+    weights: then the last finite checkpoint stays."""
 
     def __init__(self, rs: RunState, out: Path, d: Dist, dev: torch.device):
         self.rs, self.out, self.d, self.dev = rs, out, d, dev
@@ -102,6 +120,18 @@ class Checkpoints:
             ck["rng"] = rngs
         if self.d.main:
             save_checkpoint(ck, path or self.out / "checkpoint-last.pt")
+
+    def after_epoch(self, row: dict[str, Any]) -> bool:
+        """Record the finished epoch's `row`; checkpoint-best.pt at a new best, checkpoint-last.pt when due. True when
+        checkpoint-last.pt was written (the metrics files follow it)."""
+        rs = self.rs
+        if rs.add_epoch(row):
+            self.save(self.out / "checkpoint-best.pt")
+        done = rs.epoch
+        if done % rs.recipe.checkpoint_every_epochs and done < rs.recipe.epochs and "top1" not in row:
+            return False  # not due: the history stays in memory (and in the next checkpoint)
+        self.save()
+        return True
 
     def after_step(self, state: EpochState) -> None:
         """engine's on_step: a mid-epoch checkpoint when one is due."""
@@ -138,3 +168,38 @@ def resume_hint(out: Path) -> str:
             "--clip-grad 1.0 (or bf16 on a GPU; fp16 overflows again from the same weights), with a lower --lr if "
             "needed, or run(..., resume=True, change_recipe=True, precision='fp32', clip_grad=1.0); if it diverges "
             "again, copy checkpoint-best.pt over checkpoint-last.pt to restart from that earlier epoch")
+
+
+# ---------------------------------------------------------------------------------------------- the file
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Save a training checkpoint atomically (see `atomic_write`)."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    with atomic_write(path) as f:
+        f.write(buf.getbuffer())
+
+
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG the training loop draws from, in a weights_only-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+             "generators": {k: g.get_state() for k, g in (generators or {}).items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    for k, g in (generators or {}).items():
+        g.set_state(state["generators"][k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -19,18 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .rundir import RunInterrupted
+from .runtime import in_kernel
 
-__all__ = ["ENV_PROGRESS", "bar_kind", "progress_bar", "in_kernel", "RunInterrupted", "interrupted",
+__all__ = ["ENV_PROGRESS", "bar_kind", "progress_bar", "RunInterrupted", "interrupted",
            "install_refusals"]
 
 ENV_PROGRESS = "DHVTLIB_PROGRESS"
 KINDS = ("widget", "text", "off")
-
-
-def in_kernel() -> bool:
-    """True inside a Jupyter (IPython) kernel, whoever started it."""
-    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _has_ipywidgets() -> bool:
@@ -79,7 +74,7 @@ def _widget_bar_class():
 
 
 def interrupted(output: str | os.PathLike, tell: bool = True, signum: int = signal.SIGINT) -> RunInterrupted:
-    """The exception `dhvtlib.train.run` raises when stopped (by `signum`): in a kernel its message says to re-run the
+    """The exception `dhvtlib.run.run` raises when stopped (by `signum`): in a kernel its message says to re-run the
     cell; in a terminal the sentence (with the --resume command) is printed on its own line to stderr when `tell`."""
     if in_kernel():
         return RunInterrupted(signum, output, f"Stopped at a step boundary; the checkpoint is in {Path(output)}. "

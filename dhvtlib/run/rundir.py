@@ -28,14 +28,14 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import torch
 
-from .files import atomic_write
-from .recipe import Recipe, describe_diff, recipe_diff
+from ..files import atomic_write
+from ..recipe import Recipe, describe_diff, recipe_diff
+from .runtime import in_kernel
 
-__all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp", "nonfinite_tensors",
+__all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp",
            "make_run_dir", "read_manifest", "write_metrics", "summarize", "summary_line", "check_reuse",
            "unstarted_recipe", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
 
@@ -94,7 +94,7 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        import fcntl
+        import fcntl  # POSIX only: imported where it is used
 
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -121,7 +121,7 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import fcntl
+        import fcntl  # POSIX only: imported where it is used
 
         if self._fd is None:
             return
@@ -168,8 +168,6 @@ class StopSignals:
         old = self._old.get(signum)
         fallback = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         signal.signal(signum, old if callable(old) and old is not self._handle else fallback)
-        from .progress import in_kernel
-
         again = "Ctrl-C again to interrupt at once" if signum == signal.SIGINT else "a second signal ends it at once"
         print(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint ({again})",
               file=sys.stdout if in_kernel() else sys.stderr, flush=True)  # no red stderr block in a notebook
@@ -208,16 +206,6 @@ def remove_stale_temp(out: Path) -> list[str]:
             p.unlink()
             removed.append(p.name)
     return removed
-
-
-def nonfinite_tensors(*state_dicts: Mapping[str, torch.Tensor] | None) -> list[str]:
-    """Names of floating-point tensors holding NaN or infinity, over all given state_dicts."""
-    bad = []
-    for sd in state_dicts:
-        for k, v in (sd or {}).items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                bad.append(k)
-    return bad
 
 
 def check_reuse(out: Path, previous: dict[str, Any], saved: dict[str, Any] | None, recipe: Recipe, resume: bool,

@@ -1,25 +1,40 @@
 """What a recipe builds: the model at the data set's size, the data (splits, subsets, loaders and augmentation),
-the optimiser with its schedule, and the loss with Mixup/CutMix. `train.run` and `evaluate.evaluate_checkpoint`
-both build from here, so training and evaluation see the same images."""
+the optimiser with its schedule, the loss with Mixup/CutMix, and the official GPUs' per-GPU statistics (virtual
+GPUs, below). `train.run` and `evaluate.evaluate_checkpoint` both build from here, so training and evaluation see
+the same images.
+
+Virtual GPUs: The official scripts train on 2 GPUs: each GPU's DAFF BatchNorms saw its own per-GPU batch (plain BatchNorm2d),
+Mixup drew its lambda per GPU (each rank calls timm's Mixup on its own batch), and SOPE's BatchNorm was synchronised
+(SyncBatchNorm: statistics over the total batch). `Recipe.virtual_gpus = V` reproduces this with W processes:
+each process's batch is split into G = V / W groups of `per_gpu_batch` images; DAFF's BatchNorms (SplitBatchNorm2d)
+and Mixup work per group, SOPE's BatchNorm over the process's batch (synchronised over processes under DDP on
+CUDA). Group g of a batch is items g, g + G, ...: with the sampler's rank::world_size sharding these are exactly the
+images official GPU (rank + W * g) sees at that step. The running statistics kept are group 0's (rank 0's, which
+the official code saves and evaluates). V = 1 turns it off.
+"""
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+import os
+import shutil
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
-from .data.augment import BatchAugment, build_pil_transform
-from .data.loaders import FileLoader, InMemoryLoader
-from .models import DHVT, create_model, family, param_groups_weight_decay
-from .recipe import PRESETS, Recipe
+from ..data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
+from ..data.augment import BatchAugment, build_pil_transform
+from ..data.loaders import FileLoader, InMemoryLoader
+from ..models.layers import SplitBatchNorm2d
+from ..models import DHVT, create_model, family, param_groups_weight_decay
+from ..recipe import PRESETS, Recipe
 from .runtime import Dist, cpu_workers
 
 __all__ = ["RunData", "build_model", "build_data", "build_optimizer", "build_criterion", "load_own_data",
-           "load_test_split", "build_test_loader"]
+           "load_test_split", "build_test_loader", "groups_per_process", "set_bn_splits", "GroupMixup",
+           "use_virtual_gpus", "compile_model"]
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -108,7 +123,7 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
 def load_own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: dict | None = None):
     """(info, train, test) of an image folder (data/folder.py); `saved` (a checkpoint's data config) pins the
     image size, channels, split and mean/std that training used."""
-    from .data.folder import own_data
+    from ..data.folder import own_data
 
     saved = saved or {}
     stats = (saved["mean"], saved["std"]) if saved.get("mean") else None
@@ -202,3 +217,63 @@ def build_criterion(recipe: Recipe, num_classes: int) -> tuple[nn.Module, Any]:
     if recipe.smoothing > 0:
         return LabelSmoothingCrossEntropy(recipe.smoothing), None
     return nn.CrossEntropyLoss(), None
+
+
+# ------------------------------------------------------------------------------------------------ virtual GPUs
+def groups_per_process(virtual_gpus: int, world_size: int) -> int:
+    """How many virtual GPUs each of `world_size` processes holds (1 when virtual_gpus is 1: off)."""
+    if virtual_gpus == 1:
+        return 1
+    if virtual_gpus % world_size:
+        raise ValueError(f"virtual_gpus {virtual_gpus} cannot be shared by {world_size} processes; use a multiple "
+                         f"of {world_size} (each process then holds virtual_gpus / {world_size} GPUs) or 1 (off).")
+    return virtual_gpus // world_size
+
+
+def set_bn_splits(model: nn.Module, groups: int) -> int:
+    """Split every DAFF BatchNorm (SplitBatchNorm2d) of `model` into `groups` per-GPU groups; SOPE's BatchNorms are
+    plain BatchNorm2d/SyncBatchNorm and keep whole-batch statistics. Returns how many layers were set."""
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups {groups!r} must be a positive integer (1: whole-batch statistics).")
+    layers = [m for m in model.modules() if isinstance(m, SplitBatchNorm2d)]
+    for m in layers:
+        m.num_splits = groups
+    return len(layers)
+
+
+class GroupMixup:
+    """Calls `mixup` (timm's Mixup, batch mode) once per group of interleaved items g::G, so each group draws its
+    own lambda and mixes only within itself, as each official GPU does with its own batch."""
+
+    def __init__(self, mixup: Callable, groups: int):
+        self.mixup, self.groups = mixup, groups
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.groups
+        if x.shape[0] % g:
+            raise ValueError(f"a batch of {x.shape[0]} images cannot be split into {g} per-GPU groups for Mixup; "
+                             f"use a batch size divisible by {g}.")
+        parts = [self.mixup(x[i::g].contiguous(), y[i::g]) for i in range(g)]
+        xs = torch.stack([p[0] for p in parts], dim=1).flatten(0, 1)  # back to item order i*g + group
+        ys = torch.stack([p[1] for p in parts], dim=1).flatten(0, 1)
+        return xs, ys
+
+
+def use_virtual_gpus(model: nn.Module, mixup_fn: Callable | None, virtual_gpus: int,
+                     world_size: int = 1) -> tuple[Callable | None, int]:
+    """Set up `model` and `mixup_fn` for `virtual_gpus` official GPUs over `world_size` processes; returns the
+    mixup function to use and the number of groups per process."""
+    groups = groups_per_process(virtual_gpus, world_size)
+    set_bn_splits(model, groups)
+    if mixup_fn is not None and groups > 1:
+        mixup_fn = GroupMixup(mixup_fn, groups)
+    return mixup_fn, groups
+
+
+def compile_model(model: nn.Module, dev: torch.device) -> None:
+    """torch.compile `model` in place (the same module and state_dict keys; the EMA copy stays eager). On a CPU,
+    inductor builds C++ kernels: without a compiler the run stops here in one sentence."""
+    if dev.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise RuntimeError("compile=True needs a C++ compiler on this CPU (torch.compile's inductor builds C++ "
+                           "kernels): install g++ (or set CXX), or train with compile=False.")
+    model.compile()

@@ -1,5 +1,15 @@
-"""Where a run executes: its processes (torchrun), device, seeds, CPU workers, and the record of versions,
-hardware and git commit that every run and benchmark writes beside its numbers."""
+"""Where a run executes: its processes (torchrun), device, numeric precision, seeds, CPU workers, and the record of
+versions, hardware and git commit that every run and benchmark writes beside its numbers.
+
+Precision is decided here and nowhere else: `resolve_precision(requested, device, resumed) -> (chosen, reason)`.
+
+`precision="auto"` (every default: Recipe, dhvt-train, dhvt-eval, benchmarks) picks
+  - CUDA: fp16 autocast + grad scaler, the official AMP (the official engine trains and evaluates under
+    `torch.cuda.amp.autocast` with timm's NativeScaler); pass precision='bf16' for bf16 autocast;
+  - a CPU with native bf16 (AMX, AVX512-BF16, or Arm's BF16 extension): bf16 autocast;
+  - anything else (a CPU without native bf16, where bf16 is emulated and many times slower; other devices): fp32.
+An explicit 'fp32', 'bf16' or 'fp16' is used as given. A resumed run keeps the precision it started with.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,17 +19,22 @@ import os
 import platform
 import random
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.distributed as dist
+import torchvision
 
-from . import __version__
+from .. import __version__
+from ..recipe import PRECISIONS, Recipe, check_precision
 
 __all__ = ["Dist", "resolve_device", "init_distributed", "check_replicas_in_sync", "seed_everything", "cpu_workers",
-           "git_state", "environment", "now"]
+           "git_state", "environment", "now", "in_kernel", "PRECISIONS", "resolve_precision", "keep_precision",
+           "cpu_bf16_capability"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +107,7 @@ def check_replicas_in_sync(model: torch.nn.Module) -> None:
 
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the checkout holding the package; (None, None) outside git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -105,9 +120,6 @@ def git_state() -> tuple[str | None, bool | None]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """{'versions': {...}, 'hardware': {...}} as recorded in every manifest and benchmark."""
-    import timm
-    import torchvision
-
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -124,3 +136,58 @@ def environment(device: torch.device) -> dict[str, Any]:
 def now() -> str:
     """UTC time to the second, ISO 8601."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel, whoever started it."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+# ------------------------------------------------------------------------------------------------ precision
+_NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16", "svebf16")  # x86 (AMX, AVX512), Arm
+
+
+def cpu_bf16_capability() -> tuple[bool, str]:
+    """(native bf16 on this CPU, the flags that say so, or a description of what the CPU has instead)."""
+    flags: set[str] = set()
+    caps_fn = getattr(getattr(torch, "cpu", None), "get_capabilities", None)  # torch >= 2.9
+    if caps_fn is not None:
+        flags = {k for k, v in caps_fn().items() if v is True}
+    else:
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    native = [f for f in _NATIVE_BF16_FLAGS if f in flags]
+    if native:
+        return True, "native bf16 (" + ", ".join(native) + ")"
+    best = next((f for f in ("avx512_f", "avx512f", "avx2", "avx", "neon", "asimd") if f in flags), None)
+    return False, f"no native bf16 ({best or 'no'} SIMD only: bf16 would be emulated)"
+
+
+def resolve_precision(requested: str, device: torch.device | str, resumed: str | None = None) -> tuple[str, str]:
+    """The precision to run in ('fp32', 'bf16' or 'fp16') and one sentence saying why.
+
+    `resumed` is the precision a run being resumed used: 'auto' keeps it, so that a run continues as it started."""
+    check_precision(requested)
+    device = torch.device(device)
+    if requested != "auto":
+        return requested, f"requested precision={requested!r}"
+    if resumed in PRECISIONS[1:]:
+        return resumed, f"auto: the resumed run keeps the precision it started with ({resumed})"
+    if device.type == "cuda":
+        return "fp16", "auto on CUDA: the official AMP (fp16 autocast + grad scaler); pass precision='bf16' for bf16"
+    if device.type == "cpu":
+        native, what = cpu_bf16_capability()
+        return ("bf16" if native else "fp32"), f"auto on CPU: {what}"
+    return "fp32", f"auto on {device.type}: fp32 (no mixed-precision default for this device)"
+
+
+def keep_precision(recipe: Recipe, saved: dict[str, Any] | None) -> Recipe:
+    """The recipe a resumed run continues with: 'auto' takes the precision its saved recipe asked for (the resolved
+    one, 'auto' included, is `resolve_precision`'s `resumed`), so a run continues as it started."""
+    if saved and recipe.precision == "auto" and saved.get("precision", "auto") != "auto":
+        return dataclasses.replace(recipe, precision=saved["precision"])
+    return recipe
