@@ -25,7 +25,8 @@ from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
 from dhvtlib.recipe import PRESETS, resolve
-from dhvtlib.run.rundir import RunLock, RunLockedError, nonfinite_tensors
+from dhvtlib.checkpoint import nonfinite_tensors
+from dhvtlib.run.rundir import RunLock, RunLockedError
 from dhvtlib.run.train import run
 from clitools import run_module as _cli
 
