@@ -16,7 +16,7 @@ import dhvtlib
 from dhvtlib import experiments, results
 from dhvtlib.checkpoint import load_model
 from dhvtlib.models import CNN, CNN_VARIANTS, create_model, list_models, matched_width, param_groups_weight_decay
-from dhvtlib.models.layers import SplitBatchNorm2d
+from dhvtlib.models.norms import SplitBatchNorm2d
 from dhvtlib.models.profile import format_table, profile, variant_table
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.evaluate import main as eval_main

@@ -15,7 +15,7 @@ from torch import nn
 from dhvtlib.run.build import GroupMixup, groups_per_process, set_bn_splits, use_virtual_gpus
 from dhvtlib.models import create_model, param_groups_weight_decay
 from dhvtlib.models.ablations import ABLATIONS
-from dhvtlib.models.layers import SplitBatchNorm2d
+from dhvtlib.models.norms import SplitBatchNorm2d
 from dhvtlib.recipe import PAPER_PRESETS, PRESETS, resolve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -397,7 +397,7 @@ def test_sync_batchnorm_conversion_keeps_layout():
     assert isinstance(m.blocks[0].mlp.bn1, nn.BatchNorm2d) and not isinstance(m.blocks[0].mlp.bn1, nn.SyncBatchNorm)
     assert list(m.state_dict()) == keys
     # any backend (gloo on CPU): the all_reduce-based one, BatchNorm2d outside a multi-process group
-    from dhvtlib.models.layers import AllReduceSyncBatchNorm2d
+    from dhvtlib.models.norms import AllReduceSyncBatchNorm2d
 
     ref = create_model("dhvt_tiny_cifar_patch4", depth=1)
     m = convert_sope_sync_batchnorm(create_model("dhvt_tiny_cifar_patch4", depth=1), native=False)

@@ -7,8 +7,8 @@ from torch import nn
 from . import dhvt as _dhvt
 from .cnn import CNN, CNN_VARIANTS, create_cnn, matched_width
 from .dhvt import DHVT, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantCfg
-from .layers import (DAFF, SOPE, Affine, AllReduceSyncBatchNorm2d, Attention, Block, LinearPatchEmbed, Mlp,
-                     SplitBatchNorm2d)
+from .layers import DAFF, SOPE, Affine, Attention, Block, LinearPatchEmbed, Mlp
+from .norms import AllReduceSyncBatchNorm2d, SplitBatchNorm2d
 from .utils import convert_sope_sync_batchnorm, fuse_batchnorm, param_groups_weight_decay
 
 __all__ = ["DHVT", "CNN", "VARIANTS", "CNN_VARIANTS", "VariantCfg", "convert_sope_sync_batchnorm", "create_model",

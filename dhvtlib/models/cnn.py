@@ -31,7 +31,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from torch import nn
 
 from .dhvt import VariantCfg
-from .layers import SplitBatchNorm2d
+from .norms import SplitBatchNorm2d
 from .registry import build_registered, make_default_cfgs, register_variants
 from .utils import check_io_args, require_int
 

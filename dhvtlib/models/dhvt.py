@@ -15,8 +15,8 @@ from timm.models import checkpoint, checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from .layers import (DAFF, NORMS_2D, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads,
-                     check_sope_patch_size)
+from .layers import DAFF, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads, check_sope_patch_size
+from .norms import NORMS_2D
 from .registry import build_registered, make_default_cfgs, register_variants
 from .utils import check_io_args, init_arg_names, require_int
 

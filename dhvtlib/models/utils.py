@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import DAFF, SOPE, AllReduceSyncBatchNorm2d, ConvNorm
+from .layers import DAFF, SOPE, ConvNorm
+from .norms import AllReduceSyncBatchNorm2d
 
 __all__ = ["convert_sope_sync_batchnorm", "fuse_batchnorm", "param_groups_weight_decay"]
 

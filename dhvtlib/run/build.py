@@ -27,7 +27,7 @@ from torch import nn
 from ..data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
 from ..data.augment import BatchAugment, build_pil_transform
 from ..data.loaders import FileLoader, InMemoryLoader
-from ..models.layers import SplitBatchNorm2d
+from ..models.norms import SplitBatchNorm2d
 from ..models import DHVT, create_model, family, param_groups_weight_decay
 from ..recipe import PRESETS, Recipe
 from .runtime import Dist, cpu_workers
