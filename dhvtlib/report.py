@@ -151,7 +151,7 @@ def _loss_curves(done: pd.DataFrame) -> pd.DataFrame:
         return m
     parts = m["tag"].str.split("/")
     m = m.assign(model=parts.str[0], samples_per_class=parts.str[1].str.removesuffix("pc").astype(int),
-                 variant=parts.map(lambda p: p[2] if len(p) > 2 else ""))
+                 variant=m["tag"].map(study.variant))
     m = m[m["variant"].isin(["", "x2", "half"])].sort_values(["tag", "epoch"])
     n = m.groupby("tag")["epoch"].transform("max").add(1)
     # a rolling mean over 5% of each run: under Mixup/CutMix the per-epoch loss of a few updates is noisy

@@ -14,12 +14,14 @@ One file holds the study's design, its plan and its pre-registered verdicts (REA
   (`sched_unit="step"`: with 1-4 updates per epoch at the small sizes, a per-epoch schedule would be a staircase
   of a few steps). Evaluation every k epochs (about every 500 updates, at most 20 times, always at the end), so
   it costs a few % of training.
-- **Convergence** (`convergence_runs`): one seed at 30 and 1000 per class with 2x the budget (tags `.../x2`); the
-  budget is accepted when the last-epoch top-1 moves by less than `CONVERGENCE_POINTS`, else doubled. The first
-  budget (max(2000 updates, 50 epochs), scale 1) failed: DeiT at 30 per class, seed 0, went from 65.38 to 71.14
-  with twice the updates; doubled (scale 2), it failed again (71.14 -> 73.50 at 8000 updates). So `GRID_SCALE` is
-  4. Runs of the smaller budgets keep their records under the tags `.../half` (scale 2) and `.../quarter`
-  (scale 1), and the check is repeated at twice the current budget (`.../x2`).
+- **Convergence** (`convergence_runs`): one seed at 30 and 1000 per class with 2x the budget; the budget is
+  accepted when the last-epoch top-1 moves by less than `CONVERGENCE_POINTS`, else doubled. The first budget
+  (max(2000 updates, 50 epochs), scale 1) failed: DeiT at 30 per class, seed 0, went from 65.38 to 71.14 with
+  twice the updates; doubled (scale 2), it failed again (71.14 -> 73.50 at 8000 updates), and doubled again
+  (scale 4) it failed a third time (73.50 -> 77.76 at 16,000). So `GRID_SCALE` is 8.
+- **Tags** carry the absolute scale, `<model>/<n>pc/scale<k>` (and `.../scale<k>/fp32`), so a doubling changes no
+  record: `variant(tag)` names a run relative to the grid ('' for `GRID_SCALE`, 'x2' for twice it, 'half',
+  'quarter', 'eighth' for the smaller budgets already run, 'fp32').
 - **Precision** (`precision_runs`): bf16 (what `precision="auto"` picks on a CPU with native bf16) against fp32 for
   one configuration at 3 seeds (tags `.../fp32`).
 - **Verdicts** (`verdicts`), with x = log10(images per class) and gap = top1(CNN-SGD) - top1(DeiT) paired by seed:
@@ -43,10 +45,10 @@ from .experiments import RunSpec, execute
 from .models import create_model, matched_width
 from .paths import output_dir
 
-__all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "Budget",
-           "budget", "seeds_for", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
-           "run_study", "late", "progress_line", "study_frame", "summary_table", "convergence_table", "precision_table", "slope_ci", "paired_ci",
-           "verdicts"]
+__all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "GRID_SCALE",
+           "Budget", "budget", "seeds_for", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
+           "run_study", "variant", "late", "remaining", "progress_line", "study_frame", "summary_table", "convergence_table",
+           "precision_table", "slope_ci", "paired_ci", "verdicts"]
 
 SIZES = (10, 30, 100, 300, 1000)
 # name -> (registered model, preset): the ViT recipe is `quick`'s (the paper's recipe at a CPU scale)
@@ -56,8 +58,8 @@ LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18, ViT recipe", "re
 CNN_REFERENCE = "resnet_sgd"
 CONVERGENCE_SIZES = (30, 1000)
 CONVERGENCE_POINTS = 1.0
-GRID_SCALE = 4  # the first budget doubled twice after its convergence checks (see the module docstring)
-SMALLER_BUDGETS = {"half": 2, "quarter": 4}  # tag variant -> how many times smaller than the grid's budget
+GRID_SCALE = 8  # the first budget doubled three times after its convergence checks (see the module docstring)
+RELATIVE = {2: "x2", 1: "", 1 / 2: "half", 1 / 4: "quarter", 1 / 8: "eighth"}  # scale / GRID_SCALE -> variant
 PRECISION_CHECK = ("dhvt", 30)  # (model, images per class) trained in fp32 beside bf16 at seeds 0-2
 VIT = dict(embed_dim=64, depth=4, num_heads=4)
 BATCH = 64
@@ -103,7 +105,7 @@ def budget(samples_per_class: int, num_classes: int = 10, batch_size: int = BATC
                   checkpoint_every_epochs=max(1, checkpoint_steps // spe), steps_per_epoch=spe)
 
 
-def _spec(model: str, n: int, *, experiment: str, variant: str = "", scale: int = GRID_SCALE, cnn_width: int,
+def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int = GRID_SCALE, cnn_width: int,
           dataset: str, num_classes: int, test_samples_per_class: int | None, seeds: Sequence[int],
           **recipe: Any) -> RunSpec:
     name, preset = MODELS[model]
@@ -111,9 +113,21 @@ def _spec(model: str, n: int, *, experiment: str, variant: str = "", scale: int 
     b = budget(n, num_classes, BATCH, scale=scale)
     values = {"dataset": dataset, "samples_per_class": n, "batch_size": BATCH,
               "test_samples_per_class": test_samples_per_class, **b.recipe(), **recipe}
-    tag = f"{model}/{n}pc" + (f"/{variant}" if variant else "")
-    return RunSpec(experiment, tag, f"{LABELS[model]}, {n}/class" + (f" ({variant})" if variant else ""), name,
+    tag = f"{model}/{n}pc/scale{scale}" + ("/fp32" if fp32 else "")
+    v = variant(tag)
+    return RunSpec(experiment, tag, f"{LABELS[model]}, {n}/class" + (f" ({v})" if v else ""), name,
                    arch, values, preset=preset, seeds=tuple(seeds))
+
+
+def variant(tag: str) -> str:
+    """A run's budget relative to the grid's (`RELATIVE`; 'scale<k>' when none of those), or 'fp32' for the
+    precision check at the grid's budget."""
+    parts = tag.split("/")
+    scale = int(parts[2].removeprefix("scale"))
+    name = RELATIVE.get(scale / GRID_SCALE, f"scale{scale}")
+    if parts[-1] == "fp32":
+        return "fp32" if name == "" else f"{name or 'grid'}/fp32"
+    return name
 
 
 def _context(dataset: str, data_dir, models: Sequence[str], cnn_width: int | None) -> tuple[int, int]:
@@ -153,21 +167,21 @@ def convergence_runs(models: Sequence[str] = tuple(MODELS), sizes: Sequence[int]
                      dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
                      test_samples_per_class: int | None = 500, experiment: str = "efficiency/fmnist"
                      ) -> list[RunSpec]:
-    """Seed 0 at each size with twice the budget (tags '<model>/<n>pc/x2')."""
+    """Seed 0 at each size with twice the budget (variant 'x2')."""
     _check_args(sizes, models)
     k, width = _context(dataset, data_dir, models, cnn_width)
-    return [_spec(m, n, experiment=experiment, variant="x2", scale=2 * GRID_SCALE, cnn_width=width, dataset=dataset,
+    return [_spec(m, n, experiment=experiment, scale=2 * GRID_SCALE, cnn_width=width, dataset=dataset,
                   num_classes=k, test_samples_per_class=test_samples_per_class, seeds=(0,))
             for n in sizes for m in models]
 
 
 def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
                    test_samples_per_class: int | None = 500, experiment: str = "efficiency/fmnist") -> list[RunSpec]:
-    """`PRECISION_CHECK` in fp32 at seeds 0-2 (tag '<model>/<n>pc/fp32'), beside the grid's runs in the precision
+    """`PRECISION_CHECK` in fp32 at seeds 0-2 (variant 'fp32'), beside the grid's runs in the precision
     `auto` picks."""
     model, n = PRECISION_CHECK
     k, width = _context(dataset, data_dir, [model], cnn_width)
-    return [_spec(model, n, experiment=experiment, variant="fp32", cnn_width=width, dataset=dataset, num_classes=k,
+    return [_spec(model, n, experiment=experiment, fp32=True, cnn_width=width, dataset=dataset, num_classes=k,
                   test_samples_per_class=test_samples_per_class, seeds=(0, 1, 2), precision="fp32")]
 
 
@@ -190,7 +204,7 @@ def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: An
 
 # ------------------------------------------------------------------------------------------------ statistics
 def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per completed run: model, samples_per_class, variant ('' for the grid, 'x2', 'fp32'), seed, top1
+    """One row per completed run: model, samples_per_class, variant (`variant`: '' for the grid), seed, top1
     (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s."""
     if runs is None or len(runs) == 0:
         return pd.DataFrame(columns=["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps",
@@ -201,7 +215,7 @@ def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
         parts = str(r["tag"]).split("/")
         cfg = r["config"] if isinstance(r["config"], dict) else json.loads(r["config"])
         rows.append({"model": parts[0], "samples_per_class": int(r["samples_per_class"]),
-                     "variant": parts[2] if len(parts) > 2 else "", "seed": int(r["seed"]),
+                     "variant": variant(str(r["tag"])), "seed": int(r["seed"]),
                      "top1": float(r["final_top1"]), "best_top1": float(r["best_top1"]),
                      "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
                      "wall_s": float(r["wall_s"] or 0.0)})
@@ -274,11 +288,11 @@ def summary_table(f: pd.DataFrame) -> pd.DataFrame:
 
 
 def convergence_table(f: pd.DataFrame) -> pd.DataFrame:
-    """Per model and convergence size (seed 0): each budget beside twice it (the grid's smaller budgets 'quarter'
-    and 'half', the grid's own, its 'x2'): last-epoch top-1 at both, the change, and whether the smaller budget is
+    """Per model and convergence size (seed 0): each budget beside twice it (the smaller budgets run before a
+    doubling, the grid's own, its 'x2'): last-epoch top-1 at both, the change, and whether the smaller budget is
     accepted (it moves by less than `CONVERGENCE_POINTS`)."""
     rows = []
-    order = {"quarter": 0, "half": 1, "": 2, "x2": 3}
+    order = {"eighth": 0, "quarter": 1, "half": 2, "": 3, "x2": 4}
     for (model, n), g in f[(f["seed"] == 0) & f["variant"].isin(list(order))].groupby(["model", "samples_per_class"]):
         runs = sorted(((order[v], int(r["steps"]), float(r["top1"])) for v, r in g.set_index("variant").iterrows()))
         for (_, s1, t1), (_, s2, t2) in zip(runs, runs[1:]):
@@ -343,7 +357,8 @@ def _share_ci(gain: np.ndarray, gap: np.ndarray, n_boot: int = 10_000, seed: int
 # ------------------------------------------------------------------------------------------------ command line
 def late(spec: RunSpec) -> bool:
     """The rows trained after every seed of the others: the 2x check at the largest size and the fp32 check."""
-    return spec.tag.endswith("/fp32") or spec.tag == f"{spec.tag.split('/')[0]}/{max(CONVERGENCE_SIZES)}pc/x2"
+    big = spec.tag.split("/")[1] == f"{max(CONVERGENCE_SIZES)}pc"
+    return variant(spec.tag) == "fp32" or (big and variant(spec.tag) == "x2")
 
 
 def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, launcher: str = "local",
@@ -365,13 +380,41 @@ def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, lau
     return frame
 
 
-def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec]) -> str:
-    """'87 runs in the plan: 12 completed, 75 not yet' (with how to train the rest)."""
-    total = sum(len(s.seeds or (0,)) for s in specs)
-    done = int(runs["status"].eq("completed").sum()) if len(runs) else 0
-    left = total - done
-    return (f"{total} runs in the plan: {done} completed, {left} not yet"
-            + (" (train=True trains them here; the study's own command: python -m dhvtlib.study)" if left else ""))
+def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> dict[str, float]:
+    """What is left of the plan: runs, optimizer updates and core-hours at the seconds per update measured in the
+    completed runs of each model (one thread each; the median over the model's runs, else over all runs)."""
+    done_keys = set()
+    if len(runs):
+        c = runs[runs["status"].eq("completed")]
+        done_keys = set(zip(c["tag"].astype(str), c["seed"].astype(int)))
+    f = study_frame(runs)
+    per_update = (f["wall_s"] / f["steps"]).groupby(f["model"]).median() if len(f) else pd.Series(dtype=float)
+    fallback = float(per_update.median()) if len(per_update) else math.nan
+    out = {"runs": 0, "done": 0, "updates": 0, "core_hours": 0.0}
+    for s in specs:
+        r = s.recipe
+        steps = r["epochs"] * (r["samples_per_class"] * num_classes // r["batch_size"])
+        for seed in s.seeds or (0,):
+            out["runs"] += 1
+            if (s.tag, seed) in done_keys:
+                out["done"] += 1
+                continue
+            out["updates"] += steps
+            out["core_hours"] += steps * float(per_update.get(s.tag.split("/")[0], fallback)) / 3600
+    return out
+
+
+def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> str:
+    """'87 runs in the plan: 12 completed, 75 not yet (...)' (with what is left and how to train it)."""
+    r = remaining(runs, specs, num_classes)
+    left = r["runs"] - r["done"]
+    line = f"{r['runs']} runs in the plan: {r['done']} completed, {left} not yet"
+    if not left:
+        return line
+    hours = f", about {r['core_hours']:.0f} core-hours at the measured seconds per update" \
+        if math.isfinite(r["core_hours"]) else ""
+    return (line + f" ({r['updates']:,} updates{hours}; train=True trains them here; the study's own command: "
+            "python -m dhvtlib.study)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -65,9 +65,9 @@ def test_the_schedule_has_the_same_shape_at_every_size(preset):
 
 def test_budget_values():
     assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]  # the first budget
-    assert study.GRID_SCALE == 4  # doubled twice after its convergence checks
+    assert study.GRID_SCALE == 8  # doubled three times after its convergence checks
     assert [study.budget(n, scale=2).steps for n in study.SIZES] == [4000, 4000, 4200, 4600, 15600]
-    assert [study.budget(n, scale=4).steps for n in study.SIZES] == [8000, 8000, 8400, 9200, 31200]
+    assert [study.budget(n, scale=8).steps for n in study.SIZES] == [16000, 16000, 16800, 18400, 62400]
     assert [study.seeds_for(n) for n in (10, 30, 100)] == [(0, 1, 2, 3, 4)] * 2 + [(0, 1, 2)]
     with pytest.raises(ValueError, match="fewer than batch_size 64"):
         study.budget(5)
@@ -76,15 +76,19 @@ def test_budget_values():
 def test_plan_rows_models_and_order(fmnist):
     plan = study.study_plan(data_dir=str(fmnist))
     tags = [s.tag for s in plan]
-    assert tags[:8] == [f"{m}/30pc" for m in study.MODELS] + [f"{m}/30pc/x2" for m in study.MODELS]
-    assert tags[-1] == "dhvt/30pc/fp32" and len(plan) == 5 * 4 + 2 * 4 + 1
+    assert tags[:8] == [f"{m}/30pc/scale8" for m in study.MODELS] + [f"{m}/30pc/scale16" for m in study.MODELS]
+    assert tags[-1] == "dhvt/30pc/scale8/fp32" and len(plan) == 5 * 4 + 2 * 4 + 1
     by_tag = {s.tag: s for s in plan}
-    sgd, vit = by_tag["resnet_sgd/100pc"], by_tag["resnet/100pc"]
+    sgd, vit = by_tag["resnet_sgd/100pc/scale8"], by_tag["resnet/100pc/scale8"]
     assert (sgd.preset, vit.preset, sgd.model_kwargs, sgd.recipe) == ("cnn_sgd", "quick", vit.model_kwargs, vit.recipe)
-    assert by_tag["dhvt/1000pc/x2"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc"].recipe["epochs"] == 400
-    assert [study.late(s) for s in plan].count(True) == 5 and study.late(by_tag["resnet/1000pc/x2"])
-    assert by_tag["dhvt/10pc"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/x2"].seeds == (0,)
-    assert by_tag["dhvt/30pc/fp32"].recipe["precision"] == "fp32"
+    assert by_tag["dhvt/1000pc/scale16"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc/scale8"].recipe["epochs"] == 800
+    assert [study.late(s) for s in plan].count(True) == 5 and study.late(by_tag["resnet/1000pc/scale16"])
+    assert by_tag["dhvt/10pc/scale8"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/scale16"].seeds == (0,)
+    assert by_tag["dhvt/30pc/scale8/fp32"].recipe["precision"] == "fp32"
+    # a run's name relative to the grid: a doubling of GRID_SCALE renames no record
+    assert [study.variant(f"deit/30pc/scale{k}") for k in (1, 2, 4, 8, 16, 3)] == \
+        ["eighth", "quarter", "half", "", "x2", "scale3"]
+    assert study.variant("dhvt/30pc/scale8/fp32") == "fp32" and study.variant("dhvt/30pc/scale4/fp32") == "half/fp32"
     with pytest.raises(ValueError, match="model 'vit' is not in the study; choose from: deit, dhvt"):
         study.efficiency_runs([10], ["vit"], data_dir=str(fmnist))
 
@@ -134,7 +138,8 @@ def test_report_writes_tables_and_figures(tmp_path):
 
     rows = []
     for r in _table().to_dict("records"):
-        tag = f"{r['model']}/{r['samples_per_class']}pc" + (f"/{r['variant']}" if r["variant"] else "")
+        scale = study.GRID_SCALE * (2 if r["variant"] == "x2" else 1)
+        tag = f"{r['model']}/{r['samples_per_class']}pc/scale{scale}"
         rows.append(dict(tag=tag, status="completed", samples_per_class=r["samples_per_class"], seed=r["seed"],
                          final_top1=r["top1"], best_top1=r["best_top1"],
                          epochs_run=4 if r["variant"] == "x2" else 2, train_images=640,
