@@ -21,7 +21,8 @@ from .models.ablations import ABLATIONS
 from .paper import spread_sentence
 from .paths import check_name, join_under
 from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
-                      paper_vs_reproduced, provenance, table_caption, write_table)
+                      paper_vs_reproduced, provenance, write_table)
+from .table_display import table_caption
 from .viz.figures import (figure_caption, plain_text, plot_curves, plot_efficiency, plot_loss_curves,
                           plot_paper_vs_ours, save_figure)
 
