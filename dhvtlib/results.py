@@ -38,6 +38,9 @@ RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "prese
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
 JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
 PAPER_SOURCE = "paper (arXiv v2), reported"
+COMPARISON_COLUMNS = ("tag", "label", "paper_top1", "paper_statistic", "ours_statistic", "ours_mean", "ours_std",
+                      "n_seeds", "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
+                      "ours_delta_vs_baseline", "seeds", "note")  # of `paper_vs_reproduced`, in this order
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,51 +226,60 @@ def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, fl
     """
     tags = list(agg["tag"])
     paper_top1, paper_labels = _paper_numbers(paper, tags)
-    if isinstance(baseline, str):
-        baseline = {t: baseline for t in tags}
-    baseline = baseline or {}
-    for t in tags:
-        if t in baseline and baseline[t] not in paper_top1:  # the baseline's paper number, even if not run
-            paper_top1.update(_paper_numbers(None, [baseline[t]])[0])
-    ours = dict(zip(agg["tag"], agg["mean"]))
-    spread = paper_spread()
+    baselines = {t: baseline for t in tags} if isinstance(baseline, str) else dict(baseline or {})
+    for base in (baselines[t] for t in tags if t in baselines):
+        if base not in paper_top1:  # the baseline's paper number, even if not run
+            paper_top1.update(_paper_numbers(None, [base])[0])
+    ours_means, spread = dict(zip(agg["tag"], agg["mean"])), paper_spread()
     rows = []
     for rec in agg.to_dict("records"):
-        tag, base = rec["tag"], baseline.get(rec["tag"])
-        paper_v = paper_top1.get(tag, math.nan)
-        note = [notes] if isinstance(notes, str) else [notes[tag]] if notes and tag in notes else []
-        note += ["baseline"] if base == tag else []
-        note += ["not in the paper"] if math.isnan(paper_v) else []
-        note += ["one seed"] if rec["n_seeds"] == 1 else []
-        statistic, n_paper = paper_statistic(tag.split("/")[0])
-        ours_v = rec["best_of_n"] if statistic == "best_of_n" else rec["mean"]
-        paper_d = paper_v - paper_top1.get(base, math.nan) if base else math.nan
-        ours_d = rec["mean"] - ours.get(base, math.nan) if base else math.nan
-        if base != tag and tag in ABLATIONS:
-            note += [f"{who} delta within the paper's spread ({spread:.2f})"
-                     for who, d in (("paper", paper_d), ("our", ours_d)) if abs(d) < spread]
-        rows.append({
-            "tag": tag,
-            "label": (labels or {}).get(tag) or paper_labels.get(tag) or tag,
-            "paper_top1": paper_v,
-            "paper_statistic": (f"{'best' if statistic == 'best_of_n' else 'mean'} of {n_paper}" if n_paper
-                                else "unstated (compared with our mean)") if not math.isnan(paper_v) else "",
-            "ours_statistic": f"{'best' if statistic == 'best_of_n' else 'mean'} of {rec['n_seeds']}",
-            "ours_mean": rec["mean"],
-            "ours_std": rec["std"],
-            "n_seeds": rec["n_seeds"],
-            "ours_best_of_n": rec["best_of_n"],
-            "ours_final_mean": rec.get("final_mean", rec["mean"]),
-            "delta": ours_v - paper_v,
-            "paper_delta_vs_baseline": paper_d,
-            "ours_delta_vs_baseline": ours_d,
-            "seeds": rec.get("seeds", ""),
-            "note": "; ".join(note),
-        })
-    return pd.DataFrame(rows, columns=["tag", "label", "paper_top1", "paper_statistic", "ours_statistic",
-                                       "ours_mean", "ours_std",
-                                       "n_seeds", "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
-                                       "ours_delta_vs_baseline", "seeds", "note"])
+        tag, base = rec["tag"], baselines.get(rec["tag"])
+        row = _comparison_row(rec, base, paper_top1, ours_means)
+        row["label"] = (labels or {}).get(tag) or paper_labels.get(tag) or tag
+        row["note"] = _comparison_note(row, base, notes, spread)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _comparison_row(rec: Mapping[str, Any], base: str | None, paper_top1: Mapping[str, float],
+                    ours_means: Mapping[str, float]) -> dict[str, Any]:
+    """A row of `paper_vs_reproduced` but its label and note: the paper's number and ours in the paper's statistic
+    for the row's table, and both deltas against the row's baseline tag `base` (NaN without one)."""
+    tag = rec["tag"]
+    paper_v = paper_top1.get(tag, math.nan)
+    statistic, n_paper = paper_statistic(tag.split("/")[0])
+    kind = "best" if statistic == "best_of_n" else "mean"
+    paper_kind = f"{kind} of {n_paper}" if n_paper else "unstated (compared with our mean)"
+    return {
+        "tag": tag,
+        "paper_top1": paper_v,
+        "paper_statistic": "" if math.isnan(paper_v) else paper_kind,
+        "ours_statistic": f"{kind} of {rec['n_seeds']}",
+        "ours_mean": rec["mean"],
+        "ours_std": rec["std"],
+        "n_seeds": rec["n_seeds"],
+        "ours_best_of_n": rec["best_of_n"],
+        "ours_final_mean": rec.get("final_mean", rec["mean"]),
+        "delta": (rec["best_of_n"] if statistic == "best_of_n" else rec["mean"]) - paper_v,
+        "paper_delta_vs_baseline": paper_v - paper_top1.get(base, math.nan) if base else math.nan,
+        "ours_delta_vs_baseline": rec["mean"] - ours_means.get(base, math.nan) if base else math.nan,
+        "seeds": rec.get("seeds", ""),
+    }
+
+
+def _comparison_note(row: Mapping[str, Any], base: str | None, notes: str | Mapping[str, str] | None,
+                     spread: float) -> str:
+    """A row's note: the caller's `notes`, 'baseline', 'not in the paper', 'one seed', and, for an ablation row,
+    each of its deltas vs the baseline that is smaller than the paper's own spread of one setting."""
+    tag = row["tag"]
+    note = [notes] if isinstance(notes, str) else [notes[tag]] if notes and tag in notes else []
+    note += ["baseline"] if base == tag else []
+    note += ["not in the paper"] if math.isnan(row["paper_top1"]) else []
+    note += ["one seed"] if row["n_seeds"] == 1 else []
+    if base != tag and tag in ABLATIONS:
+        deltas = (("paper", row["paper_delta_vs_baseline"]), ("our", row["ours_delta_vs_baseline"]))
+        note += [f"{who} delta within the paper's spread ({spread:.2f})" for who, d in deltas if abs(d) < spread]
+    return "; ".join(note)
 
 
 def ablation_paper_frame(table: str) -> pd.DataFrame:
