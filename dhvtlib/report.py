@@ -19,7 +19,7 @@ from . import study
 from .files import write_text
 from .models.ablations import ABLATIONS
 from .paper import spread_sentence
-from .paths import check_name, join_under
+from .paths import check_name, join_under, output_dir
 from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
                       paper_vs_reproduced, provenance, write_table)
 from .table_display import table_caption
@@ -73,7 +73,7 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
 def _figure(name: str):
     """A list to put the figure being drawn in; it is closed afterwards, and a figure that fails to draw or save is
     a warning naming it, so one bad label never stops the other tables and figures."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional (notebooks extra), ~0.4 s: on first use, as in dhvtlib.viz
 
     figs: list = []
     try:
@@ -212,9 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
     figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
     args = parser.parse_args(argv)
-    import matplotlib
-
-    from .paths import output_dir
+    import matplotlib  # optional (notebooks extra): imported where figures are drawn, as in dhvtlib.viz
 
     matplotlib.use("Agg")
     root = output_dir(args.root)

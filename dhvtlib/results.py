@@ -25,6 +25,7 @@ import pandas as pd
 from .files import atomic_write, write_text
 from .models.ablations import ABLATIONS
 from .paper import paper_spread, paper_statistic, reported, reported_value
+from .paths import resolve
 from .table_display import (DATASET_NAMES, CaptionedTable, captioned, display_epochs, drop_empty_columns, is_missing,
                             join_values, runs_summary, table_caption, to_latex, to_markdown)
 
@@ -108,8 +109,6 @@ def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             runs = pd.DataFrame({"run_dir": [str(path)], "run_id": [path.name]})  # a run without its manifest
         else:
             runs = load_runs(path)
-    from .paths import resolve
-
     frames = []
     for run in runs.to_dict("records"):
         path = Path(run["run_dir"]) / "metrics.jsonl"
