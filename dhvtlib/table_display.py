@@ -1,7 +1,8 @@
 """How a results table reads: cells as text, Markdown and LaTeX renderings, captions, and what a notebook shows.
 
 The tables themselves (runs, seed statistics, paper vs reproduced, the files written) are `dhvtlib.results`, which
-renders them with this module; every public name here is also importable from `dhvtlib.results`.
+renders them with this module and still exports the names that were its own before this module (`results.captioned`,
+`results.to_markdown`, `results.runs_summary`, ...).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["DATASET_NAMES", "table_caption", "drop_empty_columns", "to_markdown", "to_latex", "CaptionedTable",
-           "captioned", "display_epochs", "runs_summary"]
+           "captioned", "display_epochs", "runs_summary", "mean_std_table"]
 
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                  "imagenet": "ImageNet-1K", "imagefolder": "ImageFolder",
@@ -163,6 +164,15 @@ class CaptionedTable:
 def captioned(table: pd.DataFrame, caption: str | None = None) -> CaptionedTable:
     """`table` for display with its caption (default: `table.attrs['caption']`, set by `report.report_experiment`)."""
     return CaptionedTable(table, caption)
+
+
+def mean_std_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A paper-vs-reproduced table (`results.paper_vs_reproduced`) as it reads for data the paper has no number for
+    (06_your_data): tag, top-1 as 'mean ± std' over seeds (the mean alone for one seed), n_seeds, ours_best_of_n."""
+    top1 = [f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
+            for m, s in zip(table["ours_mean"], table["ours_std"])]
+    return pd.DataFrame({"tag": table["tag"], "top-1 (mean ± std)": top1, "n_seeds": table["n_seeds"],
+                         "ours_best_of_n": table["ours_best_of_n"]})
 
 
 def display_epochs(frame: pd.DataFrame, columns: Iterable[str] = ("epoch", "best_epoch")) -> pd.DataFrame:
