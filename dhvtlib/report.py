@@ -2,7 +2,9 @@
 
 `make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, what `make figures` runs) regenerates every
 table and figure under results/ from the stored runs (no training), plus the paper's reported tables under
-results/paper/ and results/report.md. The tables come from `dhvtlib.results`, the figures from `dhvtlib.viz`.
+results/paper/ and results/report.md. `show_experiment` is an experiment notebook's report cell: one experiment's
+files written as `make figures` writes them, then shown. The tables come from `dhvtlib.results` (displayed as
+`dhvtlib.table_display` says), the figures from `dhvtlib.viz`.
 """
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from . import study
 from .files import write_text
 from .models.ablations import ABLATIONS
 from .paper import spread_sentence
-from .paths import check_name, join_under
+from .paths import check_name, join_under, output_dir
 from .results import (_ablation_baselines, aggregate, export_paper_tables, load_metrics, load_runs,
-                      paper_vs_reproduced, provenance, table_caption, write_table)
+                      paper_vs_reproduced, provenance, write_table)
+from .table_display import captioned, mean_std_table, table_caption, to_markdown
 from .viz.figures import (figure_caption, plain_text, plot_curves, plot_efficiency, plot_loss_curves,
-                          plot_paper_vs_ours, save_figure)
+                          plot_paper_vs_ours, save_figure, set_style)
 
-__all__ = ["report_efficiency", "claim1_sentence", "report_experiment", "make_figures", "write_report", "main"]
+__all__ = ["report_efficiency", "claim1_sentence", "report_experiment", "show_experiment", "make_figures",
+           "write_report", "main"]
 
 
 def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd.DataFrame | None = None
@@ -68,11 +72,34 @@ def report_experiment(results_root: str | os.PathLike, experiment: str, runs: pd
     return table, written
 
 
+def show_experiment(results_root: str | os.PathLike, experiment: str, curves: pd.DataFrame | None = None, *,
+                    mean_std: bool = False) -> tuple[pd.DataFrame, list[Path]]:
+    """An experiment notebook's report: writes the experiment's table and figures (`report_experiment`), shows the
+    table with its caption (`captioned`; with `mean_std`, for data the paper has no number for: tag, top-1 as
+    'mean ± std' over seeds, n_seeds and ours_best_of_n, as Markdown), prints the paths written and, given `curves`
+    (the notebook's runs, as `experiments.execute` returns them), plots their test top-1 per epoch. Returns
+    `report_experiment`'s (table, paths written)."""
+    # only a notebook shows: IPython is not needed by `make figures`, and pyplot is imported on first use as in viz
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    table, files = report_experiment(results_root, experiment)
+    set_style()
+    display(Markdown(to_markdown(mean_std_table(table))) if mean_std else captioned(table))
+    print("\n".join(map(str, files)))
+    if curves is not None:
+        fig = plot_curves(load_metrics(curves))
+        fig.axes[0].set_title(f"{experiment}: test top-1 per epoch")
+        plt.show()
+        plt.close(fig)
+    return table, files
+
+
 @contextlib.contextmanager
 def _figure(name: str):
     """A list to put the figure being drawn in; it is closed afterwards, and a figure that fails to draw or save is
     a warning naming it, so one bad label never stops the other tables and figures."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional (notebooks extra), ~0.4 s: on first use, as in dhvtlib.viz
 
     figs: list = []
     try:
@@ -211,9 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = sub.add_parser("figures", help="regenerate every table and figure under --root from stored runs")
     figures.add_argument("--root", help="results folder (default: $DHVTLIB_RESULTS, else <project root>/results)")
     args = parser.parse_args(argv)
-    import matplotlib
-
-    from .paths import output_dir
+    import matplotlib  # optional (notebooks extra): imported where figures are drawn, as in dhvtlib.viz
 
     matplotlib.use("Agg")
     root = output_dir(args.root)

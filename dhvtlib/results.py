@@ -1,9 +1,10 @@
 """Results: load run directories, aggregate seeds, compare with the paper, write tables (CSV, Markdown, LaTeX).
 
 Everything here reads what `dhvtlib.run.run` left on disk (manifest.json, metrics.jsonl; see docs/interfaces.md)
-and never trains. The figures of these frames are in `dhvtlib.viz` (viz/figures.py); `dhvtlib.report.make_figures`
-(CLI: `python -m dhvtlib.report figures [--root results]`, run by `make figures`) regenerates every table and figure
-under results/ from the stored runs.
+and never trains. How the tables read (Markdown, LaTeX, captions, notebook display) is `dhvtlib.table_display`,
+whose public names are importable from here too. The figures of these frames are in `dhvtlib.viz` (viz/figures.py);
+`dhvtlib.report.make_figures` (CLI: `python -m dhvtlib.report figures [--root results]`, run by `make figures`)
+regenerates every table and figure under results/ from the stored runs.
 
 Conventions: experiments are named by the manifest's `experiment`, rows by its `tag`; a tag that is a key of
 `dhvtlib.models.ablations.ABLATIONS` (e.g. 'table5/sope'), or any 'table/row[/setting]' of dhvtlib/paper/reported.csv,
@@ -24,17 +25,23 @@ import pandas as pd
 from .files import atomic_write, write_text
 from .models.ablations import ABLATIONS
 from .paper import paper_spread, paper_statistic, reported, reported_value
+from .paths import resolve
+from .table_display import (DATASET_NAMES, CaptionedTable, captioned, display_epochs, drop_empty_columns, is_missing,
+                            join_values, runs_summary, table_caption, to_latex, to_markdown)
 
 __all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregate", "paper_lookup",
-           "paper_vs_reproduced", "ablation_paper_frame", "provenance", "to_markdown", "write_table",
-           "export_paper_tables", "table_caption",
-           "drop_empty_columns", "to_latex", "CaptionedTable", "captioned", "runs_summary", "display_epochs",
-           "DATASET_NAMES"]
+           "paper_vs_reproduced", "ablation_paper_frame", "provenance", "write_table", "export_paper_tables",
+           # how the tables read, from dhvtlib.table_display (importable from here as before)
+           "to_markdown", "table_caption", "drop_empty_columns", "to_latex", "CaptionedTable", "captioned",
+           "runs_summary", "display_epochs", "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
                "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
 JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
 PAPER_SOURCE = "paper (arXiv v2), reported"
+COMPARISON_COLUMNS = ("tag", "label", "paper_top1", "paper_statistic", "ours_statistic", "ours_mean", "ours_std",
+                      "n_seeds", "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
+                      "ours_delta_vs_baseline", "seeds", "note")  # of `paper_vs_reproduced`, in this order
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,8 +109,6 @@ def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             runs = pd.DataFrame({"run_dir": [str(path)], "run_id": [path.name]})  # a run without its manifest
         else:
             runs = load_runs(path)
-    from .paths import resolve
-
     frames = []
     for run in runs.to_dict("records"):
         path = Path(run["run_dir"]) / "metrics.jsonl"
@@ -122,26 +127,6 @@ def load_metrics(runs: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------------
 # Aggregating seeds and comparing with the paper
 # ---------------------------------------------------------------------------------------------------------------
-def _join(values: Iterable[Any]) -> str:
-    """The distinct values, naturally sorted, comma-joined; whole floats as integers (a column with a NaN is float:
-    300.0 is written 300)."""
-    def text(v: Any) -> str:
-        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-    return ", ".join(sorted({text(v) for v in values if not _missing(v)}, key=_natural))
-
-
-def _natural(s: str) -> tuple:
-    try:
-        return (0, float(s), s)
-    except ValueError:
-        return (1, 0.0, s)
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _stats(values: pd.Series, prefix: str = "") -> dict[str, float]:
     v = pd.to_numeric(values, errors="coerce").dropna()
     return {f"{prefix}mean": v.mean(), f"{prefix}std": v.std(ddof=1) if len(v) > 1 else math.nan,
@@ -169,8 +154,8 @@ def aggregate(frame: pd.DataFrame, by: str | Iterable[str] = ("tag",), metric: s
         key = key if isinstance(key, tuple) else (key,)
         rows.append({**dict(zip(by, key)), "n_seeds": len(g), **_stats(g[metric]),
                      **({} if metric == "final_top1" else _stats(g["final_top1"], "final_")),
-                     "seeds": _join(g["seed"]),
-                     **{c: _join(g[c]) for c in ("dataset", "preset", "model", "git_commit") if c not in by}})
+                     "seeds": join_values(g["seed"]),
+                     **{c: join_values(g[c]) for c in ("dataset", "preset", "model", "git_commit") if c not in by}})
     return pd.DataFrame(rows, columns=None if rows else [*by, "n_seeds", "mean", "std", "min", "max", "best_of_n"])
 
 
@@ -240,51 +225,60 @@ def paper_vs_reproduced(agg: pd.DataFrame, paper: pd.DataFrame | Mapping[str, fl
     """
     tags = list(agg["tag"])
     paper_top1, paper_labels = _paper_numbers(paper, tags)
-    if isinstance(baseline, str):
-        baseline = {t: baseline for t in tags}
-    baseline = baseline or {}
-    for t in tags:
-        if t in baseline and baseline[t] not in paper_top1:  # the baseline's paper number, even if not run
-            paper_top1.update(_paper_numbers(None, [baseline[t]])[0])
-    ours = dict(zip(agg["tag"], agg["mean"]))
-    spread = paper_spread()
+    baselines = {t: baseline for t in tags} if isinstance(baseline, str) else dict(baseline or {})
+    for base in (baselines[t] for t in tags if t in baselines):
+        if base not in paper_top1:  # the baseline's paper number, even if not run
+            paper_top1.update(_paper_numbers(None, [base])[0])
+    ours_means, spread = dict(zip(agg["tag"], agg["mean"])), paper_spread()
     rows = []
     for rec in agg.to_dict("records"):
-        tag, base = rec["tag"], baseline.get(rec["tag"])
-        paper_v = paper_top1.get(tag, math.nan)
-        note = [notes] if isinstance(notes, str) else [notes[tag]] if notes and tag in notes else []
-        note += ["baseline"] if base == tag else []
-        note += ["not in the paper"] if math.isnan(paper_v) else []
-        note += ["one seed"] if rec["n_seeds"] == 1 else []
-        statistic, n_paper = paper_statistic(tag.split("/")[0])
-        ours_v = rec["best_of_n"] if statistic == "best_of_n" else rec["mean"]
-        paper_d = paper_v - paper_top1.get(base, math.nan) if base else math.nan
-        ours_d = rec["mean"] - ours.get(base, math.nan) if base else math.nan
-        if base != tag and tag in ABLATIONS:
-            note += [f"{who} delta within the paper's spread ({spread:.2f})"
-                     for who, d in (("paper", paper_d), ("our", ours_d)) if abs(d) < spread]
-        rows.append({
-            "tag": tag,
-            "label": (labels or {}).get(tag) or paper_labels.get(tag) or tag,
-            "paper_top1": paper_v,
-            "paper_statistic": (f"{'best' if statistic == 'best_of_n' else 'mean'} of {n_paper}" if n_paper
-                                else "unstated (compared with our mean)") if not math.isnan(paper_v) else "",
-            "ours_statistic": f"{'best' if statistic == 'best_of_n' else 'mean'} of {rec['n_seeds']}",
-            "ours_mean": rec["mean"],
-            "ours_std": rec["std"],
-            "n_seeds": rec["n_seeds"],
-            "ours_best_of_n": rec["best_of_n"],
-            "ours_final_mean": rec.get("final_mean", rec["mean"]),
-            "delta": ours_v - paper_v,
-            "paper_delta_vs_baseline": paper_d,
-            "ours_delta_vs_baseline": ours_d,
-            "seeds": rec.get("seeds", ""),
-            "note": "; ".join(note),
-        })
-    return pd.DataFrame(rows, columns=["tag", "label", "paper_top1", "paper_statistic", "ours_statistic",
-                                       "ours_mean", "ours_std",
-                                       "n_seeds", "ours_best_of_n", "ours_final_mean", "delta", "paper_delta_vs_baseline",
-                                       "ours_delta_vs_baseline", "seeds", "note"])
+        tag, base = rec["tag"], baselines.get(rec["tag"])
+        row = _comparison_row(rec, base, paper_top1, ours_means)
+        row["label"] = (labels or {}).get(tag) or paper_labels.get(tag) or tag
+        row["note"] = _comparison_note(row, base, notes, spread)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _comparison_row(rec: Mapping[str, Any], base: str | None, paper_top1: Mapping[str, float],
+                    ours_means: Mapping[str, float]) -> dict[str, Any]:
+    """A row of `paper_vs_reproduced` but its label and note: the paper's number and ours in the paper's statistic
+    for the row's table, and both deltas against the row's baseline tag `base` (NaN without one)."""
+    tag = rec["tag"]
+    paper_v = paper_top1.get(tag, math.nan)
+    statistic, n_paper = paper_statistic(tag.split("/")[0])
+    kind = "best" if statistic == "best_of_n" else "mean"
+    paper_kind = f"{kind} of {n_paper}" if n_paper else "unstated (compared with our mean)"
+    return {
+        "tag": tag,
+        "paper_top1": paper_v,
+        "paper_statistic": "" if math.isnan(paper_v) else paper_kind,
+        "ours_statistic": f"{kind} of {rec['n_seeds']}",
+        "ours_mean": rec["mean"],
+        "ours_std": rec["std"],
+        "n_seeds": rec["n_seeds"],
+        "ours_best_of_n": rec["best_of_n"],
+        "ours_final_mean": rec.get("final_mean", rec["mean"]),
+        "delta": (rec["best_of_n"] if statistic == "best_of_n" else rec["mean"]) - paper_v,
+        "paper_delta_vs_baseline": paper_v - paper_top1.get(base, math.nan) if base else math.nan,
+        "ours_delta_vs_baseline": rec["mean"] - ours_means.get(base, math.nan) if base else math.nan,
+        "seeds": rec.get("seeds", ""),
+    }
+
+
+def _comparison_note(row: Mapping[str, Any], base: str | None, notes: str | Mapping[str, str] | None,
+                     spread: float) -> str:
+    """A row's note: the caller's `notes`, 'baseline', 'not in the paper', 'one seed', and, for an ablation row,
+    each of its deltas vs the baseline that is smaller than the paper's own spread of one setting."""
+    tag = row["tag"]
+    note = [notes] if isinstance(notes, str) else [notes[tag]] if notes and tag in notes else []
+    note += ["baseline"] if base == tag else []
+    note += ["not in the paper"] if math.isnan(row["paper_top1"]) else []
+    note += ["one seed"] if row["n_seeds"] == 1 else []
+    if base != tag and tag in ABLATIONS:
+        deltas = (("paper", row["paper_delta_vs_baseline"]), ("our", row["ours_delta_vs_baseline"]))
+        note += [f"{who} delta within the paper's spread ({spread:.2f})" for who, d in deltas if abs(d) < spread]
+    return "; ".join(note)
 
 
 def ablation_paper_frame(table: str) -> pd.DataFrame:
@@ -328,28 +322,11 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path
 
 def provenance(runs: pd.DataFrame) -> dict[str, str]:
     """What a table was computed from: the runs' git commits, datasets, presets, seeds and run count."""
-    commits = _join(runs["git_commit"])
+    commits = join_values(runs["git_commit"])
     if "git_dirty" in runs and runs["git_dirty"].fillna(False).astype(bool).any():
         commits += " (some runs from a dirty tree)"
-    return {"git commits": commits or "unknown", "dataset": _join(runs["dataset"]), "preset": _join(runs["preset"]),
-            "seeds": _join(runs["seed"]), "runs": str(len(runs))}
-
-
-def _cell(v: Any, float_fmt: str) -> str:
-    if _missing(v) or (isinstance(v, str) and not v):
-        return ""
-    text = format(v, float_fmt) if isinstance(v, float) else str(v)
-    text = text.replace("<", "&lt;").replace(">", "&gt;")  # shown as text, never read as HTML
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(df: pd.DataFrame, float_fmt: str = ".2f") -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned); pandas' own needs `tabulate`."""
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df]
-    lines = ["| " + " | ".join(_cell(c, float_fmt) for c in df.columns) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(_cell(v, float_fmt) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    return {"git commits": commits or "unknown", "dataset": join_values(runs["dataset"]),
+            "preset": join_values(runs["preset"]), "seeds": join_values(runs["seed"]), "runs": str(len(runs))}
 
 
 def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None, float_fmt: str = ".2f",
@@ -358,7 +335,7 @@ def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, title: str | Non
     atomically. With a `caption` (see `table_caption`) the Markdown carries it as a line under the title, hides
     the columns that are empty in `df`, and `<stem>.tex` (LaTeX, booktabs) is written beside them."""
     stem = Path(path_stem)
-    prov = "; ".join(f"{k}: {v}" for k, v in (provenance or {}).items() if not _missing(v) and v != "")
+    prov = "; ".join(f"{k}: {v}" for k, v in (provenance or {}).items() if not is_missing(v) and v != "")
     shown = df if caption is None else drop_empty_columns(df)
     md = (f"## {title}\n\n" if title else "") + (f"_{caption}_\n\n" if caption else "") + \
         to_markdown(shown, float_fmt) + f"\n\n_Provenance: {prov or 'not recorded'}._\n"
@@ -378,115 +355,3 @@ def export_paper_tables(out_dir: str | os.PathLike = "results/paper") -> list[Pa
     written = [_atomic_write(out_dir / f"{table}.csv", lambda f, g=g: g.to_csv(f, index=False))
                for table, g in frame.groupby("table", sort=False)]
     return written + [_atomic_write(out_dir / "all.csv", lambda f: frame.to_csv(f, index=False))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Captions, LaTeX and display
-# ---------------------------------------------------------------------------------------------------------------
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-                 "imagenet": "ImageNet-1K", "imagefolder": "ImageFolder",
-                 **{f"domainnet_{d}": f"DomainNet {d}" for d in ("clipart", "painting", "sketch", "infograph",
-                                                                  "real", "quickdraw")}}
-
-
-def _budget(runs: pd.DataFrame) -> str:
-    """'20 epochs, 300 images/class' from the runs' configs (values joined when runs differ)."""
-    configs = [json.loads(c) for c in runs.get("config", pd.Series(dtype=object)).dropna() if isinstance(c, str)]
-    epochs = _join(c.get("epochs") for c in configs)
-    per_class = _join(runs["samples_per_class"]) if "samples_per_class" in runs else ""
-    parts = [f"{epochs} epochs"] if epochs else []
-    return ", ".join(parts + [f"{per_class} images/class" if per_class else "all training images"])
-
-
-def table_caption(runs: pd.DataFrame, experiment: str) -> str:
-    """The caption line of an experiment's table: experiment, data set, preset and budget, seeds, commit(s), e.g.
-    'quick: Fashion-MNIST, preset quick (10 epochs, 100 images/class), seeds 0, commit c9aeb05'."""
-    datasets = ", ".join(DATASET_NAMES.get(d, d) for d in _join(runs["dataset"]).split(", ") if d) or "unknown data"
-    commits = ", ".join(c[:7] for c in _join(runs["git_commit"]).split(", ") if c) or "unknown"
-    dirty = " (dirty tree)" if "git_dirty" in runs and runs["git_dirty"].fillna(False).astype(bool).any() else ""
-    n_commits = len(commits.split(", "))
-    return (f"{experiment}: {datasets}, preset {_join(runs['preset']) or 'unknown'} ({_budget(runs)}), "
-            f"seeds {_join(runs['seed'])}, commit{'s' if n_commits > 1 else ''} {commits}{dirty}")
-
-
-def drop_empty_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` without the columns whose every value is missing or an empty string (for display)."""
-    empty = [c for c in df if all(_missing(v) or (isinstance(v, str) and not v.strip()) for v in df[c])]
-    return df.drop(columns=empty)
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _tex(text: Any) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def to_latex(df: pd.DataFrame, caption: str | None = None, label: str | None = None, float_fmt: str = ".2f") -> str:
-    """A LaTeX table with booktabs rules (\\toprule, \\midrule, \\bottomrule; needs \\usepackage{booktabs}),
-    numbers right-aligned, missing values empty, special characters escaped."""
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df]
-    cell = (lambda v: "" if _missing(v) or (isinstance(v, str) and not v)
-            else _tex(format(v, float_fmt) if isinstance(v, float) else v))
-    lines = ["\\begin{table}[ht]", "\\centering"]
-    lines += [f"\\caption{{{_tex(caption)}}}"] if caption else []
-    lines += [f"\\label{{{_tex(label).replace(chr(92) + '_', '_')}}}"] if label else []
-    lines += [f"\\begin{{tabular}}{{{''.join('r' if n else 'l' for n in numeric)}}}", "\\toprule",
-              " & ".join(_tex(c) for c in df.columns) + " \\\\", "\\midrule"]
-    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in df.itertuples(index=False)]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-class CaptionedTable:
-    """A table as a notebook shows it: the caption line above, empty columns hidden, cells on one line each (no
-    word-per-line wrapping of the note column). `repr` gives the same as text."""
-
-    def __init__(self, table: pd.DataFrame, caption: str | None = None, float_fmt: str = ".2f"):
-        shown = drop_empty_columns(table)
-        if {"tag", "label"} <= set(shown) and shown["label"].astype(str).equals(shown["tag"].astype(str)):
-            shown = shown.drop(columns="label")  # a label that only repeats the tag says nothing
-        elif {"tag", "label"} <= set(shown):
-            shown = shown.drop(columns="tag")  # the label names the row; the CSV keeps both
-        # what the caption or another column already says (the CSV keeps every column)
-        shown = shown.drop(columns=[c for c in ("seeds", "n_seeds") if c in shown and "ours_statistic" in shown])
-        self.table, self.float_fmt = shown, float_fmt
-        self.caption = caption if caption is not None else table.attrs.get("caption", "")
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        body = self.table.to_html(index=False, na_rep="", float_format=lambda v: format(v, self.float_fmt),
-                                  border=0, classes="dhvtlib-table")
-        return (f"<div><p><b>{escape(self.caption)}</b></p><style>.dhvtlib-table td, .dhvtlib-table th "
-                f"{{white-space: nowrap;}}</style>{body}</div>")
-
-    def _repr_markdown_(self) -> str:
-        return (f"**{self.caption}**\n\n" if self.caption else "") + to_markdown(self.table, self.float_fmt)
-
-    def __repr__(self) -> str:
-        text = self.table.to_string(index=False, na_rep="", float_format=lambda v: format(v, self.float_fmt))
-        return f"{self.caption}\n{text}" if self.caption else text
-
-
-def captioned(table: pd.DataFrame, caption: str | None = None) -> CaptionedTable:
-    """`table` for display with its caption (default: `table.attrs['caption']`, set by `report.report_experiment`)."""
-    return CaptionedTable(table, caption)
-
-
-def display_epochs(frame: pd.DataFrame, columns: Iterable[str] = ("epoch", "best_epoch")) -> pd.DataFrame:
-    """A copy with the stored 0-based epoch columns shown 1-based (epoch 1 is the first; 'best epoch 10' of a
-    10-epoch run is its last), the one convention of every table, curve and log line."""
-    frame = frame.copy()
-    for c in columns:
-        if c in frame:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce") + 1
-            frame[c] = frame[c].astype("Int64")
-    return frame
-
-
-def runs_summary(runs: pd.DataFrame, columns: Iterable[str] = ("tag", "seed", "best_top1", "best_epoch",
-                                                                "epochs_run", "final_top1", "wall_s")) -> pd.DataFrame:
-    """The runs of `experiments.execute` for display: one row per run, `best_epoch` 1-based (of `epochs_run`)."""
-    return display_epochs(runs[[c for c in columns if c in runs]]).reset_index(drop=True)

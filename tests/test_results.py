@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from dhvtlib import results, viz  # noqa: E402
+from dhvtlib import results, table_display, viz  # noqa: E402
 from dhvtlib.paper import reported  # noqa: E402
 from dhvtlib.report import main, make_figures, report_experiment  # noqa: E402
 
@@ -449,6 +449,40 @@ def test_table_caption_and_hidden_columns(runs_root):
     md = (runs_root / "quick" / "table.md").read_text()
     assert f"_{caption}_" in md and "paper_top1" not in md
     assert "paper_top1" in pd.read_csv(runs_root / "quick" / "table.csv")  # the CSV keeps every column
+
+
+def test_show_experiment_is_a_notebooks_report_cell(runs_root, capsys, monkeypatch):
+    """The report and curves cells of notebooks 00-04 and 06 in one call: `report_experiment`'s files, the captioned
+    table (06: top-1 as mean +- std over seeds, as Markdown), the paths written, the curves of the runs given."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    from dhvtlib import report
+
+    shown, titles = [], []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(plt, "show", lambda: titles.extend(plt.figure(n).axes[0].get_title()
+                                                        for n in plt.get_fignums()))
+    with pytest.warns(UserWarning):
+        runs = results.load_runs(runs_root)
+        table, files = report.show_experiment(runs_root, "ablation", curves=runs[runs["experiment"].eq("ablation")])
+        expected, _ = report_experiment(runs_root, "ablation")
+    pd.testing.assert_frame_equal(table, expected)
+    assert isinstance(shown[0], results.CaptionedTable) and shown[0].caption == table.attrs["caption"]
+    assert capsys.readouterr().out.splitlines() == [str(p) for p in files]
+    assert titles == ["ablation: test top-1 per epoch"] and plt.get_fignums() == []
+    with pytest.warns(UserWarning):
+        report.show_experiment(runs_root, "ablation", mean_std=True)
+    sope = statistics.mean(BESTS["table5/sope"]), statistics.stdev(BESTS["table5/sope"])
+    assert shown[1].data.splitlines()[:2] == ["| tag | top-1 (mean ± std) | n_seeds | ours_best_of_n |",
+                                              "|---|---|---:|---:|"]
+    assert f"| table5/sope | {sope[0]:.2f} ± {sope[1]:.2f} | 3 | 71.50 |" in shown[1].data
+    assert len(titles) == 1  # no curves without runs
+    one = table_display.mean_std_table(pd.DataFrame({"tag": ["a"], "ours_mean": [80.0], "ours_std": [math.nan],
+                                                     "n_seeds": [1], "ours_best_of_n": [80.0]}))
+    assert one["top-1 (mean ± std)"].tolist() == ["80.00"]  # one seed: the mean alone
+    moved = set(table_display.__all__) - {"mean_std_table"}  # results' own names before table_display.py
+    assert all(getattr(results, n) is getattr(table_display, n) for n in moved) and moved <= set(results.__all__)
 
 
 def test_to_latex_booktabs():

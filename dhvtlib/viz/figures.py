@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_write
-from ..results import PAPER_SOURCE, display_epochs
+from ..results import PAPER_SOURCE
+from ..table_display import display_epochs
 
 __all__ = ["PALETTE", "set_style", "save_figure", "plot_curves", "plot_paper_vs_ours", "plot_efficiency",
            "plot_loss_curves", "figure_caption", "plain_text"]
