@@ -54,6 +54,7 @@ from PIL import Image
 from ..files import atomic_write
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
 from .cache import LEGACY_NAME, folder_cache, prune, touch, writable_cache
+from .types import DatasetInfo, FolderError, InMemoryImages
 
 __all__ = ["FolderError", "FolderScan", "OwnData", "check_folder", "scan_folder", "load_image", "stored_size",
            "infer_img_size", "own_data", "FileImages", "IMG_EXTENSIONS", "RULE", "default_memory_budget"]
@@ -66,10 +67,6 @@ RULE_TEXT = ("shorter side to S (bicubic, antialiased), centre crop S x S; S = i
 SPLIT_SEED = 0
 SHOW = 5  # bad files named in an error sentence
 IMAGENET_GREY = ((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,))
-
-
-class FolderError(ValueError):
-    """A folder that cannot be trained on as it is; the message is one sentence naming the value and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------------- scanning
@@ -430,8 +427,6 @@ class OwnData:
 
     def info(self):
         """The `DatasetInfo` a model and the engine read."""
-        from .datasets import DatasetInfo
-
         return DatasetInfo("imagefolder", len(self.classes), self.in_chans, self.img_size, self.mean, self.std,
                            self.in_memory, len(self.train), len(self.test), f"image folder {self.details['root']}",
                            config=self.config, details=self.details)
@@ -486,8 +481,6 @@ def own_data(root: str | os.PathLike, *, model: str = "dhvt_tiny_cifar_patch4", 
              stats: tuple[Sequence[float], Sequence[float]] | None = None, verbose: bool = True) -> OwnData:
     """Scan, check, split, size and load a folder (see the module docstring). `stats`=(mean, std) pins the
     normalisation (evaluation of a checkpoint passes what training used); prints its choices when verbose."""
-    from .datasets import InMemoryImages
-
     root = Path(root)
     if mean_std not in ("auto", "train", "imagenet"):
         raise FolderError(f"mean_std {mean_std!r} is not supported; use 'auto', 'train' or 'imagenet'.")
