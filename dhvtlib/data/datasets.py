@@ -27,7 +27,8 @@ from torchvision.datasets.folder import find_classes
 from torchvision.datasets.utils import check_integrity
 
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
-from .folder import load_image, scan_folder
+from .decode import load_image
+from .scan import scan_folder
 from .types import DatasetInfo, InMemoryImages
 
 __all__ = ["DatasetInfo", "DATASETS", "DOMAINNET_DOMAINS", "DOMAINNET_SPLIT_SIZES", "FASHION_MNIST_CLASSES",

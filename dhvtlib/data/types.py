@@ -11,7 +11,9 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetInfo", "InMemoryImages", "FolderError"]
+__all__ = ["DatasetInfo", "InMemoryImages", "FolderError", "SHOW"]
+
+SHOW = 5  # bad files (or classes) named in one FolderError sentence
 
 
 class FolderError(ValueError):

@@ -1,5 +1,5 @@
 """DeiT's PIL transforms for file data sets (timm `create_transform`), with RandAugment's posterize made safe for 0
-bits; `_fit` (any image -> size x size) is also how data/folder.py decodes each file."""
+bits; `pil_fit` (any image -> size x size) is also how data/decode.py decodes each file."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -38,21 +38,21 @@ def build_pil_transform(img_size: int, mean: Sequence[float], std: Sequence[floa
                               interpolation="bicubic", re_prob=random_erasing, re_mode="pixel", re_count=1,
                               mean=mean, std=std)
         if img_size <= 32:
-            tf.transforms[0:1] = _fit(img_size) + [T.RandomCrop(img_size, padding=4)]
+            tf.transforms[0:1] = pil_fit(img_size) + [T.RandomCrop(img_size, padding=4)]
         for t in tf.transforms:
             if isinstance(t, RandAugment):
                 for op in t.ops:
                     if op.name.startswith("Posterize"):
                         op.aug_fn = _pil_posterize
         return tf
-    tfl = _fit(img_size)
+    tfl = pil_fit(img_size)
     if img_size > 32:
         tfl = [T.Resize(int(img_size / 0.875), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(img_size)]
     tfl += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(tfl)
 
 
-def _fit(size: int) -> list:
+def pil_fit(size: int) -> list:
     """Resize(size, bicubic) of the shorter side + CenterCrop(size): any image to size x size (identity at that
     size)."""
     from torchvision import transforms as T
