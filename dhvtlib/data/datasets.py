@@ -143,8 +143,8 @@ def read_idx(path: str | Path, magic: int) -> torch.Tensor:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"{path} is not a valid gzip file ({err}); delete it and fetch Fashion-MNIST again.") \
-                from err
+            msg = f"{path} is not a valid gzip file ({err}); delete it and fetch Fashion-MNIST again."
+            raise ValueError(msg) from err
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
         raise ValueError(f"{path} has idx magic number {found}, expected {magic}; the file is corrupt or not an idx "
