@@ -15,10 +15,10 @@ from timm.data import auto_augment as aa
 
 from dhvtlib.data.augment import BatchAugment, build_pil_transform, normalize_batch
 from dhvtlib.data.augment.crops import pad_crop, resized_crop
-from dhvtlib.data.augment.pil import _pil_posterize
+from dhvtlib.data.augment.pil import pil_posterize
 from dhvtlib.data.augment.randaugment import (RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, level_to_arg,
                                              parse_rand_augment)
-from dhvtlib.data.augment.single_op import apply_op
+from augment_replay import apply_op
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
@@ -61,7 +61,7 @@ def _from_pil(im: Image.Image) -> torch.Tensor:
 
 
 def _timm_op(name, img, arg, fill, interp):
-    fn = _pil_posterize if name.startswith("Posterize") else aa.NAME_TO_OP[name]
+    fn = pil_posterize if name.startswith("Posterize") else aa.NAME_TO_OP[name]
     resample = Image.BICUBIC if interp == "bicubic" else Image.BILINEAR
     return fn(img, *(() if arg is None else (arg,)), fillcolor=fill, resample=resample)
 
@@ -115,10 +115,10 @@ def test_per_sample_arguments():
         _assert_close_grey(ours[i], ref)
 
 
-def test_pil_posterize_zero_bits_is_black():
+def testpil_posterize_zero_bits_is_black():
     img = _to_pil(_images(3)[0])
-    assert np.asarray(_pil_posterize(img, 0)).max() == 0
-    with pytest.raises(ValueError):  # why _pil_posterize exists (Pillow >= 11)
+    assert np.asarray(pil_posterize(img, 0)).max() == 0
+    with pytest.raises(ValueError):  # why pil_posterize exists (Pillow >= 11)
         aa.posterize(img, 0)
 
 
@@ -343,7 +343,7 @@ def test_build_pil_transform(size):
     assert names == (["Resize", "CenterCrop", "RandomCrop"] if size <= 32 else
                      ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment"])
     ra = [t for t in train.transforms if isinstance(t, aa.RandAugment)][0]
-    assert all(op.aug_fn is _pil_posterize for op in ra.ops if op.name.startswith("Posterize"))
+    assert all(op.aug_fn is pil_posterize for op in ra.ops if op.name.startswith("Posterize"))
     assert not any(type(t).__name__ == "ColorJitter" for t in train.transforms)  # timm drops it under RandAugment
     square = img.crop((0, 0, size, size))
     for _ in range(3):

@@ -18,7 +18,8 @@ from PIL import Image
 
 from dhvtlib.data import InMemoryImages
 from dhvtlib.data.cache import folder_cache
-from dhvtlib.data.folder import FolderError, FileImages, infer_img_size, load_image, own_data, scan_folder, stored_size
+from dhvtlib.data.folder import (FolderError, FileImages, infer_img_size, load_image, own_data, own_image_size,
+                                 scan_folder, stored_size)
 from dhvtlib.data.loaders import FileLoader
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.run.train import run
@@ -78,6 +79,18 @@ def test_sizes_resize_rule_and_inferred_img_size(tmp_path):
     assert big.train.images.shape[-1] == 54 and big.config["stored_size"] == 54
     with pytest.warns(UserWarning, match=r"img_size 128 with patch size 4 gives 1024 tokens"):
         own_data(root, img_size=128, **QUIET)
+
+
+def test_own_image_size_is_the_size_own_data_trains_at(tmp_path, capsys):
+    """A folder's image size is decided in one place: own_image_size (file headers only, nothing decoded) gives the
+    size own_data uses with the same arguments, for the model's patch size, and a given size as it is."""
+    root = image_folder(tmp_path / "d", classes=3, per_class=4, sizes=(18, 26), modes=("L", "I;16"))
+    assert own_image_size(root, cache_dir=tmp_path / "c") == 20
+    assert "img_size 20: the median shorter side of the 12 training images" in capsys.readouterr().out
+    assert [p.name[:8] for p in (tmp_path / "c").glob("*.pt")] == ["headers-"]  # nothing decoded
+    for kw in ({"model_kwargs": {"patch_size": 8}}, {"model": "resnet18_cifar"}, {"img_size": 40}):
+        assert own_image_size(root, **kw, **QUIET) == own_data(root, **kw, **QUIET).img_size == \
+            {"model_kwargs": 24, "model": 16, "img_size": 40}[next(iter(kw))]
 
 
 def test_flat_folder_split_is_stratified_seeded_and_recorded(tmp_path):

@@ -7,6 +7,10 @@ ImageFolder (timm's, the official DHVT code's) then still loads the folder as it
 
 - `folder_cache(root)`: the cache directory of data folder `root` (created, with its folder.json, on first use).
 - `writable_cache(path)`: `path` created and checked for writing, or one sentence naming it.
+- `cache_dir_for(root, cache_dir)`: the directory a folder's caches go to (`cache_dir`, else `folder_cache(root)`),
+  created and checked (a FolderError sentence otherwise).
+- `fingerprint(root, files)`, `save_cache(path, obj)`, `load_cache(path, fields)`: what a cache file is keyed by,
+  and writing (atomically) and reading (weights_only, rebuilt when unreadable or missing a field) one.
 - `prune(path, keep)`: keep the `keep` most recently used decode caches of a folder, delete the rest.
 - `list_caches()`, `clear_caches(folders)`: what `python -m dhvtlib.data cache list|clear` shows and removes.
 """
@@ -15,17 +19,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from ..files import write_json
+import torch
 
-__all__ = ["cache_root", "folder_cache", "writable_cache", "prune", "list_caches", "clear_caches", "LEGACY_NAME",
-           "KEEP"]
+from ..files import atomic_write, write_json
+from .types import FolderError
+
+__all__ = ["cache_root", "folder_cache", "writable_cache", "cache_dir_for", "fingerprint", "save_cache",
+           "load_cache", "touch", "prune", "list_caches", "clear_caches", "LEGACY_NAME", "KEEP"]
 
 LEGACY_NAME = ".dhvtlib-cache"  # where earlier versions cached, inside the data folder
 KEEP = 3  # decode caches kept per data folder (different sizes, channels or file sets); older ones are pruned
@@ -67,6 +75,49 @@ def writable_cache(path: Path, data_root: Path | None = None) -> Path:
         raise ValueError(f"cannot write the decode cache directory {path} ({reason}); pass a writable cache_dir "
                          "(--cache-dir), or set XDG_CACHE_HOME to a writable folder.") from None
     return path
+
+
+def cache_dir_for(root: Path, cache_dir: str | os.PathLike | None) -> Path:
+    """The cache directory asked for, else the folder's own one in the user's cache (never inside `root`), created
+    and checked for writing (one sentence naming it otherwise)."""
+    try:
+        if cache_dir is not None:
+            return writable_cache(Path(cache_dir))
+        return writable_cache(folder_cache(root), data_root=root)
+    except ValueError as e:
+        raise FolderError(str(e)) from None
+
+
+def fingerprint(root: Path, files: Sequence[str]) -> str:
+    """sha256 of every file's relative path, size and mtime (ns)."""
+    h = hashlib.sha256()
+    for rel in files:
+        st = os.stat(root / rel)
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def save_cache(path: Path, obj: dict[str, Any]) -> None:
+    """`torch.save(obj)` to `path`, written atomically (a reader never sees half a file)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_write(path) as f:
+        f.write(buf.getbuffer())
+
+
+def load_cache(path: Path, fields: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A cache file holding every one of `fields`, or None when absent, unreadable or written by another version
+    (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        got = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, never trusted
+        return None
+    if not isinstance(got, dict) or any(f not in got for f in fields):
+        return None
+    touch(path)
+    return got
 
 
 def touch(path: Path) -> None:

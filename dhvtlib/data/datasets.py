@@ -4,6 +4,7 @@ per-class subsets.
 CIFAR-10/100 and Fashion-MNIST load into `InMemoryImages` (uint8 [N, C, H, W]; augmentation runs on the batch, see
 data/augment/); ImageNet and DomainNet load as torchvision `ImageFolder`s of (RGB PIL, int). Training on your own
 folder ('imagefolder') goes through data/folder.py (decoded once into InMemoryImages when it fits in memory).
+`DatasetInfo` and `InMemoryImages` are defined in data/types.py (re-exported here).
 """
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ import shutil
 import struct
 import subprocess
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST, ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.datasets.utils import check_integrity
 
 from ..models.dhvt import IMAGENET_MEAN, IMAGENET_STD
+from .decode import load_image
+from .scan import scan_folder
+from .types import DatasetInfo, InMemoryImages
 
 __all__ = ["DatasetInfo", "DATASETS", "DOMAINNET_DOMAINS", "DOMAINNET_SPLIT_SIZES", "FASHION_MNIST_CLASSES",
            "DEBIAN_FASHION_MNIST", "InMemoryImages", "dataset_info", "default_data_dir", "load_split", "read_idx",
@@ -39,36 +43,6 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Ankle boot")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist (gz files)
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # unsigned bytes, 3 dims / 1 dim
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and the engine need to know about a data set (`train_images`/`test_images`: the real sizes)."""
-    name: str
-    num_classes: int
-    in_chans: int
-    img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    in_memory: bool
-    train_images: int | None = None
-    test_images: int | None = None
-    description: str = ""
-    config: dict | None = None  # folder data sets: how the data was prepared (see data/folder.py), for evaluation
-    details: dict | None = None  # folder data sets: split, counts, skipped files, choices (for the run's manifest)
-
-    def eval_config(self) -> dict:
-        """What evaluating a model trained on this data needs (recorded in checkpoints and safetensors): the data
-        set, image size, channels, mean/std and the resize rule."""
-        if self.config is not None:
-            return dict(self.config)
-        if self.in_memory:
-            resize = ("stored size; other img_size: bicubic Resize(int(img_size / 0.875)) + CenterCrop(img_size)")
-        else:
-            resize = ("bicubic Resize(int(img_size / 0.875)) + CenterCrop(img_size) above 32 px, Resize(img_size) + "
-                      "CenterCrop(img_size) at or below")
-        return {"dataset": self.name, "img_size": self.img_size, "in_chans": self.in_chans, "mean": list(self.mean),
-                "std": list(self.std), "resize": resize}
 
 
 def _domainnet_info(domain: str) -> DatasetInfo:
@@ -115,34 +89,8 @@ def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     info = _check_name(name)
     if name != "imagefolder":
         return info
-    from .folder import scan_folder
-
     root = Path(data_dir) if data_dir is not None else default_data_dir(name)
     return replace(info, num_classes=len(scan_folder(root).classes))
-
-
-class InMemoryImages(Dataset):
-    """A whole split as tensors: images uint8 [N, C, H, W], targets int64 [N]; items are (uint8 [C, H, W], int)."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be a uint8 [N, C, H, W] tensor, got {images.dtype} {tuple(images.shape)}; "
-                             "convert with .to(torch.uint8) and add the channel dimension.")
-        if targets.shape != (images.shape[0],):
-            raise ValueError(f"targets shape {tuple(targets.shape)} does not match {images.shape[0]} images; pass one "
-                             "label per image.")
-        self.images, self.targets, self.classes = images, targets.long(), list(classes)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.targets[index])
-
-    def subset(self, indices: torch.Tensor | Sequence[int]) -> InMemoryImages:
-        """A new InMemoryImages holding only `indices` (same classes)."""
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        return InMemoryImages(self.images[indices], self.targets[indices], self.classes)
 
 
 def load_split(name: str, data_dir: str | Path | None, train: bool, download: bool = False
@@ -195,8 +143,8 @@ def read_idx(path: str | Path, magic: int) -> torch.Tensor:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"{path} is not a valid gzip file ({err}); delete it and fetch Fashion-MNIST again.") \
-                from err
+            msg = f"{path} is not a valid gzip file ({err}); delete it and fetch Fashion-MNIST again."
+            raise ValueError(msg) from err
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
         raise ValueError(f"{path} has idx magic number {found}, expected {magic}; the file is corrupt or not an idx "
@@ -290,8 +238,7 @@ def _split_dir(name: str, root: Path, train: bool) -> Path:
 
 
 def _load_folder(name: str, root: Path, train: bool) -> ImageFolder:
-    from .folder import load_image  # RGB from any mode (16-bit, alpha, CMYK); a bad file named in one sentence
-
+    # load_image: RGB from any mode (16-bit, alpha, CMYK); a bad file named in one sentence
     ds = ImageFolder(str(_split_dir(name, root, train)), loader=load_image)
     expected = DATASETS[name].num_classes or len(ds.classes)
     if not train and (root / "train").is_dir():

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import normalize_batch, resize_center_crop
-from .datasets import InMemoryImages
+from .types import FolderError, InMemoryImages
 
 __all__ = ["train_indices", "eval_indices", "InMemoryLoader", "FileLoader", "seed_worker"]
 
@@ -162,8 +162,6 @@ class FileLoader:
 
     def batches(self, indices: torch.Tensor, *, train: bool, start_step: int = 0, epoch: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .folder import FolderError
-
         loader, order = self._loader(train)
         first = start_step * self.batch_size
         base = (self.seed * 1_000_003 + epoch) * 10_000_019

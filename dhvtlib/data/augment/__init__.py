@@ -21,8 +21,9 @@ Choices and deviations from timm + Pillow (deliberate):
   behaviour.
 - Random numbers come from torch, not Python's `random`, so no output is bitwise timm's for a seed; the
   distributions and the per-op arithmetic are the same. Erasing noise is drawn only for the erased pixels.
-- PosterizeIncreasing at magnitude 10 asks for 0 bits: a black image here (as older Pillow gave); Pillow 13.0
-  (installed) raises ValueError, which `build_pil_transform` patches around.
+- PosterizeIncreasing at magnitude 10 asks for 0 bits: a black image here (as older Pillow gave); newer Pillow
+  (`ImageOps.posterize` accepting only 1..8 bits, as the installed one may) raises ValueError, which
+  `build_pil_transform` patches around (`pil_posterize`).
 - Rotate's cos/sin are rounded to 15 decimals with torch.round (Python's round may differ by one ulp).
 - RandAugment 't' (weighted / 3-augment) transform sets are not supported.
 - Rotate interpolates in float32 (see above); on MPS (no float64) everything is float32 (more one-level
@@ -30,12 +31,13 @@ Choices and deviations from timm + Pillow (deliberate):
 
 `build_pil_transform` builds DeiT's `build_transform` (timm `create_transform`) for file data sets.
 """
-# Training path: batch.py (BatchAugment) -> crops.py, randaugment.py (config string, levels), geometric.py and
-# color.py (the ops, replaying Pillow), normalize.py, with params.py (the draws) and images.py (shared helpers).
-# Tests only: single_op.py (apply_op, one op by name). File data sets: pil.py (build_pil_transform).
+# Training path: batch.py (BatchAugment and the draws it samples) -> crops.py, randaugment.py (config string,
+# levels), geometric.py and color.py (the ops, replaying Pillow), with images.py (batch conventions shared by all
+# of them, and normalize_batch). File data sets: pil.py (build_pil_transform). The tests' one-op replay (apply_op)
+# is tests/augment_replay.py.
 from .batch import BatchAugment
 from .crops import resize_center_crop
-from .normalize import normalize_batch
+from .images import normalize_batch
 from .pil import build_pil_transform
 
 __all__ = ["BatchAugment", "build_pil_transform", "normalize_batch", "resize_center_crop"]

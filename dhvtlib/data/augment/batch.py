@@ -3,20 +3,44 @@ deviations from timm + Pillow are listed in the package docstring, data/augment/
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
-from .color import _COLOR_FNS
-from .crops import _rrc_boxes, pad_crop, resized_crop
-from .geometric import _AXES, _GEO_AXES, GEOMETRIC_OPS, affine, op_matrix
-from .images import _check_images, _col, _hp_dtype
-from .normalize import normalize_batch
-from .params import AugmentParams, RandAugmentLayer
+from .color import COLOR_OPS
+from .crops import pad_crop, resized_crop, rrc_boxes
+from .geometric import AXES, GEOMETRIC_OPS, OP_AXES, affine, op_matrix
+from .images import check_images, hp_dtype, normalize_batch, per_sample
 from .randaugment import level_to_arg, parse_rand_augment
 
 INTERPOLATIONS = ("bicubic", "bilinear", "random")
 CROPS = ("pad", "rrc", None)
+
+
+# Everything random about one batch, as CPU tensors: `BatchAugment.sample` draws it, `BatchAugment.apply` uses it.
+@dataclass
+class RandAugmentLayer:
+    """One RandAugment layer's draws for a batch (CPU tensors, [B])."""
+
+    op: torch.Tensor  # long index into the config's op list
+    applied: torch.Tensor  # bool: passed the p=0.5 coin
+    magnitude: torch.Tensor  # float64, after noise and clipping
+    arg: torch.Tensor  # float64 op argument (level_to_arg output; 0 for AutoContrast/Equalize/Invert)
+    bicubic: torch.Tensor  # bool: resample choice (used only with interpolation='random')
+
+
+@dataclass
+class AugmentParams:
+    """Everything random about one batch, all on the CPU."""
+
+    crop: torch.Tensor | None  # 'pad': [B, 2] (top, left) in the padded image; 'rrc': [B, 4] (top, left, h, w)
+    flip: torch.Tensor  # [B] bool
+    layers: list[RandAugmentLayer] = field(default_factory=list)
+    erase: torch.Tensor | None = None  # [B] bool, True where a box is erased
+    erase_box: torch.Tensor | None = None  # [B, 4] long (top, left, h, w)
+    noise: torch.Tensor | None = None  # [sum of C*h*w over erased samples] N(0, 1), sample-major, then (C, h, w)
+
 
 
 class BatchAugment:
@@ -79,7 +103,7 @@ class BatchAugment:
             left = torch.randint(0, width + 2 * self.padding - S + 1, (B,), generator=g)
             crop = torch.stack([top, left], dim=1)
         elif self.crop == "rrc":
-            crop = _rrc_boxes(B, height, width, self.rrc_scale, self.rrc_ratio, g)
+            crop = rrc_boxes(B, height, width, self.rrc_scale, self.rrc_ratio, g)
         else:
             if (height, width) != (S, S):
                 raise ValueError(f"crop=None needs {S}x{S} images but got {height}x{width}; use crop='pad' or "
@@ -142,7 +166,7 @@ class BatchAugment:
 
     # -- application (on the images' device) -----------------------------------------------------------------
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_images(x)
+        check_images(x)
         if x.dtype != torch.uint8:
             raise ValueError(f"BatchAugment expects uint8 images, got {x.dtype}; pass the raw 0..255 tensor.")
         B, C, H, W = x.shape
@@ -161,7 +185,7 @@ class BatchAugment:
             out = resized_crop(x, params.crop, S, self.rrc_interpolation)
         else:
             out = x.to(torch.float32)
-        out = torch.where(_col(params.flip.to(dev)), out.flip(-1), out)
+        out = torch.where(per_sample(params.flip.to(dev)), out.flip(-1), out)
         for layer in params.layers:
             out = self._apply_layer(out, layer)
         out = normalize_batch(out, self.mean, self.std)
@@ -180,10 +204,10 @@ class BatchAugment:
         op runs on its subset."""
         B, C, H, W = x.shape
         ops = self.ra.ops
-        n_ops, n_geo = len(ops), 2 * len(_AXES)
-        # group keys: 3 * interp + axes for geometric ops (interp 0 bicubic / 1 bilinear, axes index in _AXES),
+        n_ops, n_geo = len(ops), 2 * len(AXES)
+        # group keys: 3 * interp + axes for geometric ops (interp 0 bicubic / 1 bilinear, axes index in AXES),
         # n_geo + k for colour op k, n_geo + n_ops for skipped samples
-        axes_of_op = torch.tensor([_AXES.index(_GEO_AXES[o]) if o in _GEO_AXES else -1 for o in ops])[layer.op]
+        axes_of_op = torch.tensor([AXES.index(OP_AXES[o]) if o in OP_AXES else -1 for o in ops])[layer.op]
         if self.interpolation == "random":
             interp = torch.where(layer.bicubic, 0, 1)
         else:
@@ -203,7 +227,7 @@ class BatchAugment:
         packed = torch.cat([layer.arg[:, None], mats], dim=1)[order]
         dev = x.device
         order_d = order.to(dev)
-        packed_d = packed.to(device=dev, dtype=_hp_dtype(dev))
+        packed_d = packed.to(device=dev, dtype=hp_dtype(dev))
         out = x.clone()
         start = 0
         for k, cnt in enumerate(counts[:-1]):
@@ -212,9 +236,9 @@ class BatchAugment:
                 sub = x.index_select(0, idx)
                 if k < n_geo:
                     res = affine(sub, packed_d[start:start + cnt, 1:], self.fill, ("bicubic", "bilinear")[k // 3],
-                                 _AXES[k % 3])
+                                 AXES[k % 3])
                 else:
-                    res = _COLOR_FNS[ops[k - n_geo]](sub, packed_d[start:start + cnt, 0])
+                    res = COLOR_OPS[ops[k - n_geo]](sub, packed_d[start:start + cnt, 0])
                 out.index_copy_(0, idx, res.to(out.dtype))
             start += cnt
         return out

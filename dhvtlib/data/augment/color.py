@@ -1,15 +1,15 @@
-"""RandAugment's colour ops replayed from Pillow's C code: `_COLOR_FNS[name](x, arg)` on a float batch
+"""RandAugment's colour ops replayed from Pillow's C code: `COLOR_OPS[name](x, arg)` on a float batch
 [N, C, H, W] of 0..255 integer values with per-sample arguments [N] -> the same shape, integer-valued."""
 from __future__ import annotations
 
 import torch
 
-from .images import _col, _hp_dtype
+from .images import hp_dtype, per_sample
 
 
 def _blend(degenerate: torch.Tensor, img: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Pillow's `Image.blend(degenerate, img, factor)` (float32 alpha, truncation, clip outside [0, 1])."""
-    f = _col(factor.to(device=img.device, dtype=torch.float32))
+    f = per_sample(factor.to(device=img.device, dtype=torch.float32))
     return torch.floor(degenerate + f * (img - degenerate)).clamp_(0, 255)
 
 
@@ -22,7 +22,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 
 def _auto_contrast(x: torch.Tensor) -> torch.Tensor:
-    hp = _hp_dtype(x.device)
+    hp = hp_dtype(x.device)
     lo = x.amin(dim=(2, 3), keepdim=True).to(hp)
     hi = x.amax(dim=(2, 3), keepdim=True).to(hp)
     keep = hi <= lo
@@ -48,17 +48,17 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    q = _col(torch.pow(2.0, 8 - bits.clamp(0, 8)).to(device=x.device, dtype=x.dtype))
+    q = per_sample(torch.pow(2.0, 8 - bits.clamp(0, 8)).to(device=x.device, dtype=x.dtype))
     return torch.floor(x / q) * q
 
 
 def _solarize(x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
-    t = _col(thresh.to(device=x.device, dtype=x.dtype))
+    t = per_sample(thresh.to(device=x.device, dtype=x.dtype))
     return torch.where(x < t, x, 255 - x)
 
 
 def _solarize_add(x: torch.Tensor, add: torch.Tensor, thresh: float = 128) -> torch.Tensor:
-    a = _col(add.to(device=x.device, dtype=x.dtype))
+    a = per_sample(add.to(device=x.device, dtype=x.dtype))
     return torch.where(x < thresh, torch.clamp(x + a, max=255), x)
 
 
@@ -69,7 +69,7 @@ def _color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    hp = _hp_dtype(x.device)
+    hp = hp_dtype(x.device)
     grey = _grey(x).to(hp)
     mean = torch.floor(grey.mean(dim=(1, 2, 3), keepdim=True) + 0.5).to(x.dtype)
     return _blend(mean.expand_as(x), x, factor)
@@ -97,7 +97,7 @@ def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(_smooth(x), x, factor)
 
 
-_COLOR_FNS = {
+COLOR_OPS = {
     "AutoContrast": lambda x, a: _auto_contrast(x),
     "Equalize": lambda x, a: _equalize(x),
     "Invert": lambda x, a: 255 - x,

@@ -1,5 +1,5 @@
 """The training path's crops on uint8 batches [B, C, H, W]: RandomCrop with zero padding (`pad_crop`, offsets
-[B] each), RandomResizedCrop (`_rrc_boxes` samples boxes [B, 4], `resized_crop` resamples them), and DeiT's
+[B] each), RandomResizedCrop (`rrc_boxes` samples boxes [B, 4], `resized_crop` resamples them), and DeiT's
 evaluation resize + centre crop (`resize_center_crop`)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .images import _check_images, _hp_dtype
+from .images import check_images, hp_dtype
 
 
 def pad_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int, padding: int = 4) -> torch.Tensor:
@@ -16,7 +16,7 @@ def pad_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int, 
 
     Equals torchvision `RandomCrop(size, padding=padding)` (fill 0) with its offsets i=top, j=left.
     """
-    _check_images(x)
+    check_images(x)
     B, C, H, W = x.shape
     if H + 2 * padding < size or W + 2 * padding < size:
         raise ValueError(f"images of {H}x{W} padded by {padding} are smaller than the crop size {size}; "
@@ -56,7 +56,7 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, interpolation:
         raise ValueError(f"rrc interpolation {interpolation!r} is not supported; use 'bilinear' or 'bicubic'.")
     B, C, H, W = x.shape
     dev = x.device
-    hp = _hp_dtype(dev)
+    hp = hp_dtype(dev)
     i, j, h, w = (v.to(device=dev, dtype=hp).view(B, 1) for v in boxes.unbind(1))
     o = (torch.arange(size, device=dev, dtype=hp) + 0.5).view(1, size) / size
     sx = torch.minimum(torch.maximum(j + o * w - 0.5, j), j + w - 1)  # source pixel index, clamped to the box
@@ -68,7 +68,7 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, interpolation:
     return out.round_().clamp_(0, 255)
 
 
-def _rrc_boxes(B: int, H: int, W: int, scale: tuple[float, float], ratio: tuple[float, float],
+def rrc_boxes(B: int, H: int, W: int, scale: tuple[float, float], ratio: tuple[float, float],
                g: torch.Generator) -> torch.Tensor:
     """timm `RandomResizedCropAndInterpolation.get_params`, vectorised: 10 attempts, then the central fallback."""
     area = H * W

@@ -7,11 +7,11 @@ from typing import Sequence
 
 import torch
 
-from .images import _hp_dtype
+from .images import hp_dtype
 
 GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
-_GEO_AXES = {"Rotate": "xy", "ShearX": "x", "TranslateXRel": "x", "ShearY": "y", "TranslateYRel": "y"}
-_AXES = ("xy", "x", "y")
+OP_AXES = {"Rotate": "xy", "ShearX": "x", "TranslateXRel": "x", "ShearY": "y", "TranslateYRel": "y"}
+AXES = ("xy", "x", "y")
 
 
 def op_matrix(name: str, arg: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -74,7 +74,7 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, fill: Sequence[float] | torch.
         raise ValueError(f"affine axes {axes!r} is not supported; use 'xy', 'x' or 'y'.")
     N, C, H, W = x.shape
     dev = x.device
-    hp = _hp_dtype(dev)
+    hp = hp_dtype(dev)
     m = matrix.to(device=dev, dtype=hp).view(N, 6, 1, 1)
     xs = (torch.arange(W, device=dev, dtype=hp) + 0.5).view(1, 1, W)
     ys = (torch.arange(H, device=dev, dtype=hp) + 0.5).view(1, H, 1)

@@ -16,7 +16,7 @@ RAND_INCREASING_TRANSFORMS = (
     "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing", "ShearX", "ShearY",
     "TranslateXRel", "TranslateYRel",
 )
-_ALL_OPS = tuple(dict.fromkeys(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS))
+ALL_OPS = tuple(dict.fromkeys(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS))
 _NO_ARG_OPS = ("AutoContrast", "Equalize", "Invert")
 _LEVEL_DENOM = 10.0
 
@@ -107,4 +107,4 @@ def level_to_arg(name: str, level: torch.Tensor, negate: torch.Tensor, translate
         return sgn * ((lv / _LEVEL_DENOM) * 0.3)
     if name in ("TranslateXRel", "TranslateYRel"):
         return sgn * ((lv / _LEVEL_DENOM) * translate_pct)
-    raise ValueError(f"RandAugment op {name!r} is not supported; use one of {_ALL_OPS}.")
+    raise ValueError(f"RandAugment op {name!r} is not supported; use one of {ALL_OPS}.")

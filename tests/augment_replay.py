@@ -1,15 +1,16 @@
-"""One RandAugment op by name on a batch (`apply_op`, as timm's `NAME_TO_OP[name]` on one image): what the tests
-compare with timm's PIL ops, op by op. BatchAugment does not use it (it groups the samples by op, see batch.py)."""
+"""One RandAugment op by name on a batch (`apply_op`, as timm's `NAME_TO_OP[name]` on one image): what
+test_augment.py compares with timm's PIL ops, op by op. BatchAugment does not use it (it groups the samples by op,
+see dhvtlib/data/augment/batch.py); it was dhvtlib/data/augment/single_op.py."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-from .color import _COLOR_FNS
-from .geometric import _GEO_AXES, GEOMETRIC_OPS, affine, op_matrix
-from .images import _check_images
-from .randaugment import _ALL_OPS
+from dhvtlib.data.augment.color import COLOR_OPS
+from dhvtlib.data.augment.geometric import GEOMETRIC_OPS, OP_AXES, affine, op_matrix
+from dhvtlib.data.augment.images import check_images
+from dhvtlib.data.augment.randaugment import ALL_OPS
 
 
 def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor | float | None = None, *,
@@ -20,7 +21,7 @@ def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor | float | None = None
     `NAME_TO_OP[name](img, arg, fillcolor=fill, resample=...)` returns. `fill` defaults to 128 (timm's _FILL).
     Pass tensor arguments as float64 (Python floats are): float32 factors shift Pillow's truncations.
     """
-    _check_images(x)
+    check_images(x)
     xf = x.to(torch.float32)
     n = xf.shape[0]
     a = torch.as_tensor(0.0 if arg is None else arg, dtype=torch.float64).flatten()
@@ -28,7 +29,7 @@ def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor | float | None = None
         a = a.expand(n)
     if name in GEOMETRIC_OPS:
         return affine(xf, op_matrix(name, a, xf.shape[2], xf.shape[3]), 128.0 if fill is None else fill,
-                      interpolation, _GEO_AXES[name])
-    if name not in _COLOR_FNS:
-        raise ValueError(f"RandAugment op {name!r} is not supported; use one of {_ALL_OPS}.")
-    return _COLOR_FNS[name](xf, a.to(xf.device))
+                      interpolation, OP_AXES[name])
+    if name not in COLOR_OPS:
+        raise ValueError(f"RandAugment op {name!r} is not supported; use one of {ALL_OPS}.")
+    return COLOR_OPS[name](xf, a.to(xf.device))
