@@ -94,6 +94,17 @@ class OwnData:
             x = resize_center_crop(x, self.img_size).to(torch.uint8)
         return x, [int(self.test.targets[i]) for i in range(n)]
 
+    def summary(self) -> str:
+        """One line: classes, split sizes, image size, channels, layout, mean/std choice, in memory or not."""
+        return (f"{len(self.classes)} classes, {len(self.train)} training / {len(self.test)} test images, "
+                f"{self.img_size} px, {self.in_chans} channel(s), layout {self.details['layout']}, "
+                f"mean/std: {self.details['mean_std']['choice']}, in memory: {self.in_memory}")
+
+    def counts(self) -> list[dict[str, Any]]:
+        """Images per class in each split: one {'class', 'train', 'test'} row per class."""
+        train, test = self.details["train_counts"], self.details["test_counts"]
+        return [{"class": c, "train": train.get(c, 0), "test": test.get(c, 0)} for c in self.classes]
+
     def info(self):
         """The `DatasetInfo` a model and the engine read."""
         return DatasetInfo("imagefolder", len(self.classes), self.in_chans, self.img_size, self.mean, self.std,

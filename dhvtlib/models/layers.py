@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.layers import DropPath, register_notrace_function
+from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .norms import make_norm2d

@@ -26,9 +26,10 @@ from torch import nn
 
 from ..data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
 from ..data.augment import BatchAugment, build_pil_transform
+from ..data.folder import own_data
 from ..data.loaders import FileLoader, InMemoryLoader
-from ..models.norms import SplitBatchNorm2d
 from ..models import DHVT, create_model, family, param_groups_weight_decay
+from ..models.norms import SplitBatchNorm2d
 from ..recipe import PRESETS, Recipe
 from .runtime import Dist, cpu_workers
 
@@ -123,8 +124,6 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
 def load_own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: dict | None = None):
     """(info, train, test) of an image folder (data/folder.py); `saved` (a checkpoint's data config) pins the
     image size, channels, split and mean/std that training used."""
-    from ..data.folder import own_data
-
     saved = saved or {}
     stats = (saved["mean"], saved["std"]) if saved.get("mean") else None
     own = own_data(data_dir if data_dir is not None else default_data_dir("imagefolder"), model=recipe.model,

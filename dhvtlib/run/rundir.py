@@ -30,7 +30,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-
 from ..files import atomic_write
 from ..recipe import Recipe, describe_diff, recipe_diff
 from .runtime import in_kernel
