@@ -19,8 +19,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import launch
 from .data.datasets import DOMAINNET_DOMAINS
 from .models import CNN_VARIANTS, list_models
 from .models.ablations import ABLATIONS, ablation_rows
@@ -31,7 +32,7 @@ from .run.progress import RunInterrupted, install_refusals, interrupted
 from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
 from .run.rundir import read_manifest
 
-__all__ = ["RunSpec", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
+__all__ = ["RunSpec", "Experiment", "EXPERIMENTS", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
            "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table",
            "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS",
            "FINETUNE_TARGETS"]
@@ -215,6 +216,26 @@ def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_d
             for m in (models or own_data_models())]
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: the builder of its rows, the seeds its notebook runs by default, and that notebook."""
+    runs: Callable[..., list[RunSpec]]
+    seeds: tuple[int, ...]
+    notebook: str
+
+
+# The one table of named experiments: dhvt-sweep's --experiment choices and default seeds (dhvtlib.sweep), and the
+# notebooks' default seeds (checked against it by tests/test_sweep.py) read it.
+EXPERIMENTS = {
+    "quick": Experiment(quickstart_runs, (0,), "00_quickstart"),
+    "cifar100": Experiment(cifar100_runs, (0, 1, 2, 3, 4), "01_cifar100"),
+    "ablation": Experiment(ablation_runs, (0, 1, 2, 3), "02_ablation"),
+    "ladder": Experiment(ladder_runs, (0, 1, 2, 3), "02_ablation"),  # 02 with table="ladder"
+    "domainnet": Experiment(domainnet_runs, (0, 1, 2, 3), "03_domainnet"),
+    "imagenet": Experiment(imagenet_runs, (0,), "04_imagenet"),
+}
+
+
 def spec_dataset(spec: RunSpec, preset: str | Recipe | None = None) -> str:
     """The data set a row trains on: its own recipe's, else that of the preset it runs with (`preset`, else the
     row's)."""
@@ -259,11 +280,12 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     for (execution-only values aside); otherwise one sentence names the values that differ. `data_dir`: a folder,
     or {data set or family: folder}; DomainNet rows read `<folder>/<domain>` (see `spec_data_dir`).
 
-    `launcher`: "inline" (each run in this process, one after another), "local" (concurrent submitit jobs on this
-    machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`; `launch_options` are its options
-    (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}), see dhvtlib.launch. With a
-    launcher, `wait=False` submits and returns the runs finished so far; calling again collects the others. The
-    frame is then built from the run directories (`frame.attrs["jobs"]`: run directory -> job id).
+    `launcher`: one of `launch.LAUNCHERS`: "inline" (each run in this process, one after another), "local"
+    (concurrent submitit jobs on this machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`;
+    `launch_options` are its options (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}),
+    see dhvtlib.launch. With a launcher, `wait=False` submits and returns the runs finished so far; calling again
+    collects the others. The frame is then built from the run directories (`frame.attrs["jobs"]`: run directory ->
+    job id).
 
     `store`: a results tree read as a store of completed runs ("auto": the committed `results/`, see
     dhvtlib.paths; None: none): a run missing from `results_root` but completed there with the same recipe is
@@ -277,8 +299,6 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
     """
     import pandas as pd
-
-    from . import launch
 
     cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
@@ -427,7 +447,7 @@ def _stops_in_one_sentence(run):
 
 
 # ------------------------------------------------------------------------------------------------ validation
-_CHOICES = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": ("inline", "local", "slurm")}
+_CHOICES = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": launch.LAUNCHERS}
 _SIZES = ("img_size", "samples_per_class")  # a positive integer, or None (inferred / every image)
 
 

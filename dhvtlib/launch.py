@@ -2,9 +2,9 @@
 
     experiments.execute(specs, seeds, launcher="local", launch_options={"workers": 2, "threads": 1})
     experiments.execute(specs, seeds, launcher="slurm", launch_options={"partition": "gpu", "gpus_per_run": 2})
-    dhvt-sweep --experiment ablation --table 5 --launcher slurm --partition gpu --gpus-per-run 2
+    dhvt-sweep --experiment ablation --table 5 --launcher slurm --partition gpu --gpus-per-run 2   (dhvtlib.sweep)
 
-Launchers (`LaunchConfig.launcher`):
+Launchers (`LaunchConfig.launcher`, one of `LAUNCHERS`):
 - "inline": today's behaviour, each run in this process, one after another (execute does it itself).
 - "local": submitit's LocalExecutor. `workers` concurrent jobs on this machine (default one per visible GPU, else
   one), each a process with `threads` torch threads (default: the CPU cores shared out) and, with GPUs, its own GPU.
@@ -24,7 +24,6 @@ failed or was killed shows the last lines of its job's log.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -47,10 +46,12 @@ try:  # the launcher classes derive from Checkpointable; "inline" works without 
 except ImportError:  # pragma: no cover - submitit is a dependency, but keep inline usable without it
     Checkpointable = object  # type: ignore[assignment,misc]
 
-__all__ = ["LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch", "run_state",
-           "slurm_executor", "sweep", "main"]
+__all__ = ["LAUNCHERS", "JOB_LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch",
+           "check_tasks", "run_state", "slurm_executor"]
 
-LAUNCHERS = ("inline", "local", "slurm")
+LAUNCHERS = ("inline", "local", "slurm")  # every launcher name; the lists elsewhere (messages, choices) read this one
+JOB_LAUNCHERS = LAUNCHERS[1:]  # the launchers that submit submitit jobs ("inline" trains in execute())
+_JOB_LAUNCHERS = " and ".join(map(repr, JOB_LAUNCHERS))  # "'local' and 'slurm'", as messages name them
 _LOG_LINES = 15
 
 
@@ -252,7 +253,7 @@ def _submitit():
     try:
         import submitit
     except ImportError:
-        raise ValueError("launchers 'local' and 'slurm' need submitit; pip install 'submitit>=1.5'.") from None
+        raise ValueError(f"launchers {_JOB_LAUNCHERS} need submitit; pip install 'submitit>=1.5'.") from None
     return submitit
 
 
@@ -405,7 +406,7 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     """Submit the runs that no live job trains yet, show one progress line per run, and (cfg.wait) wait for all of
     them; returns {run directory: job id}. The caller builds the table from the run directories."""
     if cfg.launcher == "inline":
-        raise ValueError("launch() is for launchers 'local' and 'slurm'; 'inline' runs in execute().")
+        raise ValueError(f"launch() is for launchers {_JOB_LAUNCHERS}; 'inline' runs in execute().")
     _submitit()
     check_tasks(tasks)
     folder = Path(cfg.folder or Path(results_root) / ".submitit")
@@ -494,118 +495,3 @@ def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registr
             print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
                   + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{_log_tail(jobs[task.output])}",
                   file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def _parser() -> argparse.ArgumentParser:
-    from .models.ablations import ABLATION_TABLES
-    from .recipe import PRESETS
-
-    ap = argparse.ArgumentParser(prog="dhvt-sweep", description="Train a table's (row, seed) runs as local or SLURM "
-                                 "jobs (submitit) and print the job ids; re-run with --wait to follow them.")
-    ap.add_argument("--experiment", required=True, choices=["quick", "cifar100", "ablation", "ladder", "domainnet",
-                                                            "imagenet"])
-    ap.add_argument("--table", help=f"ablation table: {', '.join(t.removeprefix('table') for t in ABLATION_TABLES)} "
-                    "or ladder")
-    ap.add_argument("--variant", default="tiny", choices=["tiny", "small"], help="ablation width")
-    ap.add_argument("--rows", nargs="+", help="only these rows of the table")
-    ap.add_argument("--models", nargs="+", help="models (quick, cifar100, domainnet, imagenet)")
-    ap.add_argument("--domains", nargs="+", help="DomainNet domains")
-    ap.add_argument("--name", help="results folder of the experiment (default: the notebook's)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the notebook's seeds")
-    ap.add_argument("--preset", choices=list(PRESETS), help="default: each row's own preset")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--dataset", help="replace the experiment's data set (e.g. fashion_mnist)")
-    ap.add_argument("--results-root", default="results")
-    ap.add_argument("--data-dir", help="data set folder (DomainNet: the folder holding <domain>/)")
-    ap.add_argument("--download", action="store_true")
-    ap.add_argument("--device", default="auto")
-    g = ap.add_argument_group("launcher")
-    g.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "inline"])
-    g.add_argument("--wait", action="store_true", help="wait for the jobs, showing one line per run")
-    g.add_argument("--workers", type=int, help="local: concurrent jobs (default: one per GPU, else 1)")
-    g.add_argument("--threads", type=int, help="local: torch threads per job")
-    g.add_argument("--partition")
-    g.add_argument("--gpus-per-run", type=int, default=1)
-    g.add_argument("--nodes", type=int, default=1)
-    g.add_argument("--time-min", type=int, default=LaunchConfig.time_min)
-    g.add_argument("--account")
-    g.add_argument("--cpus-per-task", type=int)
-    g.add_argument("--mem-gb", type=float)
-    g.add_argument("--setup", action="append", default=[], help="shell line run before each job (repeatable)")
-    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option")
-    g.add_argument("--folder", help="submitit's folder (default <results-root>/.submitit)")
-    return ap
-
-
-_DEFAULT_SEEDS = {"quick": [0], "cifar100": [0, 1, 2, 3, 4], "ablation": [0, 1, 2, 3], "ladder": [0, 1, 2, 3],
-                  "domainnet": [0, 1, 2, 3], "imagenet": [0]}
-
-
-def _specs(args) -> tuple[list, str | None]:
-    """(specs, data_dir) of the CLI's experiment, named as its notebook names it (a DomainNet row reads
-    <data_dir>/<domain>, see experiments.spec_data_dir)."""
-    from . import experiments as E
-
-    models = [args.models] if args.models else []  # (else the builder's default models)
-    if args.experiment == "quick":
-        return E.quickstart_runs(*models, experiment=args.name or "quick"), args.data_dir
-    if args.experiment == "cifar100":
-        return E.cifar100_runs(*models), args.data_dir
-    if args.experiment in ("ablation", "ladder"):
-        table = "ladder" if args.experiment == "ladder" else args.table
-        if not table:
-            raise ValueError("--experiment ablation needs --table (5, 6, 8, 9, 10, 11, affine or ladder).")
-        table = E.ablation_table(table)  # (the builders check the table, the variant and the rows)
-        name = args.name or f"ablation/{table}_{args.variant}"
-        return (E.ladder_runs(name, args.rows) if table == "ladder"
-                else E.ablation_runs(table, args.variant, args.rows, experiment=name)), args.data_dir
-    if args.experiment == "domainnet":
-        domains = args.domains or ["clipart", "painting", "sketch"]
-        return E.domainnet_runs(domains, *models), args.data_dir or "data/domainnet"
-    return E.imagenet_runs(*models), args.data_dir
-
-
-def sweep(argv: list[str] | None = None) -> dict[str, str]:
-    """dhvt-sweep's work: submit (and with --wait follow) the runs, print one 'job id<TAB>run directory' line per
-    run; returns {run directory: job id}. A bad value ends in SystemExit with one sentence."""
-    from . import experiments as E
-
-    args = _parser().parse_args(argv)
-    bad_seeds = [s for s in args.seeds or () if s < 0]
-    if bad_seeds:
-        raise SystemExit(f"dhvt-sweep: --seeds {bad_seeds[0]} is negative; seeds are integers from 0.")
-    if args.dataset is not None and args.dataset not in DATASETS:
-        raise SystemExit(f"dhvt-sweep: --dataset {args.dataset!r} is not known; use one of "
-                         f"{', '.join(sorted(DATASETS))}.")
-    try:
-        sbatch = dict(kv.split("=", 1) for kv in args.sbatch)
-    except ValueError:
-        raise SystemExit(f"dhvt-sweep: --sbatch takes KEY=VALUE, got {args.sbatch!r}.") from None
-    try:
-        cfg = config(args.launcher, workers=args.workers, threads=args.threads, partition=args.partition,
-                     gpus_per_run=args.gpus_per_run, nodes=args.nodes, time_min=args.time_min, account=args.account,
-                     cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, setup=args.setup, sbatch=sbatch,
-                     folder=args.folder, wait=args.wait)
-        specs, data_dir = _specs(args)
-        frame = E.execute(specs, args.seeds or _DEFAULT_SEEDS[args.experiment], preset=args.preset,
-                          results_root=args.results_root, data_dir=data_dir, download=args.download,
-                          device=args.device, epochs=args.epochs, dataset=args.dataset,
-                          launcher=cfg)
-        jobs: dict[str, str] = frame.attrs.get("jobs", {})
-    except ValueError as e:
-        raise SystemExit(f"dhvt-sweep: {e}") from None
-    for out, job in jobs.items():
-        print(f"{job}\t{out}")
-    return jobs
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The dhvt-sweep console script: exit status 0 when the runs were submitted (and, with --wait, followed)."""
-    sweep(argv)
-
-
-if __name__ == "__main__":  # run the package's module, not a second copy of its classes under __main__
-    from dhvtlib.launch import main as _main
-
-    _main()
