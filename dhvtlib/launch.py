@@ -16,43 +16,46 @@ Launchers (`LaunchConfig.launcher`, one of `LAUNCHERS`):
 
 Runs stay the unit of truth: each job writes the run directory exactly as an inline run would, and the table is built
 from the run directories. Completed runs are never submitted; a run whose job is still alive (recorded in
-`<folder>/jobs.json`) is watched, not resubmitted, so re-running a notebook with `wait=False` later collects what
-finished. Preemption and time limits: submitit sends SIGUSR2; the job asks the run to stop at the next step boundary
-(the run's own graceful stop: checkpoint-last.pt, status 'interrupted'), then submitit's `checkpoint()` returns a
-DelayedSubmission of the same job, which is requeued and resumes with resume=True (bitwise-equal on CPU). A run that
-failed or was killed shows the last lines of its job's log.
+`<folder>/jobs.json`, see dhvtlib.jobs) is watched, not resubmitted, so re-running a notebook with `wait=False` later
+collects what finished. Preemption and time limits: submitit sends SIGUSR2; the job asks the run to stop at the next
+step boundary (the run's own graceful stop: checkpoint-last.pt, status 'interrupted'), then submitit's `checkpoint()`
+returns a DelayedSubmission of the same job, which is requeued and resumes with resume=True (bitwise-equal on CPU).
+A run that failed or was killed shows the last lines of its job's log.
+
+This module holds the launchers (what is submitted, and how); dhvtlib.jobs the bookkeeping of the jobs once
+submitted (registry, states, the watch loop). Neither imports dhvtlib.experiments.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import os
 import signal
-import socket
 import sys
-import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .data.datasets import DATASETS
-from .files import write_json
-from .recipe import resolve
-from .run.rundir import read_manifest
+import torch
 
-try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
-    from submitit.helpers import Checkpointable
+from .data.datasets import DATASETS
+from .jobs import Registry, holder_alive, job_alive, watch
+from .recipe import resolve
+from .run.rundir import RunInterrupted, RunLockedError, StopSignals, read_manifest
+from .run.train import run
+
+try:  # submitit is optional: "inline" works without it (_submitit() refuses the job launchers in one sentence)
+    from submitit import JobEnvironment
+    from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 except ImportError:  # pragma: no cover - submitit is a dependency, but keep inline usable without it
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "JOB_LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch",
-           "check_tasks", "run_state", "slurm_executor"]
+           "check_tasks", "slurm_executor"]
 
 LAUNCHERS = ("inline", "local", "slurm")  # every launcher name; the lists elsewhere (messages, choices) read this one
 JOB_LAUNCHERS = LAUNCHERS[1:]  # the launchers that submit submitit jobs ("inline" trains in execute())
 _JOB_LAUNCHERS = " and ".join(map(repr, JOB_LAUNCHERS))  # "'local' and 'slurm'", as messages name them
-_LOG_LINES = 15
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def config(launcher: str | LaunchConfig | Mapping[str, Any] = "inline", **option
     return LaunchConfig(**{**base, **options})
 
 
-# ------------------------------------------------------------------------------------------------ the jobs
+# ------------------------------------------------------------------------------------------------ what a job trains
 @dataclass(frozen=True)
 class RunTask:
     """One (row, seed) run: everything `train.run` needs. Calling it trains the run, resuming it when its run
@@ -128,8 +131,6 @@ class RunTask:
     device: str = "auto"
 
     def __call__(self, verbose: bool = True) -> dict[str, Any]:
-        from .run.train import run
-
         resume = (Path(self.output) / "checkpoint-last.pt").exists()
         print(f"=== {'resuming' if resume else 'training'} {self.tag} seed {self.seed} -> {self.output}", flush=True)
         return run(self.preset, output=self.output, data_dir=self.data_dir, download=self.download,
@@ -143,16 +144,12 @@ class _Preemption:
     `checkpoint()`, the requeue, the exit) once the run has stopped with its checkpoint."""
 
     def __init__(self):
-        from submitit import JobEnvironment
-
         self.signum = JobEnvironment._usr_sig()
         self.requeue = signal.getsignal(self.signum)
         self.requested = False
         signal.signal(self.signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        from .run.rundir import StopSignals
-
         self.requested = True
         stop = signal.getsignal(signal.SIGUSR1)
         if isinstance(getattr(stop, "__self__", None), StopSignals):
@@ -167,8 +164,6 @@ class _Preemption:
 
 def _set_threads(threads: int | None) -> None:
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -182,8 +177,6 @@ class LocalWorker(Checkpointable):
         self.tasks, self.threads, self.requeues = list(tasks), threads, requeues
 
     def __call__(self) -> dict[str, str]:
-        from .run.rundir import RunInterrupted, RunLockedError
-
         _set_threads(self.threads)
         preemption = _Preemption()
         states = {}
@@ -192,7 +185,7 @@ class LocalWorker(Checkpointable):
             if state in ("completed", "diverged"):
                 states[task.output] = state
                 continue
-            if _holder_alive(Path(task.output)):
+            if holder_alive(Path(task.output)):
                 states[task.output] = "another worker"
                 continue
             try:
@@ -204,16 +197,12 @@ class LocalWorker(Checkpointable):
                     preemption.requeue_now()
                 raise SystemExit(e.exit_code) from None
             except Exception as e:  # the run directory says 'failed'; the next run still trains
-                import traceback
-
                 traceback.print_exc()
                 print(f"=== {task.tag} seed {task.seed} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 states[task.output] = "failed"
         return states
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        from submitit.helpers import DelayedSubmission
-
         return DelayedSubmission(LocalWorker(self.tasks, self.threads, self.requeues + 1))
 
 
@@ -224,11 +213,6 @@ class SlurmRun(Checkpointable):
         self.task, self.requeues = task, requeues
 
     def __call__(self) -> dict[str, Any] | None:
-        from submitit import JobEnvironment
-        from submitit.helpers import TorchDistributedEnvironment
-
-        from .run.rundir import RunInterrupted
-
         env = JobEnvironment()
         if env.num_tasks > 1:  # what torchrun would set: MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
@@ -243,14 +227,13 @@ class SlurmRun(Checkpointable):
             return None
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        from submitit.helpers import DelayedSubmission
-
         return DelayedSubmission(SlurmRun(self.task, self.requeues + 1))  # resumes: checkpoint-last.pt exists
 
 
 # ------------------------------------------------------------------------------------------------ executors
 def _submitit():
-    try:
+    """The submitit module, or one sentence saying the job launchers need it."""
+    try:  # at call time: submitit is optional, and a missing one (also made missing after import) is one sentence
         import submitit
     except ImportError:
         raise ValueError(f"launchers {_JOB_LAUNCHERS} need submitit; pip install 'submitit>=1.5'.") from None
@@ -285,8 +268,6 @@ def _local_executor(cfg: LaunchConfig, folder: Path, threads: int, gpu: int | No
 
 
 def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int | None]]:
-    import torch
-
     n_gpus = torch.cuda.device_count()
     workers = min(cfg.workers or n_gpus or 1, n_tasks)
     if n_gpus and workers > n_gpus:
@@ -296,108 +277,11 @@ def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int 
     return workers, threads, [k if n_gpus else None for k in range(workers)]
 
 
-# ------------------------------------------------------------------------------------------------ state
-
-def _holder_alive(out: Path) -> bool:
-    """Whether a live process on this machine holds the run directory's lock."""
-    try:
-        info = json.loads((out / ".lock").read_text() or "{}")
-        if info.get("host") != socket.gethostname():
-            return False
-        os.kill(int(info["pid"]), 0)
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def run_state(out: str | Path) -> dict[str, Any]:
-    """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
-    out = Path(out)
-    m = read_manifest(out)
-    tops, epochs_done = [], 0
-    try:
-        for line in (out / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            epochs_done += 1
-            if "top1" in row:
-                tops.append(row["top1"])
-    except (OSError, ValueError):
-        pass
-    status = m.get("status", "queued")
-    if status == "running" and not _holder_alive(out) and m.get("ended") is None:
-        status = "running?"  # another machine (SLURM), or killed: the job state tells which
-    return {"status": status, "epoch": epochs_done, "epochs": (m.get("config") or {}).get("epochs"),
-            "best_top1": max(tops) if tops else None, "error": m.get("error")}
-
-
-def _line(task: RunTask, state: dict[str, Any], job: str | None) -> str:
-    s = f"{task.tag} s{task.seed}: {state['status']:<11}"
-    if state["epochs"]:
-        s += f" epoch {state['epoch']}/{state['epochs']}"
-    if state["best_top1"] is not None:
-        s += f"  best top-1 {state['best_top1']:.2f}"
-    s += f"  [job {job}]" if job else ""
-    return s + (f"  ({state['error']})" if state["status"] == "died" else "")
-
-
-class _Registry:
-    """`<folder>/jobs.json`: which job trains which run directory, so a later call watches it instead of
-    submitting it again."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "jobs.json"
-        try:
-            self.entries: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def add(self, output: str, launcher: str, job_id: str) -> None:
-        self.entries[output] = {"launcher": launcher, "job_id": job_id, "host": socket.gethostname(),
-                                "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-    def save(self) -> None:
-        write_json(self.path, self.entries)
-
-
-def _job(folder: Path, entry: Mapping[str, Any]):
+def _job_handle(folder: Path, entry: Mapping[str, Any]):
+    """submitit's handle of a job recorded in the registry (also one submitted in an earlier session)."""
     submitit = _submitit()
     cls = submitit.LocalJob if entry["launcher"] == "local" else submitit.SlurmJob
     return cls(folder=folder, job_id=entry["job_id"])
-
-
-def _alive(job, entry: Mapping[str, Any]) -> bool:
-    """A job that may still train its run: local ones by their controller's pid (also from an earlier session),
-    SLURM ones by their state."""
-    if entry["launcher"] == "local":
-        if getattr(job, "_process", None) is not None:
-            return not job.done()
-        if entry.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(entry["job_id"]), 0)
-            return Path(f"/proc/{entry['job_id']}").exists() and "zombie" not in Path(
-                f"/proc/{entry['job_id']}/status").read_text()
-        except (OSError, ValueError):
-            return False
-    return not job.done()
-
-
-def _log_tail(job, lines: int = _LOG_LINES) -> str:
-    try:
-        text = job.stderr() or ""  # submitit's log of the job (all its tasks)
-    except OSError:
-        text = ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _job_state(output: str, job, alive: bool) -> dict[str, Any]:
-    """`run_state`, where a run whose job is gone reads 'died' with its log's last line instead of 'running?'."""
-    state = run_state(output)
-    if state["status"] == "running?" and job is not None and not alive:
-        last = _log_tail(job, 1)
-        state = {**state, "status": "died", "error": state["error"] or (f"the job died; its log ends: {last}"
-                                                                         if last else "the job died")}
-    return state
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -410,19 +294,8 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     _submitit()
     check_tasks(tasks)
     folder = Path(cfg.folder or Path(results_root) / ".submitit")
-    registry = _Registry(folder)
-    jobs: dict[str, Any] = {}
-    new = []
-    for task in tasks:
-        entry = registry.entries.get(task.output)
-        job = _job(folder, entry) if entry else None
-        if job is not None and _alive(job, entry):
-            jobs[task.output] = job
-            if verbose:
-                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
-                      flush=True)
-        else:
-            new.append(task)
+    registry = Registry(folder)
+    jobs, new = _live_jobs(tasks, registry, folder, verbose)
     if new:
         for task, job in _submit(new, cfg, folder):
             registry.add(task.output, cfg.launcher, job.job_id)
@@ -432,11 +305,29 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
                       flush=True)
         registry.save()
     if cfg.wait:
-        _watch(tasks, jobs, registry, cfg, verbose)
+        watch(tasks, jobs, registry, cfg.poll_s, verbose)
     elif verbose:
         print(f"{len(jobs)} run(s) submitted or running; re-run to collect what finished "
               f"(logs: {folder}).", flush=True)
     return {out: job.job_id for out, job in jobs.items()}
+
+
+def _live_jobs(tasks: Sequence[RunTask], registry: Registry, folder: Path,
+               verbose: bool) -> tuple[dict[str, Any], list[RunTask]]:
+    """({run directory: its job} of the runs a live job already trains, [the runs to submit])."""
+    jobs: dict[str, Any] = {}
+    new = []
+    for task in tasks:
+        entry = registry.entries.get(task.output)
+        job = _job_handle(folder, entry) if entry else None
+        if job is not None and job_alive(job, entry):
+            jobs[task.output] = job
+            if verbose:
+                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
+                      flush=True)
+        else:
+            new.append(task)
+    return jobs, new
 
 
 def check_tasks(tasks: Sequence[RunTask]) -> None:
@@ -464,34 +355,3 @@ def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[t
         ex = slurm_executor(cfg, folder, name=f"dhvt-{task.tag.replace('/', '-')}-s{task.seed}")
         out.append((task, ex.submit(SlurmRun(task))))
     return out
-
-
-def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registry, cfg: LaunchConfig,
-           verbose: bool) -> None:
-    """Print a run's line whenever it changes until no job is alive; then the log tail of each run not completed."""
-    shown: dict[str, str] = {}
-    try:
-        while True:
-            alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
-            for task in tasks:
-                job = jobs.get(task.output)
-                line = _line(task, _job_state(task.output, job, alive.get(task.output, True)),
-                             job.job_id if job is not None else None)
-                if verbose and shown.get(task.output) != line:
-                    print(line, flush=True)
-                    shown[task.output] = line
-            if not any(alive.values()):
-                break
-            time.sleep(cfg.poll_s)
-    except KeyboardInterrupt:
-        print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
-        raise
-    for task in tasks:
-        state = run_state(task.output)
-        if state["status"] != "completed" and task.output in jobs:
-            status = {"running?": "stopped: the job died before finishing it",
-                      "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
-            hint = "it is not retried" if status == "diverged" else "re-run to resume it"
-            print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
-                  + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{_log_tail(jobs[task.output])}",
-                  file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dhvtlib import experiments, launch, sweep
+from dhvtlib.jobs import Registry, holder_alive, job_alive, watch
 from dhvtlib.checkpoint import sha256
 from fakedata import fake_fashion_mnist
 
@@ -76,9 +77,10 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
     for out, sig in ((killed, signal.SIGKILL), (preempted, signal.SIGUSR2)):
         _wait_for(lambda: (out / "checkpoint-last.pt").exists(), what=f"a checkpoint in {out}")
         os.kill(_holder(out), sig)
-    _wait_for(lambda: not launch._holder_alive(killed), what="the killed run's process to end")
+    _wait_for(lambda: not holder_alive(killed), what="the killed run's process to end")
     worker0 = {"launcher": "local", "job_id": jobs[str(killed)], "host": socket.gethostname()}
-    _wait_for(lambda: not launch._alive(launch._job(root / ".submitit", worker0), worker0), what="worker 0 to end")
+    _wait_for(lambda: not job_alive(launch._job_handle(root / ".submitit", worker0), worker0),
+              what="worker 0 to end")
     # killed mid-run; the workers share one queue, so the requeued worker 1 may already have taken it over
     assert json.loads((killed / "manifest.json").read_text())["status"] in ("running", "completed")
 
@@ -328,9 +330,9 @@ def test_watching_a_run_whose_job_died_says_so_with_the_log_s_last_line(tmp_path
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps({"status": "running", "ended": None, "config": {"epochs": 3}}))
     task = launch.RunTask(str(out), "smoke", {}, "quick", "t", 0)
-    registry = launch._Registry(tmp_path)
+    registry = Registry(tmp_path)
     registry.add(str(out), "local", "77")
-    launch._watch([task], {str(out): _DeadJob()}, registry, launch.config("local", poll_s=0.01), verbose=True)
+    watch([task], {str(out): _DeadJob()}, registry, poll_s=0.01, verbose=True)
     cap = capsys.readouterr()
     assert "t s0: died" in cap.out and "4711 Killed" in cap.out and "running?" not in cap.out
     assert "t seed 0 is stopped: the job died before finishing it" in cap.err
