@@ -355,3 +355,29 @@ def test_the_experiment_table_is_the_notebooks_and_the_cli_s():
     choices = next(a.choices for a in sweep._parser()._actions if a.dest == "experiment")
     assert choices == list(experiments.EXPERIMENTS)
     assert launch.JOB_LAUNCHERS == tuple(x for x in launch.LAUNCHERS if x != "inline")
+
+
+def _imports(module: str) -> set[str]:
+    """The dhvtlib modules `module` imports, at module level or inside functions."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = module.rsplit(".", node.level)[0]
+            found.update(f"{base}.{node.module}" if node.module else f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dhvtlib"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("dhvtlib"))
+    return found
+
+
+def test_the_launchers_import_nothing_above_them():
+    """sweep -> experiments -> plan -> runspec, experiments -> launch -> jobs: no module imports one above it."""
+    above = {"dhvtlib.launch": {"dhvtlib.experiments", "dhvtlib.sweep", "dhvtlib.plan", "dhvtlib.study"},
+             "dhvtlib.jobs": {"dhvtlib.launch", "dhvtlib.experiments", "dhvtlib.sweep", "dhvtlib.plan"},
+             "dhvtlib.experiments": {"dhvtlib.sweep", "dhvtlib.study"},
+             "dhvtlib.plan": {"dhvtlib.experiments", "dhvtlib.launch", "dhvtlib.sweep"},
+             "dhvtlib.runspec": {"dhvtlib.experiments", "dhvtlib.plan", "dhvtlib.launch", "dhvtlib.sweep"}}
+    for module, forbidden in above.items():
+        assert not _imports(module) & forbidden, module
