@@ -1,9 +1,11 @@
 """Named experiments: which runs make which paper table, and running them (the notebooks' engine room).
 
-A `RunSpec` is one row of a table: a model (+ architecture overrides), the preset and recipe overrides that table
-was produced with, and the paper cell it is compared with. `execute(specs, seeds)` trains each (row, seed) into
-`results/<experiment>/<row>/s<seed>/`, reusing a completed run only when its recipe equals the one asked for,
-resuming interrupted ones, and returns the manifests as a pandas frame.
+A `RunSpec` (dhvtlib.runspec) is one row of a table: a model (+ architecture overrides), the preset and recipe
+overrides that table was produced with, and the paper cell it is compared with. The `*_runs` builders make a table's
+rows; `EXPERIMENTS` names the experiments a notebook or dhvt-sweep (dhvtlib.sweep) runs: builder and default seeds.
+`execute(specs, seeds)` trains each (row, seed) into `results/<experiment>/<row>/s<seed>/`, reusing a completed run
+only when its recipe equals the one asked for (dhvtlib.plan), resuming interrupted ones, and returns the manifests as
+a pandas frame; with launcher "local" or "slurm" the runs are submitted as jobs (dhvtlib.launch).
 
 Script vs paper: where the official scripts and the paper's text disagree, a row follows what produced that table
 as best it can be determined: the shipped script where one exists for that model (DHVT-T), else the paper's text
@@ -15,26 +17,26 @@ calls both right after its parameters cell, so a bad value is one sentence befor
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import launch
 from .data.datasets import DOMAINNET_DOMAINS
 from .models import CNN_VARIANTS, list_models
 from .models.ablations import ABLATIONS, ablation_rows
-from .files import write_json
-from .paper import reported_value
-from .paths import check_name, join_under, store_root
+from .paths import store_root
+from .plan import plan_runs
+from .recipe import PRESETS, Recipe, resolve
 from .run.progress import RunInterrupted, install_refusals, interrupted
-from .recipe import PRESETS, Recipe, describe_diff, recipe_diff, resolve
 from .run.rundir import read_manifest
+from .run.train import run as train_run
+from .runspec import RunSpec, run_dir, spec_data_dir, spec_dataset
 
-__all__ = ["RunSpec", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs", "ablation_runs", "ladder_runs", "domainnet_runs",
-           "table16_runs", "imagenet_runs", "finetune_runs", "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table",
-           "spec_dataset", "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS",
-           "FINETUNE_TARGETS"]
+__all__ = ["RunSpec", "Experiment", "EXPERIMENTS", "quickstart_runs", "quickstart_checkpoint", "cifar100_runs",
+           "ablation_runs", "ladder_runs", "domainnet_runs", "table16_runs", "imagenet_runs", "finetune_runs",
+           "own_data_runs", "own_data_models", "execute", "run_dir", "validate", "ablation_table", "spec_dataset",
+           "spec_data_dir", "LADDER", "TABLE4_MODELS", "DOMAINNET_MODELS", "IMAGENET_MODELS", "FINETUNE_TARGETS"]
 
 TABLE4_MODELS = ("deit_tiny_cifar_patch4", "deit_small_cifar_patch4", "deit_tiny_cifar_patch2",
                  "deit_small_cifar_patch2", "dhvt_tiny_cifar_patch4", "dhvt_small_cifar_patch4",
@@ -51,25 +53,6 @@ def _check(name: str, values: Iterable[Any], allowed: Sequence[Any], where: str)
     bad = [v for v in values if v not in allowed]
     if bad:
         raise ValueError(f"{name} {bad[0]!r} is not {where}; choose from: {', '.join(map(str, allowed))}.")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One table row. Tags name the paper cell they reproduce ('table4/<model>', 'table13/<model>/<domain>',
-    'table5/sope'), so dhvtlib.results finds the paper's number from the tag alone."""
-    experiment: str
-    tag: str
-    label: str
-    model: str
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, Any] = field(default_factory=dict)
-    paper: tuple[str, str, str | None] | None = None  # (table, row, setting) in dhvtlib/paper/reported.csv
-    preset: str | Recipe | None = None  # this table's recipe (execute's preset= replaces it, e.g. with "smoke")
-    seeds: tuple[int, ...] | None = None  # this row's own seeds (None: execute's seeds)
-
-    @property
-    def paper_top1(self) -> float | None:
-        return reported_value(self.paper[0], self.paper[1], setting=self.paper[2]) if self.paper else None
 
 
 def quickstart_runs(models: Sequence[str] = ("dhvt_tiny_cifar_patch4", "deit_tiny_cifar_patch4"),
@@ -215,33 +198,24 @@ def own_data_runs(models: Sequence[str] | None = None, experiment: str = "your_d
             for m in (models or own_data_models())]
 
 
-def spec_dataset(spec: RunSpec, preset: str | Recipe | None = None) -> str:
-    """The data set a row trains on: its own recipe's, else that of the preset it runs with (`preset`, else the
-    row's)."""
-    if spec.recipe.get("dataset"):
-        return spec.recipe["dataset"]
-    p = preset or spec.preset or "quick"
-    return (p if isinstance(p, Recipe) else PRESETS[p]).dataset
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: the builder of its rows, the seeds its notebook runs by default, and that notebook."""
+    runs: Callable[..., list[RunSpec]]
+    seeds: tuple[int, ...]
+    notebook: str
 
 
-def spec_data_dir(spec: RunSpec, data_dir: str | Path | Mapping[str, str | Path] | None,
-                  dataset: str | None = None) -> Path | None:
-    """The folder a row reads. `data_dir` is one folder, or {data set or family: folder} for a table that mixes
-    data sets (e.g. {"cifar100": ..., "domainnet": ...}); a DomainNet domain is its own data set, read from
-    `<folder>/<domain>` (train/ and val/ inside). `dataset` is execute's data set override, which replaces the
-    row's own (then the folder is that data set's, as given). None: each data set's default place."""
-    name = dataset or spec_dataset(spec)
-    family = "domainnet" if name.startswith("domainnet_") else name
-    root = data_dir.get(name, data_dir.get(family)) if isinstance(data_dir, Mapping) else data_dir
-    if root is None:
-        return None
-    return Path(root) / name.removeprefix("domainnet_") if family == "domainnet" else Path(root)
-
-
-def run_dir(results_root: str | Path, spec: RunSpec, seed: int) -> Path:
-    """`<root>/<experiment>/<tag with '/' as '__'>/s<seed>`; a name that could leave the root is refused."""
-    return join_under(results_root, check_name(spec.experiment, "experiment"),
-                      check_name(spec.tag, "tag").replace("/", "__"), f"s{seed}")
+# The one table of named experiments: dhvt-sweep's --experiment choices and default seeds (dhvtlib.sweep), and the
+# notebooks' default seeds (checked against it by tests/test_sweep.py) read it.
+EXPERIMENTS = {
+    "quick": Experiment(quickstart_runs, (0,), "00_quickstart"),
+    "cifar100": Experiment(cifar100_runs, (0, 1, 2, 3, 4), "01_cifar100"),
+    "ablation": Experiment(ablation_runs, (0, 1, 2, 3), "02_ablation"),
+    "ladder": Experiment(ladder_runs, (0, 1, 2, 3), "02_ablation"),  # 02 with table="ladder"
+    "domainnet": Experiment(domainnet_runs, (0, 1, 2, 3), "03_domainnet"),
+    "imagenet": Experiment(imagenet_runs, (0,), "04_imagenet"),
+}
 
 
 def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: str | None = None,
@@ -259,11 +233,12 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     for (execution-only values aside); otherwise one sentence names the values that differ. `data_dir`: a folder,
     or {data set or family: folder}; DomainNet rows read `<folder>/<domain>` (see `spec_data_dir`).
 
-    `launcher`: "inline" (each run in this process, one after another), "local" (concurrent submitit jobs on this
-    machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`; `launch_options` are its options
-    (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}), see dhvtlib.launch. With a
-    launcher, `wait=False` submits and returns the runs finished so far; calling again collects the others. The
-    frame is then built from the run directories (`frame.attrs["jobs"]`: run directory -> job id).
+    `launcher`: one of `launch.LAUNCHERS`: "inline" (each run in this process, one after another), "local"
+    (concurrent submitit jobs on this machine) or "slurm" (one submitit job per run), or a `launch.LaunchConfig`;
+    `launch_options` are its options (e.g. {"workers": 2, "threads": 1} or {"partition": "gpu", "gpus_per_run": 2}),
+    see dhvtlib.launch. With a launcher, `wait=False` submits and returns the runs finished so far; calling again
+    collects the others. The frame is then built from the run directories (`frame.attrs["jobs"]`: run directory ->
+    job id).
 
     `store`: a results tree read as a store of completed runs ("auto": the committed `results/`, see
     dhvtlib.paths; None: none): a run missing from `results_root` but completed there with the same recipe is
@@ -276,139 +251,88 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
     "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
     """
-    import pandas as pd
-
-    from . import launch
-
     cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
     if order not in ("row", "seed"):
         raise ValueError(f"order {order!r} is not an order of runs; use 'row' or 'seed'.")
+    todo, manifests = plan_runs(specs, seeds, preset, results_root, epochs, overrides, verbose,
+                                store=_store(store, results_root), need_weights=need_weights)
+    if order == "seed":
+        todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
+    tasks = _tasks(todo, data_dir, overrides.get("dataset"), download, device)
+    if plan_only:
+        tasks = []
+    jobs = {}
+    if cfg.launcher == "inline":
+        manifests.update(_train_inline(tasks, progress, verbose))
+    elif tasks:
+        jobs = launch.launch(tasks, cfg, results_root, verbose=verbose)
+        manifests.update(_recorded(tasks))
+    missing = [(spec.tag, seed) for spec, seed, *_ in todo] if plan_only else []
+    return _frame(specs, seeds, results_root, manifests, jobs, missing)
+
+
+def _store(store: str | Path | None, results_root: str | Path) -> str | Path | None:
+    """The results tree to reuse completed runs from: "auto" is the committed `results/` (dhvtlib.paths), and none
+    when it is `results_root` itself."""
     if store == "auto":
         store = store_root()
     if store is not None and Path(store).resolve() == Path(results_root).resolve():
-        store = None
-    todo, manifests = _plan(specs, seeds, preset, results_root, epochs, overrides, verbose, store=store,
-                            need_weights=need_weights)
-    if order == "seed":
-        todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
-    dataset = overrides.get("dataset")
-    tasks = [launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed,
-                            _str(spec_data_dir(spec, data_dir, dataset)), download, device)
-             for spec, seed, out, row_preset, kwargs in todo]
-    jobs = {}
-    if plan_only:
-        tasks = []
-    if cfg.launcher == "inline":
-        from .run.train import run as train_run
+        return None
+    return store
 
-        run = _stops_in_one_sentence(train_run)  # a hard interrupt also ends in one sentence in a notebook
-        for task in tasks:
-            out = Path(task.output)
-            resume = (out / "checkpoint-last.pt").exists()
-            if verbose:
-                print(f"{'resuming' if resume else 'training'} {task.tag} seed {task.seed} -> {out}", flush=True)
-            manifests[task.output] = run(task.preset, output=out, data_dir=task.data_dir, download=download,
-                                         device=device, resume=resume, experiment=task.experiment, tag=task.tag,
-                                         progress=progress, verbose=verbose, **task.kwargs)
-    elif tasks:
-        jobs = launch.launch(tasks, cfg, results_root, verbose=verbose)
-        for task in tasks:  # the table from the run directories, as far as they have got
-            manifest = read_manifest(task.output)
-            if manifest:
-                manifests[task.output] = manifest
+
+def _tasks(todo: list[tuple], data_dir: str | Path | Mapping[str, Any] | None, dataset: str | None,
+           download: bool, device: str) -> list[launch.RunTask]:
+    """The runs to train, as the launchers take them (each row reading its own data folder)."""
+    tasks = []
+    for spec, seed, out, row_preset, kwargs in todo:
+        folder = spec_data_dir(spec, data_dir, dataset)
+        tasks.append(launch.RunTask(str(out), row_preset, kwargs, spec.experiment, spec.tag, seed,
+                                    None if folder is None else str(folder), download, device))
+    return tasks
+
+
+def _train_inline(tasks: list[launch.RunTask], progress: bool, verbose: bool) -> dict[str, dict[str, Any]]:
+    """Launcher "inline": each run in this process, one after another; {run directory: manifest}."""
+    run = _stops_in_one_sentence(train_run)  # a hard interrupt also ends in one sentence in a notebook
+    manifests = {}
+    for task in tasks:
+        out = Path(task.output)
+        resume = (out / "checkpoint-last.pt").exists()
+        if verbose:
+            print(f"{'resuming' if resume else 'training'} {task.tag} seed {task.seed} -> {out}", flush=True)
+        manifests[task.output] = run(task.preset, output=out, data_dir=task.data_dir, download=task.download,
+                                     device=task.device, resume=resume, experiment=task.experiment, tag=task.tag,
+                                     progress=progress, verbose=verbose, **task.kwargs)
+    return manifests
+
+
+def _recorded(tasks: list[launch.RunTask]) -> dict[str, dict[str, Any]]:
+    """{run directory: manifest} of the submitted runs, as far as they have got (the table is built from the run
+    directories)."""
+    manifests = {}
+    for task in tasks:
+        manifest = read_manifest(task.output)
+        if manifest:
+            manifests[task.output] = manifest
+    return manifests
+
+
+def _frame(specs: list[RunSpec], seeds: Sequence[int], results_root: str | Path, manifests: dict[str, Any],
+           jobs: dict[str, str], missing: list[tuple[str, int]]):
+    """The manifests as a DataFrame, one row per run in the order of the rows and their seeds; `attrs["jobs"]` and
+    `attrs["missing"]` as `execute` says."""
+    import pandas as pd  # pandas is optional (the notebooks extra): only the table needs it, not the builders
+
     outs = [str(run_dir(results_root, spec, seed)) for spec in specs for seed in (spec.seeds or seeds)]
     frame = pd.DataFrame([manifests[o] for o in outs if o in manifests])
     if len(frame):
         frame["run_dir"] = frame["output"]  # the column dhvtlib.results reads runs from
         frame["label"] = frame["tag"].map({s.tag: s.label for s in specs})
     frame.attrs["jobs"] = jobs
-    frame.attrs["missing"] = [(spec.tag, seed) for spec, seed, *_ in todo] if plan_only else []
+    frame.attrs["missing"] = missing
     return frame
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def _plan(specs: list[RunSpec], seeds: Sequence[int], preset: str | None, results_root: str | Path,
-          epochs: int | None, overrides: dict[str, Any], verbose: bool, *, store: str | Path | None = None,
-          need_weights: bool = False):
-    """([(spec, seed, run dir, preset, run kwargs)] still to train, {run dir: manifest} of the runs that are not):
-    completed runs of the same recipe are reused (from `results_root`, else copied from `store`), diverged runs are
-    not retried; completed runs of another recipe (or without the weights asked for) are refused, all in one
-    sentence."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    extra_kwargs = overrides.pop("model_kwargs", {}) or {}
-    todo, done, refused = [], {}, []
-    for spec in specs:
-        row_preset = preset or spec.preset
-        if row_preset is None:
-            raise ValueError(f"row {spec.tag!r} names no preset; pass preset= (one of {', '.join(PRESETS)}).")
-        if isinstance(row_preset, str) and row_preset not in PRESETS:
-            raise ValueError(f"unknown preset {row_preset!r}; choose one of: {', '.join(PRESETS)}.")
-        for seed in spec.seeds or seeds:
-            out = run_dir(results_root, spec, seed)
-            kwargs = {**spec.recipe, **overrides, "model_kwargs": {**spec.model_kwargs, **extra_kwargs},
-                      "model": spec.model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
-            previous = read_manifest(out)
-            if not previous and store is not None:
-                previous = _reuse(run_dir(store, spec, seed), out, resolve(row_preset, **kwargs), need_weights)
-            if previous.get("status") == "completed":
-                diff = recipe_diff(previous.get("config", {}), resolve(row_preset, **kwargs))
-                if diff:
-                    refused.append((out, describe_diff(diff)))
-                elif need_weights and not (out / "model.safetensors").is_file():
-                    refused.append((out, "no model.safetensors"))
-                else:
-                    done[str(out)] = previous
-            elif previous.get("status") == "diverged":
-                if verbose:
-                    print(f"{spec.tag} seed {seed} diverged earlier and is not retried ({previous.get('error')}); "
-                          f"see {out}", flush=True)
-                done[str(out)] = previous
-            else:
-                todo.append((spec, seed, out, row_preset, kwargs))
-    if refused:
-        raise ValueError(_refusal(refused, Path(results_root), specs[0].experiment))
-    return todo, done
-
-
-def _refusal(refused: list[tuple[Path, str]], root: Path, experiment: str) -> str:
-    """One sentence naming every completed run that cannot serve this request, and the ways out (the
-    non-destructive ones first), in the notebooks' parameter names."""
-    reasons = sorted({why for _, why in refused})
-    names = ", ".join(str(out.relative_to(root)) if out.is_relative_to(root) else str(out) for out, _ in refused)
-    why = reasons[0] if len(reasons) == 1 else "; ".join(reasons)
-    return (f"{len(refused)} completed run(s) under {root} cannot be reused for this request ({why}): {names}; "
-            f"to keep them, pass another experiment (e.g. experiment={experiment.replace('/', '_') + '_2'!r}) or "
-            "output_dir, or delete those run folders to train them again.")
-
-
-_RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "metrics.csv", "model.safetensors")
-
-
-def _reuse(src: Path, out: Path, recipe: Recipe, need_weights: bool) -> dict[str, Any]:
-    """A completed run of `recipe` in the store, copied (records, and weights if present) into `out` as one rename;
-    {} when there is none to reuse."""
-    m = read_manifest(src)
-    if m.get("status") != "completed" or recipe_diff(m.get("config", {}), recipe):
-        return {}
-    if need_weights and not (src / "model.safetensors").is_file():
-        return {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    for name in _RUN_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, tmp / name)
-    m = {**m, "output": str(out), "reused_from": str(src)}
-    write_json(tmp / "manifest.json", m)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process made it first
-        shutil.rmtree(tmp, ignore_errors=True)
-        return read_manifest(out)
-    return m
 
 
 def _stops_in_one_sentence(run):
@@ -427,7 +351,7 @@ def _stops_in_one_sentence(run):
 
 
 # ------------------------------------------------------------------------------------------------ validation
-_CHOICES = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": ("inline", "local", "slurm")}
+_CHOICES = {"device": ("auto", "cpu", "cuda"), "preset": tuple(PRESETS), "launcher": launch.LAUNCHERS}
 _SIZES = ("img_size", "samples_per_class")  # a positive integer, or None (inferred / every image)
 
 

@@ -2,9 +2,9 @@
 
     experiments.execute(specs, seeds, launcher="local", launch_options={"workers": 2, "threads": 1})
     experiments.execute(specs, seeds, launcher="slurm", launch_options={"partition": "gpu", "gpus_per_run": 2})
-    dhvt-sweep --experiment ablation --table 5 --launcher slurm --partition gpu --gpus-per-run 2
+    dhvt-sweep --experiment ablation --table 5 --launcher slurm --partition gpu --gpus-per-run 2   (dhvtlib.sweep)
 
-Launchers (`LaunchConfig.launcher`):
+Launchers (`LaunchConfig.launcher`, one of `LAUNCHERS`):
 - "inline": today's behaviour, each run in this process, one after another (execute does it itself).
 - "local": submitit's LocalExecutor. `workers` concurrent jobs on this machine (default one per visible GPU, else
   one), each a process with `threads` torch threads (default: the CPU cores shared out) and, with GPUs, its own GPU.
@@ -16,42 +16,46 @@ Launchers (`LaunchConfig.launcher`):
 
 Runs stay the unit of truth: each job writes the run directory exactly as an inline run would, and the table is built
 from the run directories. Completed runs are never submitted; a run whose job is still alive (recorded in
-`<folder>/jobs.json`) is watched, not resubmitted, so re-running a notebook with `wait=False` later collects what
-finished. Preemption and time limits: submitit sends SIGUSR2; the job asks the run to stop at the next step boundary
-(the run's own graceful stop: checkpoint-last.pt, status 'interrupted'), then submitit's `checkpoint()` returns a
-DelayedSubmission of the same job, which is requeued and resumes with resume=True (bitwise-equal on CPU). A run that
-failed or was killed shows the last lines of its job's log.
+`<folder>/jobs.json`, see dhvtlib.jobs) is watched, not resubmitted, so re-running a notebook with `wait=False` later
+collects what finished. Preemption and time limits: submitit sends SIGUSR2; the job asks the run to stop at the next
+step boundary (the run's own graceful stop: checkpoint-last.pt, status 'interrupted'), then submitit's `checkpoint()`
+returns a DelayedSubmission of the same job, which is requeued and resumes with resume=True (bitwise-equal on CPU).
+A run that failed or was killed shows the last lines of its job's log.
+
+This module holds the launchers (what is submitted, and how); dhvtlib.jobs the bookkeeping of the jobs once
+submitted (registry, states, the watch loop). Neither imports dhvtlib.experiments.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime as dt
-import json
 import os
 import signal
-import socket
 import sys
-import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .data.datasets import DATASETS
-from .files import write_json
-from .recipe import resolve
-from .run.rundir import read_manifest
+import torch
 
-try:  # the launcher classes derive from Checkpointable; "inline" works without submitit
-    from submitit.helpers import Checkpointable
+from .data.datasets import DATASETS
+from .jobs import Registry, holder_alive, job_alive, watch
+from .recipe import resolve
+from .run.rundir import RunInterrupted, RunLockedError, StopSignals, read_manifest
+from .run.train import run
+
+try:  # submitit is optional: "inline" works without it (_submitit() refuses the job launchers in one sentence)
+    from submitit import JobEnvironment
+    from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 except ImportError:  # pragma: no cover - submitit is a dependency, but keep inline usable without it
     Checkpointable = object  # type: ignore[assignment,misc]
 
-__all__ = ["LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch", "run_state",
-           "slurm_executor", "sweep", "main"]
+__all__ = ["LAUNCHERS", "JOB_LAUNCHERS", "LaunchConfig", "RunTask", "LocalWorker", "SlurmRun", "config", "launch",
+           "check_tasks", "slurm_executor"]
 
-LAUNCHERS = ("inline", "local", "slurm")
-_LOG_LINES = 15
+LAUNCHERS = ("inline", "local", "slurm")  # every launcher name; the lists elsewhere (messages, choices) read this one
+JOB_LAUNCHERS = LAUNCHERS[1:]  # the launchers that submit submitit jobs ("inline" trains in execute())
+_JOB_LAUNCHERS = " and ".join(map(repr, JOB_LAUNCHERS))  # "'local' and 'slurm'", as messages name them
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def config(launcher: str | LaunchConfig | Mapping[str, Any] = "inline", **option
     return LaunchConfig(**{**base, **options})
 
 
-# ------------------------------------------------------------------------------------------------ the jobs
+# ------------------------------------------------------------------------------------------------ what a job trains
 @dataclass(frozen=True)
 class RunTask:
     """One (row, seed) run: everything `train.run` needs. Calling it trains the run, resuming it when its run
@@ -127,8 +131,6 @@ class RunTask:
     device: str = "auto"
 
     def __call__(self, verbose: bool = True) -> dict[str, Any]:
-        from .run.train import run
-
         resume = (Path(self.output) / "checkpoint-last.pt").exists()
         print(f"=== {'resuming' if resume else 'training'} {self.tag} seed {self.seed} -> {self.output}", flush=True)
         return run(self.preset, output=self.output, data_dir=self.data_dir, download=self.download,
@@ -142,16 +144,12 @@ class _Preemption:
     `checkpoint()`, the requeue, the exit) once the run has stopped with its checkpoint."""
 
     def __init__(self):
-        from submitit import JobEnvironment
-
         self.signum = JobEnvironment._usr_sig()
         self.requeue = signal.getsignal(self.signum)
         self.requested = False
         signal.signal(self.signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        from .run.rundir import StopSignals
-
         self.requested = True
         stop = signal.getsignal(signal.SIGUSR1)
         if isinstance(getattr(stop, "__self__", None), StopSignals):
@@ -166,8 +164,6 @@ class _Preemption:
 
 def _set_threads(threads: int | None) -> None:
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -181,8 +177,6 @@ class LocalWorker(Checkpointable):
         self.tasks, self.threads, self.requeues = list(tasks), threads, requeues
 
     def __call__(self) -> dict[str, str]:
-        from .run.rundir import RunInterrupted, RunLockedError
-
         _set_threads(self.threads)
         preemption = _Preemption()
         states = {}
@@ -191,7 +185,7 @@ class LocalWorker(Checkpointable):
             if state in ("completed", "diverged"):
                 states[task.output] = state
                 continue
-            if _holder_alive(Path(task.output)):
+            if holder_alive(Path(task.output)):
                 states[task.output] = "another worker"
                 continue
             try:
@@ -203,16 +197,12 @@ class LocalWorker(Checkpointable):
                     preemption.requeue_now()
                 raise SystemExit(e.exit_code) from None
             except Exception as e:  # the run directory says 'failed'; the next run still trains
-                import traceback
-
                 traceback.print_exc()
                 print(f"=== {task.tag} seed {task.seed} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 states[task.output] = "failed"
         return states
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        from submitit.helpers import DelayedSubmission
-
         return DelayedSubmission(LocalWorker(self.tasks, self.threads, self.requeues + 1))
 
 
@@ -223,11 +213,6 @@ class SlurmRun(Checkpointable):
         self.task, self.requeues = task, requeues
 
     def __call__(self) -> dict[str, Any] | None:
-        from submitit import JobEnvironment
-        from submitit.helpers import TorchDistributedEnvironment
-
-        from .run.rundir import RunInterrupted
-
         env = JobEnvironment()
         if env.num_tasks > 1:  # what torchrun would set: MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
@@ -242,17 +227,16 @@ class SlurmRun(Checkpointable):
             return None
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        from submitit.helpers import DelayedSubmission
-
         return DelayedSubmission(SlurmRun(self.task, self.requeues + 1))  # resumes: checkpoint-last.pt exists
 
 
 # ------------------------------------------------------------------------------------------------ executors
 def _submitit():
-    try:
+    """The submitit module, or one sentence saying the job launchers need it."""
+    try:  # at call time: submitit is optional, and a missing one (also made missing after import) is one sentence
         import submitit
     except ImportError:
-        raise ValueError("launchers 'local' and 'slurm' need submitit; pip install 'submitit>=1.5'.") from None
+        raise ValueError(f"launchers {_JOB_LAUNCHERS} need submitit; pip install 'submitit>=1.5'.") from None
     return submitit
 
 
@@ -284,8 +268,6 @@ def _local_executor(cfg: LaunchConfig, folder: Path, threads: int, gpu: int | No
 
 
 def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int | None]]:
-    import torch
-
     n_gpus = torch.cuda.device_count()
     workers = min(cfg.workers or n_gpus or 1, n_tasks)
     if n_gpus and workers > n_gpus:
@@ -295,108 +277,11 @@ def _local_workers(cfg: LaunchConfig, n_tasks: int) -> tuple[int, int, list[int 
     return workers, threads, [k if n_gpus else None for k in range(workers)]
 
 
-# ------------------------------------------------------------------------------------------------ state
-
-def _holder_alive(out: Path) -> bool:
-    """Whether a live process on this machine holds the run directory's lock."""
-    try:
-        info = json.loads((out / ".lock").read_text() or "{}")
-        if info.get("host") != socket.gethostname():
-            return False
-        os.kill(int(info["pid"]), 0)
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def run_state(out: str | Path) -> dict[str, Any]:
-    """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
-    out = Path(out)
-    m = read_manifest(out)
-    tops, epochs_done = [], 0
-    try:
-        for line in (out / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            epochs_done += 1
-            if "top1" in row:
-                tops.append(row["top1"])
-    except (OSError, ValueError):
-        pass
-    status = m.get("status", "queued")
-    if status == "running" and not _holder_alive(out) and m.get("ended") is None:
-        status = "running?"  # another machine (SLURM), or killed: the job state tells which
-    return {"status": status, "epoch": epochs_done, "epochs": (m.get("config") or {}).get("epochs"),
-            "best_top1": max(tops) if tops else None, "error": m.get("error")}
-
-
-def _line(task: RunTask, state: dict[str, Any], job: str | None) -> str:
-    s = f"{task.tag} s{task.seed}: {state['status']:<11}"
-    if state["epochs"]:
-        s += f" epoch {state['epoch']}/{state['epochs']}"
-    if state["best_top1"] is not None:
-        s += f"  best top-1 {state['best_top1']:.2f}"
-    s += f"  [job {job}]" if job else ""
-    return s + (f"  ({state['error']})" if state["status"] == "died" else "")
-
-
-class _Registry:
-    """`<folder>/jobs.json`: which job trains which run directory, so a later call watches it instead of
-    submitting it again."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "jobs.json"
-        try:
-            self.entries: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def add(self, output: str, launcher: str, job_id: str) -> None:
-        self.entries[output] = {"launcher": launcher, "job_id": job_id, "host": socket.gethostname(),
-                                "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-    def save(self) -> None:
-        write_json(self.path, self.entries)
-
-
-def _job(folder: Path, entry: Mapping[str, Any]):
+def _job_handle(folder: Path, entry: Mapping[str, Any]):
+    """submitit's handle of a job recorded in the registry (also one submitted in an earlier session)."""
     submitit = _submitit()
     cls = submitit.LocalJob if entry["launcher"] == "local" else submitit.SlurmJob
     return cls(folder=folder, job_id=entry["job_id"])
-
-
-def _alive(job, entry: Mapping[str, Any]) -> bool:
-    """A job that may still train its run: local ones by their controller's pid (also from an earlier session),
-    SLURM ones by their state."""
-    if entry["launcher"] == "local":
-        if getattr(job, "_process", None) is not None:
-            return not job.done()
-        if entry.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(entry["job_id"]), 0)
-            return Path(f"/proc/{entry['job_id']}").exists() and "zombie" not in Path(
-                f"/proc/{entry['job_id']}/status").read_text()
-        except (OSError, ValueError):
-            return False
-    return not job.done()
-
-
-def _log_tail(job, lines: int = _LOG_LINES) -> str:
-    try:
-        text = job.stderr() or ""  # submitit's log of the job (all its tasks)
-    except OSError:
-        text = ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _job_state(output: str, job, alive: bool) -> dict[str, Any]:
-    """`run_state`, where a run whose job is gone reads 'died' with its log's last line instead of 'running?'."""
-    state = run_state(output)
-    if state["status"] == "running?" and job is not None and not alive:
-        last = _log_tail(job, 1)
-        state = {**state, "status": "died", "error": state["error"] or (f"the job died; its log ends: {last}"
-                                                                         if last else "the job died")}
-    return state
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -405,23 +290,12 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
     """Submit the runs that no live job trains yet, show one progress line per run, and (cfg.wait) wait for all of
     them; returns {run directory: job id}. The caller builds the table from the run directories."""
     if cfg.launcher == "inline":
-        raise ValueError("launch() is for launchers 'local' and 'slurm'; 'inline' runs in execute().")
+        raise ValueError(f"launch() is for launchers {_JOB_LAUNCHERS}; 'inline' runs in execute().")
     _submitit()
     check_tasks(tasks)
     folder = Path(cfg.folder or Path(results_root) / ".submitit")
-    registry = _Registry(folder)
-    jobs: dict[str, Any] = {}
-    new = []
-    for task in tasks:
-        entry = registry.entries.get(task.output)
-        job = _job(folder, entry) if entry else None
-        if job is not None and _alive(job, entry):
-            jobs[task.output] = job
-            if verbose:
-                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
-                      flush=True)
-        else:
-            new.append(task)
+    registry = Registry(folder)
+    jobs, new = _live_jobs(tasks, registry, folder, verbose)
     if new:
         for task, job in _submit(new, cfg, folder):
             registry.add(task.output, cfg.launcher, job.job_id)
@@ -431,11 +305,29 @@ def launch(tasks: Sequence[RunTask], cfg: LaunchConfig, results_root: str | Path
                       flush=True)
         registry.save()
     if cfg.wait:
-        _watch(tasks, jobs, registry, cfg, verbose)
+        watch(tasks, jobs, registry, cfg.poll_s, verbose)
     elif verbose:
         print(f"{len(jobs)} run(s) submitted or running; re-run to collect what finished "
               f"(logs: {folder}).", flush=True)
     return {out: job.job_id for out, job in jobs.items()}
+
+
+def _live_jobs(tasks: Sequence[RunTask], registry: Registry, folder: Path,
+               verbose: bool) -> tuple[dict[str, Any], list[RunTask]]:
+    """({run directory: its job} of the runs a live job already trains, [the runs to submit])."""
+    jobs: dict[str, Any] = {}
+    new = []
+    for task in tasks:
+        entry = registry.entries.get(task.output)
+        job = _job_handle(folder, entry) if entry else None
+        if job is not None and job_alive(job, entry):
+            jobs[task.output] = job
+            if verbose:
+                print(f"{task.tag} seed {task.seed}: already submitted (job {entry['job_id']}), watching it",
+                      flush=True)
+        else:
+            new.append(task)
+    return jobs, new
 
 
 def check_tasks(tasks: Sequence[RunTask]) -> None:
@@ -463,149 +355,3 @@ def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[t
         ex = slurm_executor(cfg, folder, name=f"dhvt-{task.tag.replace('/', '-')}-s{task.seed}")
         out.append((task, ex.submit(SlurmRun(task))))
     return out
-
-
-def _watch(tasks: Sequence[RunTask], jobs: Mapping[str, Any], registry: _Registry, cfg: LaunchConfig,
-           verbose: bool) -> None:
-    """Print a run's line whenever it changes until no job is alive; then the log tail of each run not completed."""
-    shown: dict[str, str] = {}
-    try:
-        while True:
-            alive = {out: _alive(job, registry.entries[out]) for out, job in jobs.items()}
-            for task in tasks:
-                job = jobs.get(task.output)
-                line = _line(task, _job_state(task.output, job, alive.get(task.output, True)),
-                             job.job_id if job is not None else None)
-                if verbose and shown.get(task.output) != line:
-                    print(line, flush=True)
-                    shown[task.output] = line
-            if not any(alive.values()):
-                break
-            time.sleep(cfg.poll_s)
-    except KeyboardInterrupt:
-        print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
-        raise
-    for task in tasks:
-        state = run_state(task.output)
-        if state["status"] != "completed" and task.output in jobs:
-            status = {"running?": "stopped: the job died before finishing it",
-                      "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
-            hint = "it is not retried" if status == "diverged" else "re-run to resume it"
-            print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
-                  + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{_log_tail(jobs[task.output])}",
-                  file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def _parser() -> argparse.ArgumentParser:
-    from .models.ablations import ABLATION_TABLES
-    from .recipe import PRESETS
-
-    ap = argparse.ArgumentParser(prog="dhvt-sweep", description="Train a table's (row, seed) runs as local or SLURM "
-                                 "jobs (submitit) and print the job ids; re-run with --wait to follow them.")
-    ap.add_argument("--experiment", required=True, choices=["quick", "cifar100", "ablation", "ladder", "domainnet",
-                                                            "imagenet"])
-    ap.add_argument("--table", help=f"ablation table: {', '.join(t.removeprefix('table') for t in ABLATION_TABLES)} "
-                    "or ladder")
-    ap.add_argument("--variant", default="tiny", choices=["tiny", "small"], help="ablation width")
-    ap.add_argument("--rows", nargs="+", help="only these rows of the table")
-    ap.add_argument("--models", nargs="+", help="models (quick, cifar100, domainnet, imagenet)")
-    ap.add_argument("--domains", nargs="+", help="DomainNet domains")
-    ap.add_argument("--name", help="results folder of the experiment (default: the notebook's)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the notebook's seeds")
-    ap.add_argument("--preset", choices=list(PRESETS), help="default: each row's own preset")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--dataset", help="replace the experiment's data set (e.g. fashion_mnist)")
-    ap.add_argument("--results-root", default="results")
-    ap.add_argument("--data-dir", help="data set folder (DomainNet: the folder holding <domain>/)")
-    ap.add_argument("--download", action="store_true")
-    ap.add_argument("--device", default="auto")
-    g = ap.add_argument_group("launcher")
-    g.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "inline"])
-    g.add_argument("--wait", action="store_true", help="wait for the jobs, showing one line per run")
-    g.add_argument("--workers", type=int, help="local: concurrent jobs (default: one per GPU, else 1)")
-    g.add_argument("--threads", type=int, help="local: torch threads per job")
-    g.add_argument("--partition")
-    g.add_argument("--gpus-per-run", type=int, default=1)
-    g.add_argument("--nodes", type=int, default=1)
-    g.add_argument("--time-min", type=int, default=LaunchConfig.time_min)
-    g.add_argument("--account")
-    g.add_argument("--cpus-per-task", type=int)
-    g.add_argument("--mem-gb", type=float)
-    g.add_argument("--setup", action="append", default=[], help="shell line run before each job (repeatable)")
-    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option")
-    g.add_argument("--folder", help="submitit's folder (default <results-root>/.submitit)")
-    return ap
-
-
-_DEFAULT_SEEDS = {"quick": [0], "cifar100": [0, 1, 2, 3, 4], "ablation": [0, 1, 2, 3], "ladder": [0, 1, 2, 3],
-                  "domainnet": [0, 1, 2, 3], "imagenet": [0]}
-
-
-def _specs(args) -> tuple[list, str | None]:
-    """(specs, data_dir) of the CLI's experiment, named as its notebook names it (a DomainNet row reads
-    <data_dir>/<domain>, see experiments.spec_data_dir)."""
-    from . import experiments as E
-
-    models = [args.models] if args.models else []  # (else the builder's default models)
-    if args.experiment == "quick":
-        return E.quickstart_runs(*models, experiment=args.name or "quick"), args.data_dir
-    if args.experiment == "cifar100":
-        return E.cifar100_runs(*models), args.data_dir
-    if args.experiment in ("ablation", "ladder"):
-        table = "ladder" if args.experiment == "ladder" else args.table
-        if not table:
-            raise ValueError("--experiment ablation needs --table (5, 6, 8, 9, 10, 11, affine or ladder).")
-        table = E.ablation_table(table)  # (the builders check the table, the variant and the rows)
-        name = args.name or f"ablation/{table}_{args.variant}"
-        return (E.ladder_runs(name, args.rows) if table == "ladder"
-                else E.ablation_runs(table, args.variant, args.rows, experiment=name)), args.data_dir
-    if args.experiment == "domainnet":
-        domains = args.domains or ["clipart", "painting", "sketch"]
-        return E.domainnet_runs(domains, *models), args.data_dir or "data/domainnet"
-    return E.imagenet_runs(*models), args.data_dir
-
-
-def sweep(argv: list[str] | None = None) -> dict[str, str]:
-    """dhvt-sweep's work: submit (and with --wait follow) the runs, print one 'job id<TAB>run directory' line per
-    run; returns {run directory: job id}. A bad value ends in SystemExit with one sentence."""
-    from . import experiments as E
-
-    args = _parser().parse_args(argv)
-    bad_seeds = [s for s in args.seeds or () if s < 0]
-    if bad_seeds:
-        raise SystemExit(f"dhvt-sweep: --seeds {bad_seeds[0]} is negative; seeds are integers from 0.")
-    if args.dataset is not None and args.dataset not in DATASETS:
-        raise SystemExit(f"dhvt-sweep: --dataset {args.dataset!r} is not known; use one of "
-                         f"{', '.join(sorted(DATASETS))}.")
-    try:
-        sbatch = dict(kv.split("=", 1) for kv in args.sbatch)
-    except ValueError:
-        raise SystemExit(f"dhvt-sweep: --sbatch takes KEY=VALUE, got {args.sbatch!r}.") from None
-    try:
-        cfg = config(args.launcher, workers=args.workers, threads=args.threads, partition=args.partition,
-                     gpus_per_run=args.gpus_per_run, nodes=args.nodes, time_min=args.time_min, account=args.account,
-                     cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, setup=args.setup, sbatch=sbatch,
-                     folder=args.folder, wait=args.wait)
-        specs, data_dir = _specs(args)
-        frame = E.execute(specs, args.seeds or _DEFAULT_SEEDS[args.experiment], preset=args.preset,
-                          results_root=args.results_root, data_dir=data_dir, download=args.download,
-                          device=args.device, epochs=args.epochs, dataset=args.dataset,
-                          launcher=cfg)
-        jobs: dict[str, str] = frame.attrs.get("jobs", {})
-    except ValueError as e:
-        raise SystemExit(f"dhvt-sweep: {e}") from None
-    for out, job in jobs.items():
-        print(f"{job}\t{out}")
-    return jobs
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The dhvt-sweep console script: exit status 0 when the runs were submitted (and, with --wait, followed)."""
-    sweep(argv)
-
-
-if __name__ == "__main__":  # run the package's module, not a second copy of its classes under __main__
-    from dhvtlib.launch import main as _main
-
-    _main()

@@ -32,6 +32,7 @@ One file holds the study's design, its plan and its pre-registered verdicts (REA
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import pandas as pd
 
 from .data import dataset_info
 from .experiments import RunSpec, execute
+from .launch import LAUNCHERS
 from .models import create_model, matched_width
 from .paths import output_dir
 
@@ -418,14 +420,12 @@ def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m dhvtlib.study", description=__doc__.split("\n")[0])
     ap.add_argument("--output-dir", default=None, help="results tree (default: dhvtlib.paths.output_dir())")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--launcher", default="local", choices=("inline", "local"))
+    ap.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "slurm"])  # this machine's
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     args = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 the inline table run for run; the SLURM path's sbatch script, parameters and requeue without a cluster; bad input."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhvtlib import experiments, launch
+from dhvtlib import experiments, launch, sweep
+from dhvtlib.jobs import Registry, holder_alive, job_alive, watch
 from dhvtlib.checkpoint import sha256
 from fakedata import fake_fashion_mnist
 
@@ -75,9 +77,10 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
     for out, sig in ((killed, signal.SIGKILL), (preempted, signal.SIGUSR2)):
         _wait_for(lambda: (out / "checkpoint-last.pt").exists(), what=f"a checkpoint in {out}")
         os.kill(_holder(out), sig)
-    _wait_for(lambda: not launch._holder_alive(killed), what="the killed run's process to end")
+    _wait_for(lambda: not holder_alive(killed), what="the killed run's process to end")
     worker0 = {"launcher": "local", "job_id": jobs[str(killed)], "host": socket.gethostname()}
-    _wait_for(lambda: not launch._alive(launch._job(root / ".submitit", worker0), worker0), what="worker 0 to end")
+    _wait_for(lambda: not job_alive(launch._job_handle(root / ".submitit", worker0), worker0),
+              what="worker 0 to end")
     # killed mid-run; the workers share one queue, so the requeued worker 1 may already have taken it over
     assert json.loads((killed / "manifest.json").read_text())["status"] in ("running", "completed")
 
@@ -249,22 +252,22 @@ def test_notebooks_validate_the_launcher():
 
 
 def test_cli_prints_one_job_id_per_run(fmnist, tmp_path, fake_slurm, capsys):
-    jobs = launch.sweep(["--experiment", "ablation", "--table", "5", "--rows", "none", "pe", "--seeds", "0",
+    jobs = sweep.sweep(["--experiment", "ablation", "--table", "5", "--rows", "none", "pe", "--seeds", "0",
                         "--preset", "smoke", "--results-root", str(tmp_path), "--launcher", "slurm",
                         "--partition", "gpu", "--gpus-per-run", "2", "--sbatch", "qos=high"])
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
     assert sorted(j for j, _ in lines) == ["4242", "4243"] and dict((o, j) for j, o in lines) == jobs
     assert all("/ablation/table5_tiny/table5__" in o for _, o in lines)
-    cli = subprocess.run([sys.executable, "-m", "dhvtlib.launch", "--experiment", "ladder", "--rows", "table5/pe",
+    cli = subprocess.run([sys.executable, "-m", "dhvtlib.sweep", "--experiment", "ladder", "--rows", "table5/pe",
                           "--seeds", "3", "--preset", "smoke", "--results-root", str(tmp_path), "--launcher", "slurm",
                           "--partition", "gpu"], capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.splitlines()[-1] == f"4244\t{tmp_path}/ablation/ladder_tiny/table5__pe/s3"  # as notebook 02
     with pytest.raises(SystemExit, match="dhvt-sweep: --experiment ablation needs --table"):
-        launch.main(["--experiment", "ablation", "--launcher", "slurm", "--partition", "gpu"])
+        sweep.main(["--experiment", "ablation", "--launcher", "slurm", "--partition", "gpu"])
     with pytest.raises(SystemExit, match="dhvt-sweep: launcher 'slurm' needs a partition"):
-        launch.main(["--experiment", "ladder", "--launcher", "slurm"])
+        sweep.main(["--experiment", "ladder", "--launcher", "slurm"])
 
 
 @pytest.mark.slow
@@ -294,7 +297,7 @@ def test_cli_exits_0_on_success_and_checks_seeds_and_data_set_before_submitting(
     base = ["--experiment", "ladder", "--rows", "table5/pe", "--preset", "smoke", "--results-root", str(tmp_path),
             "--launcher", "slurm", "--partition", "gpu"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    script = "import sys; from dhvtlib.launch import main; sys.exit(main())"  # what the console script runs
+    script = "import sys; from dhvtlib.sweep import main; sys.exit(main())"  # what the console script runs
     ok = subprocess.run([sys.executable, "-c", script, *base, "--seeds", "0"], capture_output=True, text=True,
                         timeout=300, cwd=ROOT, env=env)
     assert ok.returncode == 0 and ok.stderr == "", ok.stderr
@@ -327,9 +330,54 @@ def test_watching_a_run_whose_job_died_says_so_with_the_log_s_last_line(tmp_path
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps({"status": "running", "ended": None, "config": {"epochs": 3}}))
     task = launch.RunTask(str(out), "smoke", {}, "quick", "t", 0)
-    registry = launch._Registry(tmp_path)
+    registry = Registry(tmp_path)
     registry.add(str(out), "local", "77")
-    launch._watch([task], {str(out): _DeadJob()}, registry, launch.config("local", poll_s=0.01), verbose=True)
+    watch([task], {str(out): _DeadJob()}, registry, poll_s=0.01, verbose=True)
     cap = capsys.readouterr()
     assert "t s0: died" in cap.out and "4711 Killed" in cap.out and "running?" not in cap.out
     assert "t seed 0 is stopped: the job died before finishing it" in cap.err
+
+
+# ------------------------------------------------------------------------------------------------ one table
+def _notebook_seeds(notebook: str) -> list[int]:
+    """`seeds` in a notebook's parameters cell (read, not run)."""
+    cells = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    source = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    return next(ast.literal_eval(node.value) for node in ast.parse(source).body
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["seeds"])
+
+
+def test_the_experiment_table_is_the_notebooks_and_the_cli_s():
+    """One table of named experiments: each notebook's default seeds are its entry's, and dhvt-sweep offers exactly
+    its names with those seeds (--seeds left out)."""
+    for name, exp in experiments.EXPERIMENTS.items():
+        assert _notebook_seeds(exp.notebook) == list(exp.seeds), name
+    choices = next(a.choices for a in sweep._parser()._actions if a.dest == "experiment")
+    assert choices == list(experiments.EXPERIMENTS)
+    assert launch.JOB_LAUNCHERS == tuple(x for x in launch.LAUNCHERS if x != "inline")
+
+
+def _imports(module: str) -> set[str]:
+    """The dhvtlib modules `module` imports, at module level or inside functions."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = module.rsplit(".", node.level)[0]
+            found.update(f"{base}.{node.module}" if node.module else f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dhvtlib"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("dhvtlib"))
+    return found
+
+
+def test_the_launchers_import_nothing_above_them():
+    """sweep -> experiments -> plan -> runspec, experiments -> launch -> jobs: no module imports one above it."""
+    above = {"dhvtlib.launch": {"dhvtlib.experiments", "dhvtlib.sweep", "dhvtlib.plan", "dhvtlib.study"},
+             "dhvtlib.jobs": {"dhvtlib.launch", "dhvtlib.experiments", "dhvtlib.sweep", "dhvtlib.plan"},
+             "dhvtlib.experiments": {"dhvtlib.sweep", "dhvtlib.study"},
+             "dhvtlib.plan": {"dhvtlib.experiments", "dhvtlib.launch", "dhvtlib.sweep"},
+             "dhvtlib.runspec": {"dhvtlib.experiments", "dhvtlib.plan", "dhvtlib.launch", "dhvtlib.sweep"}}
+    for module, forbidden in above.items():
+        assert not _imports(module) & forbidden, module

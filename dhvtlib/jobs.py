@@ -1,0 +1,157 @@
+"""Job bookkeeping for the launchers (dhvtlib.launch): which submitit job trains which run directory
+(`<folder>/jobs.json`), whether a job or a run's lock holder is still alive, a run's state read from its directory,
+and the watch loop that prints one line per run until no job is alive.
+
+Runs stay the unit of truth: a run's state comes from its run directory (manifest, metrics, lock); a job only tells
+whether someone may still be training it, and its log's last lines when it stopped early.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .files import write_json
+from .run.rundir import read_manifest
+
+__all__ = ["Registry", "job_alive", "holder_alive", "run_state", "job_state", "log_tail", "status_line", "watch"]
+
+LOG_LINES = 15
+
+
+class Registry:
+    """`<folder>/jobs.json`: which job trains which run directory, so a later call watches it instead of
+    submitting it again."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "jobs.json"
+        try:
+            self.entries: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def add(self, output: str, launcher: str, job_id: str) -> None:
+        self.entries[output] = {"launcher": launcher, "job_id": job_id, "host": socket.gethostname(),
+                                "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def save(self) -> None:
+        write_json(self.path, self.entries)
+
+
+def job_alive(job, entry: Mapping[str, Any]) -> bool:
+    """A job that may still train its run: local ones by their controller's pid (also from an earlier session),
+    SLURM ones by their state."""
+    if entry["launcher"] == "local":
+        if getattr(job, "_process", None) is not None:
+            return not job.done()
+        if entry.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(entry["job_id"]), 0)
+            return Path(f"/proc/{entry['job_id']}").exists() and "zombie" not in Path(
+                f"/proc/{entry['job_id']}/status").read_text()
+        except (OSError, ValueError):
+            return False
+    return not job.done()
+
+
+def holder_alive(out: Path) -> bool:
+    """Whether a live process on this machine holds the run directory's lock."""
+    try:
+        info = json.loads((out / ".lock").read_text() or "{}")
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_state(out: str | Path) -> dict[str, Any]:
+    """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
+    out = Path(out)
+    m = read_manifest(out)
+    tops, epochs_done = [], 0
+    try:
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            epochs_done += 1
+            if "top1" in row:
+                tops.append(row["top1"])
+    except (OSError, ValueError):
+        pass
+    status = m.get("status", "queued")
+    if status == "running" and not holder_alive(out) and m.get("ended") is None:
+        status = "running?"  # another machine (SLURM), or killed: the job state tells which
+    return {"status": status, "epoch": epochs_done, "epochs": (m.get("config") or {}).get("epochs"),
+            "best_top1": max(tops) if tops else None, "error": m.get("error")}
+
+
+def log_tail(job, lines: int = LOG_LINES) -> str:
+    try:
+        text = job.stderr() or ""  # submitit's log of the job (all its tasks)
+    except OSError:
+        text = ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def job_state(output: str, job, alive: bool) -> dict[str, Any]:
+    """`run_state`, where a run whose job is gone reads 'died' with its log's last line instead of 'running?'."""
+    state = run_state(output)
+    if state["status"] == "running?" and job is not None and not alive:
+        last = log_tail(job, 1)
+        state = {**state, "status": "died", "error": state["error"] or (f"the job died; its log ends: {last}"
+                                                                         if last else "the job died")}
+    return state
+
+
+def status_line(task, state: dict[str, Any], job: str | None) -> str:
+    """One run's progress line; `task` is a launch.RunTask (its tag and seed)."""
+    s = f"{task.tag} s{task.seed}: {state['status']:<11}"
+    if state["epochs"]:
+        s += f" epoch {state['epoch']}/{state['epochs']}"
+    if state["best_top1"] is not None:
+        s += f"  best top-1 {state['best_top1']:.2f}"
+    s += f"  [job {job}]" if job else ""
+    return s + (f"  ({state['error']})" if state["status"] == "died" else "")
+
+
+def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, poll_s: float, verbose: bool) -> None:
+    """Print a run's line whenever it changes until no job is alive, checking every `poll_s` seconds; then the log
+    tail of each run not completed. `tasks` are launch.RunTasks, `jobs` {run directory: its job}."""
+    shown: dict[str, str] = {}
+    try:
+        while True:
+            alive = {out: job_alive(job, registry.entries[out]) for out, job in jobs.items()}
+            for task in tasks:
+                job = jobs.get(task.output)
+                line = status_line(task, job_state(task.output, job, alive.get(task.output, True)),
+                                   job.job_id if job is not None else None)
+                if verbose and shown.get(task.output) != line:
+                    print(line, flush=True)
+                    shown[task.output] = line
+            if not any(alive.values()):
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
+        raise
+    for task in tasks:
+        _tell_unfinished(task, jobs)
+
+
+def _tell_unfinished(task, jobs: Mapping[str, Any]) -> None:
+    """After watching: a run its job did not complete, with why and the last lines of the job's log (stderr)."""
+    state = run_state(task.output)
+    if state["status"] != "completed" and task.output in jobs:
+        status = {"running?": "stopped: the job died before finishing it",
+                  "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
+        hint = "it is not retried" if status == "diverged" else "re-run to resume it"
+        print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
+              + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{log_tail(jobs[task.output])}",
+              file=sys.stderr, flush=True)
