@@ -132,7 +132,7 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     prov = {**provenance(done), "runs": f"{len(f)} completed", "wall": f"{f['wall_s'].sum() / 3600:.2f} h of runs "
             "in all (one thread each)"}
     caption = (f"{experiment}: Fashion-MNIST, {len(f)} completed runs; mean, std and 95% bootstrap CI over seeds; "
-               "design and verdict criteria in dhvtlib/study.py and the README")
+               "design and verdict criteria in dhvtlib/study/ and the README")
     files = write_table(summary, out / "table", title=f"{experiment}: test top-1 (%) at the last epoch vs training "
                         "images per class", provenance=prov, caption=caption)
     verdict = claim1_sentence(claim1)

@@ -1,0 +1,191 @@
+"""The study's runs: the plan (grid, convergence and precision checks, in the order to train them), training it
+(`run_study`, `python -m dhvtlib.study`) and what is left (`remaining`, `progress_line`)."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..data import dataset_info
+from ..experiments import RunSpec, execute
+from ..launch import LAUNCHERS
+from ..models import create_model, matched_width
+from ..paths import output_dir
+from .design import (BATCH, CONVERGENCE_SIZES, GRID_SCALE, LABELS, MODELS, PRECISION_CHECK, SIZES, VIT, budget,
+                     seeds_for, variant)
+from .stats import study_frame
+
+__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "run_study", "remaining",
+           "progress_line", "main"]
+
+
+def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int = GRID_SCALE, cnn_width: int,
+          dataset: str, num_classes: int, test_samples_per_class: int | None, seeds: Sequence[int],
+          **recipe: Any) -> RunSpec:
+    name, preset = MODELS[model]
+    arch = {"width": cnn_width} if name.startswith("resnet") else dict(VIT)
+    b = budget(n, num_classes, BATCH, scale=scale)
+    values = {"dataset": dataset, "samples_per_class": n, "batch_size": BATCH,
+              "test_samples_per_class": test_samples_per_class, **b.recipe(), **recipe}
+    tag = f"{model}/{n}pc/scale{scale}" + ("/fp32" if fp32 else "")
+    v = variant(tag)
+    return RunSpec(experiment, tag, f"{LABELS[model]}, {n}/class" + (f" ({v})" if v else ""), name,
+                   arch, values, preset=preset, seeds=tuple(seeds))
+
+
+
+def _context(dataset: str, data_dir, models: Sequence[str], cnn_width: int | None) -> tuple[int, int]:
+    """(num_classes, the CNN's width matched to DHVT's parameter count)."""
+    info = dataset_info(dataset, data_dir)
+    if cnn_width is None:
+        dhvt = create_model(MODELS["dhvt"][0], img_size=info.img_size, in_chans=info.in_chans,
+                            num_classes=info.num_classes, **VIT)
+        cnn_width = matched_width(sum(p.numel() for p in dhvt.parameters()), MODELS["resnet"][0],
+                                  in_chans=info.in_chans, num_classes=info.num_classes)
+    return info.num_classes, cnn_width
+
+
+def _check_args(samples_per_class: Sequence[int], models: Sequence[str]) -> None:
+    bad = [m for m in models if m not in MODELS]
+    if bad or not models:
+        raise ValueError(f"model {bad[0] if bad else models!r} is not in the study; choose from: {', '.join(MODELS)}.")
+    bad_n = [n for n in samples_per_class if not isinstance(n, int) or isinstance(n, bool) or n < 1]
+    if bad_n or not samples_per_class:
+        raise ValueError(f"samples_per_class {list(samples_per_class)!r} must be a non-empty list of positive "
+                         "integers, e.g. [10, 30, 100, 300, 1000].")
+
+
+def efficiency_runs(samples_per_class: Sequence[int] = SIZES, models: Sequence[str] = tuple(MODELS), *,
+                    seeds: Sequence[int] | None = None, dataset: str = "fashion_mnist", data_dir=None,
+                    cnn_width: int | None = None, test_samples_per_class: int | None = 500,
+                    experiment: str = "efficiency/fmnist") -> list[RunSpec]:
+    """The main grid: one row per (model, size), with its own seeds (`seeds_for`, or `seeds` for every row)."""
+    _check_args(samples_per_class, models)
+    k, width = _context(dataset, data_dir, models, cnn_width)
+    return [_spec(m, n, experiment=experiment, cnn_width=width, dataset=dataset, num_classes=k,
+                  test_samples_per_class=test_samples_per_class, seeds=seeds if seeds is not None else seeds_for(n))
+            for n in sorted(samples_per_class) for m in models]
+
+
+def convergence_runs(models: Sequence[str] = tuple(MODELS), sizes: Sequence[int] = CONVERGENCE_SIZES, *,
+                     dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
+                     test_samples_per_class: int | None = 500, experiment: str = "efficiency/fmnist"
+                     ) -> list[RunSpec]:
+    """Seed 0 at each size with twice the budget (variant 'x2')."""
+    _check_args(sizes, models)
+    k, width = _context(dataset, data_dir, models, cnn_width)
+    return [_spec(m, n, experiment=experiment, scale=2 * GRID_SCALE, cnn_width=width, dataset=dataset,
+                  num_classes=k, test_samples_per_class=test_samples_per_class, seeds=(0,))
+            for n in sizes for m in models]
+
+
+def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
+                   test_samples_per_class: int | None = 500, experiment: str = "efficiency/fmnist") -> list[RunSpec]:
+    """`PRECISION_CHECK` in fp32 at seeds 0-2 (variant 'fp32'), beside the grid's runs in the precision
+    `auto` picks."""
+    model, n = PRECISION_CHECK
+    k, width = _context(dataset, data_dir, [model], cnn_width)
+    return [_spec(model, n, experiment=experiment, fp32=True, cnn_width=width, dataset=dataset, num_classes=k,
+                  test_samples_per_class=test_samples_per_class, seeds=(0, 1, 2), precision="fp32")]
+
+
+def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: Any) -> list[RunSpec]:
+    """Every row of the study (`efficiency_runs(**kwargs)`, then the convergence and precision checks of the models
+    asked for), in the order to run them: the cheap convergence size and its 2x check, the other sizes (`run_study`
+    trains every row's first seed first), then the expensive 2x check and the fp32 check (`late`)."""
+    grid = efficiency_runs(**kwargs)
+    common = {k: v for k, v in kwargs.items() if k not in ("seeds", "samples_per_class", "models")}
+    models = list(kwargs.get("models", MODELS))
+    conv = convergence_runs(models, **common) if convergence else []
+    small = min(CONVERGENCE_SIZES)
+    first = [s for s in grid if s.recipe["samples_per_class"] == small]
+    small_conv = [s for s in conv if s.recipe["samples_per_class"] == small]
+    rest = [s for s in grid if s not in first]
+    big_conv = [s for s in conv if s not in small_conv]
+    prec = precision_runs(**common) if precision and PRECISION_CHECK[0] in models else []
+    return first + small_conv + rest + big_conv + prec
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def late(spec: RunSpec) -> bool:
+    """The rows trained after every seed of the others: the 2x check at the largest size and the fp32 check."""
+    big = spec.tag.split("/")[1] == f"{max(CONVERGENCE_SIZES)}pc"
+    return variant(spec.tag) == "fp32" or (big and variant(spec.tag) == "x2")
+
+
+def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, launcher: str = "local",
+              workers: int = 2, threads: int = 1, wait: bool = True, data_dir=None, device: str = "cpu",
+              **overrides: Any) -> pd.DataFrame:
+    """Every run of `specs` (a `study_plan`): completed ones reused (also from the committed store), the others
+    trained (`train`) with `launcher` ('local': `workers` processes of `threads` threads sharing one queue;
+    'inline'): every row's first seed first, the `late` rows last. Returns the manifests (`attrs["missing"]`: runs
+    not trained)."""
+    frames = []
+    for group in ([s for s in specs if not late(s)], [s for s in specs if late(s)]):
+        if group:
+            frames.append(execute(group, (0,), results_root=results_root, data_dir=data_dir, device=device,
+                                  launcher=launcher, wait=wait, order="seed", progress=False, plan_only=not train,
+                                  launch_options={"workers": workers, "threads": threads}
+                                  if launcher != "inline" else None, **overrides))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frame.attrs["missing"] = [m for f in frames for m in f.attrs.get("missing", [])]
+    return frame
+
+
+def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> dict[str, float]:
+    """What is left of the plan: runs, optimizer updates and core-hours at the seconds per update measured in the
+    completed runs of each model (one thread each; the median over the model's runs, else over all runs)."""
+    done_keys = set()
+    if len(runs):
+        c = runs[runs["status"].eq("completed")]
+        done_keys = set(zip(c["tag"].astype(str), c["seed"].astype(int)))
+    f = study_frame(runs)
+    per_update = (f["wall_s"] / f["steps"]).groupby(f["model"]).median() if len(f) else pd.Series(dtype=float)
+    fallback = float(per_update.median()) if len(per_update) else math.nan
+    out = {"runs": 0, "done": 0, "updates": 0, "core_hours": 0.0}
+    for s in specs:
+        r = s.recipe
+        steps = r["epochs"] * (r["samples_per_class"] * num_classes // r["batch_size"])
+        for seed in s.seeds or (0,):
+            out["runs"] += 1
+            if (s.tag, seed) in done_keys:
+                out["done"] += 1
+                continue
+            out["updates"] += steps
+            out["core_hours"] += steps * float(per_update.get(s.tag.split("/")[0], fallback)) / 3600
+    return out
+
+
+def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> str:
+    """'87 runs in the plan: 12 completed, 75 not yet (...)' (with what is left and how to train it)."""
+    r = remaining(runs, specs, num_classes)
+    left = r["runs"] - r["done"]
+    line = f"{r['runs']} runs in the plan: {r['done']} completed, {left} not yet"
+    if not left:
+        return line
+    hours = f", about {r['core_hours']:.0f} core-hours at the measured seconds per update" \
+        if math.isfinite(r["core_hours"]) else ""
+    return (line + f" ({r['updates']:,} updates{hours}; train=True trains them here; the study's own command: "
+            "python -m dhvtlib.study)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m dhvtlib.study", description="The title claim, tested: does a plain ViT fall further behind a CNN as data shrinks, and does DHVT close the gap?")
+    ap.add_argument("--output-dir", default=None, help="results tree (default: dhvtlib.paths.output_dir())")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "slurm"])  # this machine's
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    args = ap.parse_args(argv)
+    try:
+        specs = study_plan(models=args.models, samples_per_class=args.sizes, data_dir=args.data_dir)
+        runs = run_study(specs, output_dir(args.output_dir), workers=args.workers, threads=args.threads,
+                         launcher=args.launcher, data_dir=args.data_dir)
+        print(progress_line(runs, specs))
+    except ValueError as e:
+        raise SystemExit(f"python -m dhvtlib.study: {e}") from None
+

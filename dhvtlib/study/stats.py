@@ -1,0 +1,168 @@
+"""The study's pre-registered statistics: one row per completed run (`study_frame`), the summary, convergence and
+precision tables, bootstrap CIs (`paired_ci`, `slope_ci`) and the verdicts on both claims (`verdicts`)."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .design import CNN_REFERENCE, CONVERGENCE_POINTS, PRECISION_CHECK, variant
+
+__all__ = ["study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "precision_table",
+           "verdicts"]
+
+
+def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per completed run: model, samples_per_class, variant (`variant`: '' for the grid), seed, top1
+    (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s."""
+    if runs is None or len(runs) == 0:
+        return pd.DataFrame(columns=["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps",
+                                     "wall_s"])
+    done = runs[runs["status"].eq("completed")]
+    rows = []
+    for r in done.to_dict("records"):
+        parts = str(r["tag"]).split("/")
+        cfg = r["config"] if isinstance(r["config"], dict) else json.loads(r["config"])
+        rows.append({"model": parts[0], "samples_per_class": int(r["samples_per_class"]),
+                     "variant": variant(str(r["tag"])), "seed": int(r["seed"]),
+                     "top1": float(r["final_top1"]), "best_top1": float(r["best_top1"]),
+                     "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
+                     "wall_s": float(r["wall_s"] or 0.0)})
+    return pd.DataFrame(rows)
+
+
+def _boot(rng: np.random.Generator, values: np.ndarray, n: int) -> np.ndarray:
+    """n bootstrap means of `values` (resampling with replacement)."""
+    idx = rng.integers(0, len(values), size=(n, len(values)))
+    return values[idx].mean(axis=1)
+
+
+def paired_ci(diffs: Sequence[float], n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5%, 97.5%) of paired differences, the CI by bootstrap over seeds (percentile). With 3-5 seeds a
+    bootstrap CI is narrower than a t-interval would be: read it as a description of the seeds run."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan
+    b = _boot(np.random.default_rng(seed), d, n_boot)
+    return float(d.mean()), float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    x0 = x - x.mean()
+    return float((x0 * (y - y.mean())).sum() / (x0 ** 2).sum())
+
+
+def slope_ci(per_size: dict[int, Sequence[float]], n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """(slope, 2.5%, 97.5%): least-squares slope of the per-size mean of `per_size[n]` against log10(n), the CI by
+    bootstrap resampling the values (seeds) within each size."""
+    sizes = sorted(n for n, v in per_size.items() if len(v))
+    if len(sizes) < 2:
+        return math.nan, math.nan, math.nan
+    x = np.log10(np.asarray(sizes, dtype=float))
+    rng = np.random.default_rng(seed)
+    means = np.stack([_boot(rng, np.asarray(per_size[n], dtype=float), n_boot) for n in sizes], axis=1)
+    x0 = x - x.mean()
+    slopes = (means - means.mean(axis=1, keepdims=True)) @ x0 / (x0 ** 2).sum()
+    point = _slope(x, np.asarray([np.mean(per_size[n]) for n in sizes]))
+    return point, float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))
+
+
+def _grid(f: pd.DataFrame) -> pd.DataFrame:
+    """The grid's top-1, rows (samples_per_class, seed), a column per model."""
+    g = f[f["variant"].eq("")]
+    if g.empty:
+        return pd.DataFrame()
+    return g.pivot_table(index=["samples_per_class", "seed"], columns="model", values="top1")
+
+
+def _paired(grid: pd.DataFrame, a: str, b: str) -> dict[int, np.ndarray]:
+    """{size: top1(a) - top1(b) per seed both have}."""
+    if a not in grid or b not in grid:
+        return {}
+    d = (grid[a] - grid[b]).dropna()
+    return {int(n): v.to_numpy() for n, v in d.groupby(level=0)}
+
+
+def summary_table(f: pd.DataFrame) -> pd.DataFrame:
+    """Rows model x size (the grid): seeds run, top-1 mean, std (ddof=1), 95% bootstrap CI, mean best-epoch top-1,
+    steps and mean wall time per run."""
+    rows = []
+    for (model, n), g in f[f["variant"].eq("")].groupby(["model", "samples_per_class"], sort=True):
+        mean, lo, hi = paired_ci(g["top1"].to_numpy())
+        rows.append({"model": model, "samples_per_class": n, "n_seeds": len(g), "top1_mean": mean,
+                     "top1_std": g["top1"].std(ddof=1) if len(g) > 1 else math.nan, "ci_low": lo, "ci_high": hi,
+                     "best_top1_mean": g["best_top1"].mean(), "steps": int(g["steps"].max()),
+                     "wall_s_mean": g["wall_s"].mean()})
+    return pd.DataFrame(rows)
+
+
+def convergence_table(f: pd.DataFrame) -> pd.DataFrame:
+    """Per model and convergence size (seed 0): each budget beside twice it (the smaller budgets run before a
+    doubling, the grid's own, its 'x2'): last-epoch top-1 at both, the change, and whether the smaller budget is
+    accepted (it moves by less than `CONVERGENCE_POINTS`)."""
+    rows = []
+    order = {"eighth": 0, "quarter": 1, "half": 2, "": 3, "x2": 4}
+    for (model, n), g in f[(f["seed"] == 0) & f["variant"].isin(list(order))].groupby(["model", "samples_per_class"]):
+        runs = sorted(((order[v], int(r["steps"]), float(r["top1"])) for v, r in g.set_index("variant").iterrows()))
+        for (_, s1, t1), (_, s2, t2) in zip(runs, runs[1:]):
+            if s2 == 2 * s1:
+                rows.append({"model": model, "samples_per_class": n, "steps": s1, "top1": t1, "steps_2x": s2,
+                             "top1_2x": t2, "change": t2 - t1, "accepted": abs(t2 - t1) < CONVERGENCE_POINTS})
+    return pd.DataFrame(rows)
+
+
+def precision_table(f: pd.DataFrame) -> pd.DataFrame:
+    """`PRECISION_CHECK` in fp32 vs the grid's runs (bf16 where auto picked it), paired by seed."""
+    model, n = PRECISION_CHECK
+    g = f[(f["model"] == model) & (f["samples_per_class"] == n)]
+    p = g.pivot_table(index="seed", columns="variant", values="top1")
+    if "fp32" not in p or "" not in p:
+        return pd.DataFrame()
+    p = p[["", "fp32"]].dropna()
+    mean, lo, hi = paired_ci((p[""] - p["fp32"]).to_numpy())
+    return pd.DataFrame([{"model": model, "samples_per_class": n, "seeds": len(p), "auto_mean": p[""].mean(),
+                          "fp32_mean": p["fp32"].mean(), "diff_mean": mean, "ci_low": lo, "ci_high": hi,
+                          "seed_std_auto": p[""].std(ddof=1) if len(p) > 1 else math.nan}])
+
+
+def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str = CNN_REFERENCE
+             ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(claim 1, per-size table). Claim 1 from the slope of the gap (cnn - vit, paired by seed) against
+    log10(size); per size: the gap, the hybrid's gain over vit, hybrid - cnn with claim 2's verdict, and the share
+    of the gap the hybrid closes (where the gap is positive), each with its 95% bootstrap CI over seeds."""
+    grid = _grid(f)
+    gap = _paired(grid, cnn, vit)
+    slope, lo, hi = slope_ci(gap)
+    claim1 = {"slope": slope, "ci_low": lo, "ci_high": hi, "sizes": sorted(gap),
+              "holds": None if math.isnan(slope) else bool(slope < 0 and hi < 0)}
+    rows = []
+    for n in sorted(set(gap) | set(_paired(grid, hybrid, cnn))):
+        row: dict[str, Any] = {"samples_per_class": n}
+        for name, (a, b) in {"gap": (cnn, vit), "gain": (hybrid, vit), "hybrid_minus_cnn": (hybrid, cnn)}.items():
+            d = _paired(grid, a, b).get(n, np.array([]))
+            row.update(zip((name, f"{name}_low", f"{name}_high"), paired_ci(d)))
+            row[f"{name}_seeds"] = len(d)
+        hi2 = row["hybrid_minus_cnn_high"]
+        row["claim2_holds"] = None if math.isnan(hi2) else bool(hi2 >= -1.0)
+        row.update(share=math.nan, share_low=math.nan, share_high=math.nan)
+        both = grid.loc[n][[vit, hybrid, cnn]].dropna() if {vit, hybrid, cnn} <= set(grid) else pd.DataFrame()
+        if len(both) and (both[cnn] - both[vit]).mean() > 0:
+            row.update(zip(("share", "share_low", "share_high"),
+                           _share_ci((both[hybrid] - both[vit]).to_numpy(), (both[cnn] - both[vit]).to_numpy())))
+        rows.append(row)
+    return claim1, pd.DataFrame(rows)
+
+
+def _share_ci(gain: np.ndarray, gap: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """(share, 2.5%, 97.5%) of mean(gain) / mean(gap), resampling seeds (pairs) together."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(gap), size=(n_boot, len(gap)))
+    num, den = gain[idx].mean(axis=1), gap[idx].mean(axis=1)
+    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return (float(gain.mean() / gap.mean()), float(np.nanpercentile(ratio, 2.5)),
+            float(np.nanpercentile(ratio, 97.5)))
+
+
