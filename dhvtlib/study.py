@@ -30,6 +30,7 @@ One file holds the study's design, its plan and its pre-registered verdicts (REA
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -375,8 +376,6 @@ def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m dhvtlib.study", description=__doc__.split("\n")[0])
     ap.add_argument("--output-dir", default=None, help="results tree (default: dhvtlib.paths.output_dir())")
     ap.add_argument("--data-dir", default=None)

@@ -22,10 +22,14 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from ..data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
 from ..data.augment import BatchAugment, build_pil_transform
+from ..data.folder import own_data
 from ..data.loaders import FileLoader, InMemoryLoader
 from ..models.layers import SplitBatchNorm2d
 from ..models import DHVT, create_model, family, param_groups_weight_decay
@@ -123,8 +127,6 @@ def _build_data(recipe: Recipe, data_dir, download: bool, d: Dist, device: torch
 def load_own_data(recipe: Recipe, data_dir, device, *, verbose: bool = True, saved: dict | None = None):
     """(info, train, test) of an image folder (data/folder.py); `saved` (a checkpoint's data config) pins the
     image size, channels, split and mean/std that training used."""
-    from ..data.folder import own_data
-
     saved = saved or {}
     stats = (saved["mean"], saved["std"]) if saved.get("mean") else None
     own = own_data(data_dir if data_dir is not None else default_data_dir("imagefolder"), model=recipe.model,
@@ -180,8 +182,6 @@ def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Opt
     `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr); `'step'`: the same
     curve over epochs x `steps_per_epoch` updates, stepped as `scheduler.step_update(updates)` after each one.
     With `optimizer`, only a new schedule for it (from its groups' `initial_lr`)."""
-    from timm.scheduler import CosineLRScheduler
-
     if optimizer is None:
         groups = param_groups_weight_decay(model, recipe.weight_decay)
         if recipe.opt == "sgd":
@@ -206,9 +206,6 @@ def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Opt
 def build_criterion(recipe: Recipe, num_classes: int) -> tuple[nn.Module, Any]:
     """(loss, mixup_fn or None): soft-target CE under Mixup/CutMix (smoothing inside Mixup), else label-smoothed
     CE, else plain CE."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
     if recipe.mixup > 0 or recipe.cutmix > 0:
         mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
                       switch_prob=recipe.mixup_switch_prob, mode="batch", label_smoothing=recipe.smoothing,
