@@ -20,12 +20,12 @@ from dhvtlib import experiments
 from dhvtlib import launch
 from dhvtlib.run import state as runstate
 from dhvtlib.run import train as train_mod
-from dhvtlib.checkpoint import export_safetensors, load_checkpoint
+from dhvtlib.checkpoint import export_safetensors, load_checkpoint, nonfinite_tensors
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
 from dhvtlib.recipe import PRESETS, resolve
-from dhvtlib.run.rundir import RunLock, RunLockedError, nonfinite_tensors
+from dhvtlib.run.rundir import RunLock, RunLockedError
 from dhvtlib.run.train import run
 from clitools import run_module as _cli
 
