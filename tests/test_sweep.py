@@ -17,18 +17,12 @@ import torch
 
 from dhvtlib import experiments, launch
 from dhvtlib.checkpoint import sha256
-from fakedata import fake_fashion_mnist
 
 submitit = pytest.importorskip("submitit")
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("epoch_s", "img_s", "data_s", "compute_s")
 QUIET = dict(progress=False, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
 
 
 def _table(specs, seeds, root, fmnist, **kw):
