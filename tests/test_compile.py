@@ -12,7 +12,7 @@ from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
 from dhvtlib.run.progress import RunInterrupted
 from dhvtlib.recipe import resolve
-from dhvtlib.run import train as train_mod
+from dhvtlib.run import build
 from dhvtlib.run.train import run
 from clitools import read_metrics, signal_at
 
@@ -24,9 +24,9 @@ def test_compile_is_off_by_default_and_checked(monkeypatch):
     with pytest.raises(ValueError, match="compile must be true or false"):
         resolve("smoke", compile="yes")
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(train_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="compile=True needs a C\\+\\+ compiler on this CPU"):
-        train_mod.compile_model(torch.nn.Linear(2, 2), torch.device("cpu"))
+        build.compile_model(torch.nn.Linear(2, 2), torch.device("cpu"))
 
 
 @pytest.mark.slow
