@@ -88,7 +88,7 @@ def interrupted(output: str | os.PathLike, tell: bool = True, signum: int = sign
 # Expected refusals: dhvtlib raises these (with one sentence naming the value and the fix) for bad input; a
 # notebook cell shows that sentence alone, as the command-line tools print it.
 REFUSALS = (ValueError, FileNotFoundError, FileExistsError)
-_PACKAGE = str(Path(__file__).resolve().parent)
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # dhvtlib/
 
 
 def _raised_by_dhvtlib(tb) -> bool:
