@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .files import atomic_write, sha256
+from .models import DHVT, create_model, list_models
 
 __all__ = ["load_checkpoint", "export_safetensors", "load_weights", "safetensors_info", "load_model", "build_recorded_model", "check_finite",
            "nonfinite_tensors"]
@@ -60,8 +64,6 @@ def _intact_sibling(path: Path) -> str:
 def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
     """Write the model's state_dict as safetensors (atomically) with its name and config in the metadata, and
     `<path>.sha256` beside it. Returns the sha256."""
-    from safetensors.torch import save
-
     path = Path(path)
     # One metadata key: safetensors writes several keys in random order, and the file's sha256 must be repeatable.
     # "data": what evaluation needs (image size, channels, mean/std, resize rule), set by training as
@@ -71,7 +73,7 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike) -> str:
                                    "data": getattr(model, "data_config", None)}, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as f:
-        f.write(save(tensors, metadata=meta))
+        f.write(save_safetensors(tensors, metadata=meta))
     digest = sha256(path)
     with atomic_write(path.with_name(path.name + ".sha256"), "w") as f:
         f.write(f"{digest}  {path.name}\n")
@@ -82,8 +84,6 @@ def safetensors_info(path: str | os.PathLike) -> dict[str, Any]:
     """{'model': name, 'config': DHVT kwargs, 'data': the training data's eval config or None, 'shapes': {key:
     shape}} recorded by `export_safetensors` (model and config empty for other files). Reads the header only; a
     file that is not safetensors is one sentence."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     _check_file(path)
     try:
@@ -125,8 +125,6 @@ def build_recorded_model(info: dict[str, Any], shapes: dict[str, tuple[int, ...]
     """The model a file's metadata describes, built only after its parameter shapes were checked against the
     file's tensors on the meta device (no memory): crafted or mismatched metadata is one sentence, not a huge
     allocation."""
-    from .models import DHVT, create_model, list_models
-
     cfg, name = info["config"], info.get("model")
 
     def build() -> nn.Module:  # by registered name + recorded config (any family); unnamed configs are DHVT kwargs
@@ -170,8 +168,6 @@ def _check_anchor_shapes(cfg: dict[str, Any], shapes: dict[str, tuple[int, ...]]
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, info) from a safetensors file, a dhvtlib checkpoint or an official-format .pth."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         info = safetensors_info(path)  # checks the file first
         return load_file(str(path)), info
     ckpt = load_checkpoint(path)

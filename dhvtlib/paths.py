@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .data import default_data_dir
+
 __all__ = ["ENV_ROOT", "ENV_RESULTS", "project_root", "results_root", "store_root", "resolve", "output_dir",
            "data_dir", "check_name", "join_under"]
 
@@ -78,8 +80,6 @@ def data_dir(value: str | os.PathLike | None, dataset: str | None = None) -> Pat
     under the project root (`data/fashion-mnist`, `data/cifar100`, ...) is used from any working directory."""
     if value is not None or dataset is None:
         return resolve(value)
-    from .data import default_data_dir
-
     local = project_root() / default_data_dir(dataset)
     return local if local.is_dir() else None
 

@@ -11,6 +11,7 @@ the paper's wording differs (DHVT-S on CIFAR, ImageNet at batch 512) pass `batch
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -372,8 +373,6 @@ def recipe_diff(saved: dict[str, Any], recipe: Recipe, ignore: frozenset[str] | 
                 ) -> dict[str, tuple[Any, Any]]:
     """{field: (saved value, asked value)} for every recipe value that differs, `ignore`d fields aside. `saved` is a
     stored config dict; a field it lacks is compared at its default."""
-    import json
-
     def norm(d: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 

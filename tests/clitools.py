@@ -1,7 +1,9 @@
-"""Running the project's command-line tools in a subprocess, as a user would, shared by the tests; and delivering a
-real signal to a training process at an exact step (the process signals itself from a wrapped step hook)."""
+"""Running the project's command-line tools in a subprocess, as a user would, shared by the tests; delivering a
+real signal to a training process at an exact step (the process signals itself from a wrapped step hook); and
+reading back the per-epoch metrics a run wrote."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 # `python -c` driver: install `signal_at`, then run dhvt-train's main with the remaining arguments.
+# metrics.jsonl's wall-clock columns: the only values that differ between two runs that are otherwise bitwise equal
+TIMINGS = ("epoch_s", "img_s", "data_s", "compute_s")
+
 _DRIVER = ("import sys; sys.path.insert(0, {tests!r}); from clitools import signal_at; "
            "signal_at(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]); "
            "from dhvtlib.run.train import main; main(sys.argv[4:])")
@@ -28,6 +33,13 @@ def run_module(*args: str, env: dict | None = None, module: str = "dhvtlib.run",
         cmd = ["-m", module]
     return subprocess.run([sys.executable, *cmd, *args], cwd=ROOT, env=e, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def read_metrics(out: str | os.PathLike, *, timings: bool = False) -> list[dict]:
+    """The rows of run directory `out`'s metrics.jsonl, one per epoch, without the TIMINGS columns unless `timings`
+    (so that an interrupted and resumed run compares equal to an uninterrupted one)."""
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return rows if timings else [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
 
 
 def signal_at(epoch: int, step: int, name: str, patch=setattr) -> None:

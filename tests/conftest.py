@@ -28,6 +28,9 @@ def _seed():
 
 
 @pytest.fixture(scope="module")
-def fmnist(tmp_path_factory):
-    """A small fake Fashion-MNIST (16 train / 4 test images per class) in the real idx.gz format."""
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
+def fmnist(request, tmp_path_factory):
+    """A small fake Fashion-MNIST (16 train / 4 test images per class) in the real idx.gz format, one per test
+    module. Other sizes for one test: `@pytest.mark.parametrize("fmnist", [dict(train_per_class=8)], indirect=True)`
+    (the dict is passed on to `fakedata.fake_fashion_mnist`)."""
+    sizes = {"train_per_class": 16, "test_per_class": 4, **getattr(request, "param", {})}
+    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), **sizes)

@@ -4,7 +4,6 @@ size, the small-image ResNet-18 form, weight-decay groups and drop path, a smoke
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import timm
@@ -21,12 +20,6 @@ from dhvtlib.models.profile import format_table, profile, variant_table
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.evaluate import main as eval_main
 from dhvtlib.run.train import run
-from fakedata import fake_fashion_mnist
-
-
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
 
 
 def _params(m: nn.Module) -> int:

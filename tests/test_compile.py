@@ -4,7 +4,6 @@ code for the same graphs; every RNG state and the sampler position are restored 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,14 +14,9 @@ from dhvtlib.run.progress import RunInterrupted
 from dhvtlib.recipe import resolve
 from dhvtlib.run import build
 from dhvtlib.run.train import run
-from clitools import signal_at
+from clitools import read_metrics, signal_at
 
 TINY = dict(embed_dim=16, depth=1, num_heads=2, patch_size=4)  # keeps inductor's compile short
-
-
-def _history(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("epoch_s", "img_s", "data_s", "compute_s")} for r in rows]
 
 
 def test_compile_is_off_by_default_and_checked(monkeypatch):
@@ -53,7 +47,7 @@ def test_compiled_smoke_run_is_recorded_and_resumes_bitwise(fmnist, tmp_path, mo
     torch._dynamo.reset()
     resumed = run(None, output=out, resume=True, data_dir=fmnist, progress=False, verbose=False)
     assert resumed["status"] == "completed" and resumed["config"]["compile"] is True  # taken from the saved run
-    assert _history(out) == _history(tmp_path / "ref")
+    assert read_metrics(out) == read_metrics(tmp_path / "ref")
     a, b = load_checkpoint(tmp_path / "ref" / "checkpoint-last.pt"), load_checkpoint(out / "checkpoint-last.pt")
     assert list(a["model"]) == list(b["model"]) and not any("_orig_mod" in k for k in a["model"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -36,11 +36,6 @@ def kernel() -> str:
     return KERNEL
 
 
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
-
-
 def _papermill(kernel: str, name: str, out_dir: Path, *, cwd: Path | None = None, env: dict | None = None,
                ok: bool = True, first_cell: str | None = None, **params) -> Path:
     """Run a notebook (with `first_cell` run before its own cells); unless told otherwise (`cwd`), from `out_dir`,

@@ -23,16 +23,11 @@ from dhvtlib.data.folder import (FolderError, FileImages, infer_img_size, load_i
 from dhvtlib.data.loaders import FileLoader
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.run.train import run
+from clitools import read_metrics, run_module as _cli
 from fakedata import MODES, image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(verbose=False)
-
-
-def _cli(*args: str, module: str = "dhvtlib.run", timeout: int = 240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -231,11 +226,6 @@ def _kill_at_first_checkpoint(args: list[str], out: Path) -> subprocess.Complete
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
-def _deterministic(out: Path):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("epoch_s", "img_s", "data_s", "compute_s")} for r in rows]
-
-
 @pytest.mark.slow
 def test_in_memory_folder_sigkill_then_resume_is_bitwise_equal_and_eval_uses_the_recorded_size(tmp_path):
     root = image_folder(tmp_path / "data", classes=3, per_class=16, test_per_class=4, sizes=(20, 40), modes=MODES)
@@ -252,7 +242,7 @@ def test_in_memory_folder_sigkill_then_resume_is_bitwise_equal_and_eval_uses_the
     assert "decoding " not in killed.stdout  # the second run read the cache
     resumed = _cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert _deterministic(out) == _deterministic(ref)
+    assert read_metrics(out) == read_metrics(ref)
     a = torch.load(ref / "checkpoint-last.pt", weights_only=True)
     b = torch.load(out / "checkpoint-last.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -14,12 +14,6 @@ from dhvtlib.run.runtime import cpu_bf16_capability, resolve_precision
 from dhvtlib.recipe import PRESETS, Recipe
 from dhvtlib.run.train import run
 from clitools import signal_at
-from fakedata import fake_fashion_mnist
-
-
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=8, test_per_class=4)
 
 
 def _caps(monkeypatch, **flags):
@@ -65,6 +59,7 @@ def test_auto_is_the_default_everywhere():
     assert inspect.signature(evaluate_mod.evaluate_checkpoint).parameters["precision"].default == "auto"
 
 
+@pytest.mark.parametrize("fmnist", [dict(train_per_class=8)], indirect=True, ids=["8-per-class"])
 def test_run_records_the_choice_and_resume_keeps_it(fmnist, tmp_path, monkeypatch):
     """The config keeps what was asked ('auto'); the manifest and the checkpoint record what was chosen and why; a
     resumed 'auto' run keeps its precision even where 'auto' would now choose another."""

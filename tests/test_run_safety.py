@@ -20,25 +20,19 @@ from dhvtlib import experiments
 from dhvtlib import launch
 from dhvtlib.run import state as runstate
 from dhvtlib.run import train as train_mod
-from dhvtlib.checkpoint import export_safetensors, load_checkpoint
+from dhvtlib.checkpoint import export_safetensors, load_checkpoint, nonfinite_tensors
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.files import atomic_write, sha256
 from dhvtlib.models import create_model
 from dhvtlib.recipe import PRESETS, resolve
-from dhvtlib.checkpoint import nonfinite_tensors
 from dhvtlib.run.rundir import RunLock, RunLockedError
 from dhvtlib.run.train import run
-from clitools import run_module as _cli
+from clitools import read_metrics, run_module as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(progress=False, verbose=False)
 
 
-
-
-def _deterministic(out: Path):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("epoch_s", "img_s", "data_s", "compute_s")} for r in rows]
 
 
 def _sentence(excinfo) -> str:
@@ -102,7 +96,7 @@ def test_resume_without_epochs_keeps_the_saved_recipe_and_other_epochs_are_refus
     assert len(changed.stderr.strip().splitlines()) == 1
     resumed = _cli("--output", str(out), "--resume", "--data-dir", str(fmnist), "--no-progress", "--threads", "1")
     assert resumed.returncode == 0, resumed.stderr  # no --preset, no --epochs: the run's own recipe
-    assert _deterministic(out) == _deterministic(ref)
+    assert read_metrics(out) == read_metrics(ref)
     assert sha256(out / "model.safetensors") == sha256(ref / "model.safetensors")
 
 
@@ -131,7 +125,7 @@ def test_non_finite_weights_end_diverged_with_the_last_finite_checkpoint(fmnist,
     assert "--precision fp32 --clip-grad 1.0" in text and "copy checkpoint-best.pt over checkpoint-last.pt" in text
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "diverged" and "non-finite" in m["error"] and m["epochs_run"] == 1
-    assert len(_deterministic(out)) == 1 and not (out / "model.safetensors").exists()
+    assert len(read_metrics(out)) == 1 and not (out / "model.safetensors").exists()
     last = load_checkpoint(out / "checkpoint-last.pt")
     assert (last["epoch"], last["epoch_state"]["step"]) == (1, 1)  # the last finite one, kept
     assert not nonfinite_tensors(last["model"], last["ema"])
@@ -175,7 +169,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
     (out / ".checkpoint-last.pt.killed.tmp").write_bytes(b"partial")  # as a SIGKILL during a write leaves
     assert _cli(*args, "--output", str(out), "--resume").returncode == 0
     assert not list(out.glob("*.tmp"))
-    assert _deterministic(out) == _deterministic(ref)
+    assert read_metrics(out) == read_metrics(ref)
     assert sha256(out / "model.safetensors") == sha256(ref / "model.safetensors")
 
 
@@ -205,7 +199,7 @@ def test_failed_write_leaves_manifest_and_metrics_agreeing(fmnist, tmp_path, mon
         run("smoke", output=out, data_dir=fmnist, **QUIET)
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed" and "No space left" in m["error"]
-    assert m["epochs_run"] == len(_deterministic(out)) == 2
+    assert m["epochs_run"] == len(read_metrics(out)) == 2
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -421,7 +415,7 @@ def test_run_killed_before_its_first_checkpoint_starts_again(fmnist, tmp_path):
         assert json.loads((out / "manifest.json").read_text())["status"] == "running"
         resumed = _cli(*again, "--output", str(out))
         assert resumed.returncode == 0, resumed.stderr
-        assert _deterministic(out) == _deterministic(ref)
+        assert read_metrics(out) == read_metrics(ref)
         assert sha256(out / "model.safetensors") == sha256(ref / "model.safetensors")
         for p in ("checkpoint-last.pt", "checkpoint-best.pt", "model.safetensors", "model.safetensors.sha256",
                   "metrics.jsonl", "metrics.csv"):
@@ -434,7 +428,7 @@ def test_run_killed_before_its_first_checkpoint_starts_again(fmnist, tmp_path):
         run("smoke", output=out, data_dir=fmnist, epochs=2, **QUIET)
     assert "another recipe that stopped before its first checkpoint (epochs 1 -> 2)" in _sentence(e)
     task = launch.RunTask(str(out), "smoke", {"epochs": 1, "checkpoint_every_steps": 0}, "quick", "t", 0, str(fmnist))
-    assert task(verbose=False)["status"] == "completed" and len(_deterministic(out)) == 1
+    assert task(verbose=False)["status"] == "completed" and len(read_metrics(out)) == 1
 
 
 def test_names_that_would_become_paths_outside_the_results_are_refused(fmnist, tmp_path):

@@ -19,28 +19,17 @@ import torch
 from dhvtlib import experiments, launch, sweep
 from dhvtlib.jobs import Registry, holder_alive, job_alive, watch
 from dhvtlib.checkpoint import sha256
-from fakedata import fake_fashion_mnist
+from clitools import read_metrics
 
 submitit = pytest.importorskip("submitit")
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("epoch_s", "img_s", "data_s", "compute_s")
 QUIET = dict(progress=False, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), train_per_class=16, test_per_class=4)
 
 
 def _table(specs, seeds, root, fmnist, **kw):
     return experiments.execute(specs, seeds, preset="smoke", epochs=3, results_root=root, data_dir=str(fmnist),
                                device="cpu", **kw)
-
-
-def _metrics(out) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 def _wait_for(predicate, timeout: float = 300, what: str = "") -> None:
@@ -105,7 +94,7 @@ def test_local_jobs_killed_and_preempted_give_the_inline_table(fmnist, tmp_path,
     cols = ["tag", "seed", "best_top1", "best_epoch", "final_top1", "final_top5", "epochs_run", "weights_sha256"]
     assert inline[cols].to_dict("records") == local[cols].to_dict("records")
     for a, b in zip(inline["run_dir"], local["run_dir"]):  # bitwise: every epoch's values and the weights
-        assert _metrics(a) == _metrics(b)
+        assert read_metrics(a) == read_metrics(b)
         assert sha256(Path(a) / "model.safetensors") == sha256(Path(b) / "model.safetensors")
 
 

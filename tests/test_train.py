@@ -21,7 +21,7 @@ from dhvtlib.recipe import DRLOC_SCHEME, PAPER_PRESETS, PRESETS, recipe_diff, re
 from dhvtlib.run.build import build_optimizer
 from dhvtlib.evaluate import evaluate_checkpoint
 from dhvtlib.run.train import run
-from clitools import run_module as _cli
+from clitools import read_metrics, run_module as _cli
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -45,14 +45,6 @@ SPEC_COMMON = dict(opt_eps=1e-8, opt_betas=(0.9, 0.999), warmup_lr=1e-6, mixup=0
                    finetune_eval_mode=True)  # spec 3.4: set_training_mode = (args.finetune == ''), for any preset
 
 
-
-
-def _deterministic(history):
-    return [{k: v for k, v in r.items() if k not in ("epoch_s", "img_s", "data_s", "compute_s")} for r in history]
-
-
-def _metrics(out: Path):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------------ recipe
@@ -173,7 +165,7 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
     assert m["train_images"] == 80 and m["test_images"] == 40 and m["versions"]["torch"] == torch.__version__
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["best_top1"] == m["best_top1"]
-    rows = _metrics(out)
+    rows = read_metrics(out, timings=True)
     assert [r["epoch"] for r in rows] == [0, 1]
     assert {"train_loss", "test_loss", "top1", "top5", "lr", "epoch_s", "img_s"} <= set(rows[0])
     # smoke has no warmup (with 1 warmup epoch, DeiT's schedule would keep both epochs at warmup_lr)
@@ -208,7 +200,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
     assert ck["epoch"] == 1 and ck["epoch_state"]["step"] == 2  # resumes in the middle of the epoch
     resumed = _cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert _deterministic(_metrics(out)) == _deterministic(_metrics(ref))
+    assert read_metrics(out) == read_metrics(ref)
     a, b = load_checkpoint(ref / "checkpoint-last.pt"), load_checkpoint(out / "checkpoint-last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
@@ -226,7 +218,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fmnist, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(out / "checkpoint-last.pt")["epoch_state"]["step"] == 3
     assert _cli(*args, "--output", str(out), "--resume").returncode == 0
-    assert _deterministic(_metrics(out)) == _deterministic(_metrics(ref))
+    assert read_metrics(out) == read_metrics(ref)
 
 
 def test_non_finite_loss_stops_with_clear_message(fmnist, tmp_path, monkeypatch):
@@ -297,7 +289,7 @@ def test_ddp_two_cpu_processes_against_one(fmnist, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m1, m2 = (json.loads((p / "manifest.json").read_text()) for p in (one, two))
     assert m2["world_size"] == 2 and m2["ddp_params_in_sync"] is True and m2["status"] == "completed"
-    rows1, rows2 = _metrics(one), _metrics(two)
+    rows1, rows2 = read_metrics(one, timings=True), read_metrics(two, timings=True)
     assert [r["epoch"] for r in rows2] == [0, 1]  # rank 0 alone writes: one row per epoch
     assert [r["lr"] for r in rows1] == [r["lr"] for r in rows2]  # same total batch, same schedule
     assert abs(rows1[0]["train_loss"] - rows2[0]["train_loss"]) < 0.1 * rows1[0]["train_loss"]

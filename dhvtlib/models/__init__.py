@@ -4,9 +4,8 @@ from typing import Any
 
 from torch import nn
 
-from . import dhvt as _dhvt
 from .cnn import CNN, CNN_VARIANTS, create_cnn, matched_width
-from .dhvt import DHVT, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantCfg
+from .dhvt import DHVT, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantCfg, create_dhvt
 from .layers import DAFF, SOPE, Affine, Attention, Block, LinearPatchEmbed, Mlp
 from .norms import AllReduceSyncBatchNorm2d, SplitBatchNorm2d
 from .utils import convert_sope_sync_batchnorm, fuse_batchnorm, param_groups_weight_decay
@@ -34,4 +33,4 @@ def family(name: str) -> type[nn.Module]:
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build any registered model by name; its own arguments may be overridden (img_size, in_chans, num_classes,
     drop_path_rate, drop_rate, and the architecture's: see help(dhvtlib.DHVT) or help(dhvtlib.models.CNN))."""
-    return _dhvt.create_model(name, **overrides) if family(name) is DHVT else create_cnn(name, **overrides)
+    return create_dhvt(name, **overrides) if family(name) is DHVT else create_cnn(name, **overrides)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..paper import reported_value
-from .dhvt import DEIT_ARGS as DEIT, DHVT, create_model
+from .dhvt import DEIT_ARGS as DEIT, DHVT, create_dhvt
 
 __all__ = ["AblationRow", "ABLATIONS", "ABLATION_TABLES", "ablation_rows", "build_ablation_model"]
 
@@ -50,7 +50,7 @@ class AblationRow:
         return reported_value(self.table, self.row)
 
     def build(self, **overrides: Any) -> DHVT:
-        return create_model(self.base, **{**self.model_kwargs, **overrides})
+        return create_dhvt(self.base, **{**self.model_kwargs, **overrides})
 
 
 T = "dhvt_tiny_cifar_patch4"

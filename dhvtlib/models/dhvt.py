@@ -20,7 +20,7 @@ from .norms import NORMS_2D
 from .registry import build_registered, make_default_cfgs, register_variants
 from .utils import check_io_args, init_arg_names, require_int
 
-__all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_model", "list_models", "IMAGENET_MEAN",
+__all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_dhvt", "list_dhvt_models", "IMAGENET_MEAN",
            "IMAGENET_STD", "GLOBAL_POOLS", "default_cfgs"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -377,7 +377,8 @@ VARIANTS: dict[str, VariantCfg] = {
 }
 
 
-def list_models() -> list[str]:
+def list_dhvt_models() -> list[str]:
+    """The DHVT/DeiT variants (every family: `dhvtlib.models.list_models`)."""
     return list(VARIANTS)
 
 
@@ -400,12 +401,12 @@ _CFG_ARGS = dict(pool_size=_pool_size, first_conv=_first_conv, classifier="head"
 default_cfgs = make_default_cfgs(VARIANTS, **_CFG_ARGS)
 
 
-def create_model(name: str, **overrides: Any) -> DHVT:
-    """Build a registered variant; any DHVT argument can be overridden (num_classes, in_chans, img_size, an
-    ablation flag, drop_path_rate, ...), and timm's features_only (the last 3 blocks' maps by default),
-    out_indices, feature_cls and pretrained_cfg_overlay are accepted."""
+def create_dhvt(name: str, **overrides: Any) -> DHVT:
+    """Build a registered DHVT/DeiT variant (any family: `dhvtlib.models.create_model`); any DHVT argument can be
+    overridden (num_classes, in_chans, img_size, an ablation flag, drop_path_rate, ...), and timm's features_only
+    (the last 3 blocks' maps by default), out_indices, feature_cls and pretrained_cfg_overlay are accepted."""
     return build_registered(DHVT, VARIANTS, name, overrides, feature_cfg=dict(feature_cls="getter", out_indices=3),
                             **_CFG_ARGS)
 
 
-register_variants(VARIANTS, create_model, __name__)
+register_variants(VARIANTS, create_dhvt, __name__)

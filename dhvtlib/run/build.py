@@ -22,6 +22,9 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from ..data import DatasetInfo, dataset_info, default_data_dir, load_split, subset_per_class
@@ -179,8 +182,6 @@ def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Opt
     `scheduler.step(epoch)` after each epoch (DeiT: epochs 0 and 1 both run at warmup_lr); `'step'`: the same
     curve over epochs x `steps_per_epoch` updates, stepped as `scheduler.step_update(updates)` after each one.
     With `optimizer`, only a new schedule for it (from its groups' `initial_lr`)."""
-    from timm.scheduler import CosineLRScheduler
-
     if optimizer is None:
         groups = param_groups_weight_decay(model, recipe.weight_decay)
         if recipe.opt == "sgd":
@@ -205,9 +206,6 @@ def build_optimizer(model: nn.Module, recipe: Recipe, optimizer: torch.optim.Opt
 def build_criterion(recipe: Recipe, num_classes: int) -> tuple[nn.Module, Any]:
     """(loss, mixup_fn or None): soft-target CE under Mixup/CutMix (smoothing inside Mixup), else label-smoothed
     CE, else plain CE."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
     if recipe.mixup > 0 or recipe.cutmix > 0:
         mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
                       switch_prob=recipe.mixup_switch_prob, mode="batch", label_smoothing=recipe.smoothing,

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from .rundir import RunInterrupted
 from .runtime import in_kernel
 
@@ -54,8 +56,6 @@ def progress_bar(enabled: bool, total: int, initial: int, desc: str) -> Any:
     kwargs = dict(total=total, initial=initial, desc=desc, leave=False)
     if kind == "widget":
         return _widget_bar_class()(**kwargs)
-    from tqdm import tqdm
-
     return tqdm(dynamic_ncols=True, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""A run directory's safety: one writer at a time, graceful stops on signals, no stale temp files, finite weights.
+"""A run directory's safety: one writer at a time, graceful stops on signals, no stale temp files.
 
 - `RunLock(out)`: an exclusive `flock` on `<out>/.lock` for the whole run. A second writer is refused with one
   sentence naming the holder (pid, host, start time). The kernel drops the lock when its process dies, so a lock
@@ -7,7 +7,6 @@
   requeue signal) ask the loop to stop at the next step boundary, with a resumable checkpoint. A second SIGINT
   interrupts at once; a second SIGTERM/SIGUSR1 is handled by the default action.
 - `remove_stale_temp(out)`: temp files that a SIGKILL during an atomic write left behind.
-- `nonfinite_tensors(state_dict)`: names of tensors holding NaN or infinity (checked before any checkpoint is written).
 - `read_manifest(out)`, `write_metrics(out, history)`, `summarize(history, best)`: the run's records (manifest.json;
   metrics.jsonl and .csv).
 - `check_reuse(...)`: a run directory is never overwritten, and a run continues only with its own recipe (except

@@ -8,6 +8,7 @@ model in eval mode (BatchNorm with running statistics) and restores each module'
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections.abc import Iterator, Sequence
 
@@ -253,8 +254,6 @@ def head_token_explorer(model: nn.Module, images: torch.Tensor, labels: Sequence
     attribution method; the maps (`plot_explorer`) are redrawn in place into one image widget. Returns the widget
     (a VBox; `.controls` holds the controls by name, `.refresh()` redraws). Under papermill it is created and
     drawn once like any output; the static figures of the notebook do not depend on it."""
-    import io
-
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
