@@ -15,10 +15,10 @@ from timm.models import checkpoint, checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from .layers import DAFF, SOPE, Attention, Block, LinearPatchEmbed, Mlp, check_num_heads, check_sope_patch_size
-from .norms import NORMS_2D
+from .args import GLOBAL_POOLS, check_args, check_global_pool
+from .layers import DAFF, SOPE, Attention, Block, LinearPatchEmbed, Mlp
 from .registry import build_registered, make_default_cfgs, register_variants
-from .utils import check_io_args, init_arg_names, require_int
+from .utils import check_io_args, init_arg_names
 
 __all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_dhvt", "list_dhvt_models", "IMAGENET_MEAN",
            "IMAGENET_STD", "GLOBAL_POOLS", "default_cfgs"]
@@ -26,9 +26,6 @@ __all__ = ["DHVT", "DEIT_ARGS", "VARIANTS", "VariantCfg", "create_dhvt", "list_d
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-EMBED_LAYERS = ("sope", "linear")
-MLP_LAYERS = ("daff", "mlp")
-GLOBAL_POOLS = ("token", "avg", "")  # class token (official), mean of the patch tokens, none (all tokens)
 # DeiT (timm's ViT layout): linear patch embedding, absolute position embedding, no head tokens, ViT's MLP
 DEIT_ARGS = dict(embed_layer="linear", pos_embed=True, head_tokens=False, mlp_layer="mlp")
 
@@ -78,7 +75,7 @@ class DHVT(nn.Module):
         super().__init__()
         args = locals()
         self.config = {name: args[name] for name in init_arg_names(DHVT)}  # the arguments, saved with the weights
-        _check_args(**self.config)
+        check_args(**self.config)
         self.variant: str | None = None  # the registered name (create_model and the checkpoint loaders set it)
         self.pretrained_cfg: dict[str, Any] = {}  # timm's data cfg of a registered variant (create_model sets it)
         self.data_config: dict[str, Any] | None = None  # what evaluation needs, set by training (train.py)
@@ -244,7 +241,7 @@ class DHVT(nn.Module):
         gives the pooled features). global_pool, if given, is one of GLOBAL_POOLS."""
         check_io_args(self.config["in_chans"], num_classes)
         if global_pool is not None:
-            _check_global_pool(global_pool)
+            check_global_pool(global_pool)
             self.global_pool = self.config["global_pool"] = global_pool
         self.num_classes = self.config["num_classes"] = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -273,40 +270,6 @@ class DHVT(nn.Module):
         with self.keep_attention() as maps:
             self(x)
         return maps
-
-
-def _check_global_pool(global_pool: Any) -> None:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool {global_pool!r} is not supported; use 'token' (the class token, official), "
-                         "'avg' (mean of the patch tokens) or '' (no pooling).")
-
-
-def _check_args(*, img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, embed_layer,
-                mlp_layer, sope_norm, daff_norm, daff_conv_init, global_pool, **_) -> None:
-    _check_global_pool(global_pool)
-    if daff_conv_init not in ("default", "trunc_normal"):
-        raise ValueError(f"daff_conv_init {daff_conv_init!r} is not supported; use 'default' (official) or "
-                         "'trunc_normal'.")
-    if embed_layer not in EMBED_LAYERS:
-        raise ValueError(f"embed_layer {embed_layer!r} is not supported; use one of {EMBED_LAYERS}.")
-    if mlp_layer not in MLP_LAYERS:
-        raise ValueError(f"mlp_layer {mlp_layer!r} is not supported; use one of {MLP_LAYERS}.")
-    if sope_norm not in ("bn", "ln"):
-        raise ValueError(f"sope_norm {sope_norm!r} is not supported; use 'bn' (official) or 'ln'.")
-    if daff_norm not in NORMS_2D:
-        raise ValueError(f"daff_norm {daff_norm!r} is not supported; use 'bn' (official), 'ln' or 'none'.")
-    if embed_layer == "sope":
-        check_sope_patch_size(patch_size)
-    require_int("patch_size", patch_size)
-    if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
-        example = max(patch_size, 32 // patch_size * patch_size)
-        raise ValueError(f"img_size {img_size!r} is not a multiple of patch_size {patch_size}; use a square image "
-                         f"whose side is divisible by the patch size (e.g. {example}).")
-    check_io_args(in_chans, num_classes)
-    require_int("depth", depth)
-    check_num_heads(embed_dim, num_heads)
-    if mlp_layer == "daff" and embed_dim % 4:
-        raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 for DAFF's squeeze-excitation (ratio 4).")
 
 
 @register_notrace_function  # a leaf of timm's fx tracing (and torch.fx.wrap below for torch.fx's)
