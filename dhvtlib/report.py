@@ -84,6 +84,10 @@ def show_experiment(results_root: str | os.PathLike, experiment: str, curves: pd
     from IPython.display import Markdown, display
 
     table, files = report_experiment(results_root, experiment)
+    if table.empty or "ours_mean" not in table:
+        print(f"no completed run of {experiment} under {results_root} yet (submitted with wait=False, or still "
+              "running): re-run this cell when they finish.")
+        return table, files
     set_style()
     display(Markdown(to_markdown(mean_std_table(table))) if mean_std else captioned(table))
     print("\n".join(map(str, files)))

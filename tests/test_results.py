@@ -481,6 +481,10 @@ def test_show_experiment_is_a_notebooks_report_cell(runs_root, capsys, monkeypat
     one = table_display.mean_std_table(pd.DataFrame({"tag": ["a"], "ours_mean": [80.0], "ours_std": [math.nan],
                                                      "n_seeds": [1], "ours_best_of_n": [80.0]}))
     assert one["top-1 (mean ± std)"].tolist() == ["80.00"]  # one seed: the mean alone
+    # no completed run yet (06 submitted with wait=False): one sentence, nothing shown, no KeyError
+    table, files = report.show_experiment(runs_root, "your_data", curves=runs.iloc[:0], mean_std=True)
+    assert table.empty and files == [] and len(shown) == 2
+    assert "no completed run of your_data under" in capsys.readouterr().out
     moved = set(table_display.__all__) - {"mean_std_table"}  # results' own names before table_display.py
     assert all(getattr(results, n) is getattr(table_display, n) for n in moved) and moved <= set(results.__all__)
 
