@@ -331,9 +331,9 @@ def test_kernel_choices_compute_the_same_function(mode):
 
 
 def test_auto_kernels_follow_device_and_precision(monkeypatch):
-    """'auto': SDPA and the channels_last DAFF view in fp32; the official explicit attention (training) and DAFF on
-    the token layout under CPU bf16 autocast (the faster forms measured); NCHW DAFF when its BatchNorms are split
-    into GPU groups in training."""
+    """'auto': SDPA and the channels_last DAFF view in fp32; the official explicit attention (training and
+    inference) and DAFF on the token layout under CPU bf16 autocast (the faster forms measured); NCHW DAFF when its
+    BatchNorms are split into GPU groups in training."""
     from dhvtlib.run.build import set_bn_splits
     from dhvtlib.models import layers
 
@@ -355,11 +355,11 @@ def test_auto_kernels_follow_device_and_precision(monkeypatch):
     m = create_model("dhvt_tiny_cifar_patch4", depth=2)
     assert count(m.train(), True, False) == (2, "channels_last")  # fp32 training: SDPA, channels_last
     assert count(m.train(), True, True) == (0, "tokens")  # CPU bf16 training: explicit, tokens
-    assert count(m.eval(), False, True) == (2, "tokens")  # CPU bf16 inference: SDPA, tokens
+    assert count(m.eval(), False, True) == (0, "tokens")  # CPU bf16 inference: explicit, tokens
     assert count(m.eval(), False, False) == (2, "channels_last")
     set_bn_splits(m, 2)
     assert count(m.train(), True, False) == (2, "nchw")  # per-GPU BN groups: NCHW (split without a copy)
-    assert count(m.eval(), False, True) == (2, "tokens")  # eval: running statistics, nothing to split
+    assert count(m.eval(), False, True) == (0, "tokens")  # eval: running statistics, nothing to split
     forced = create_model("dhvt_tiny_cifar_patch4", depth=2, attn_impl="sdpa", daff_layout="channels_last")
     assert count(forced.train(), True, True) == (2, "channels_last")
 
