@@ -92,7 +92,7 @@ class Recipe:
     finetune_eval_mode: bool = True
     # the official 2 GPUs' statistics on any devices (per-GPU DAFF BatchNorm): the batch is split into `virtual_gpus`
     # groups of `per_gpu_batch` images; DAFF's BatchNorms and Mixup work per group, SOPE's BatchNorm over the whole
-    # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/groups.py.
+    # batch (SyncBatchNorm). 1 = off (each process's batch is one group). See dhvtlib/run/build.py (virtual GPUs).
     virtual_gpus: int = 2  # the shipped scripts ran on 2 GPUs
     # execution (not part of the paper's recipe; never changes the maths except precision)
     precision: str = "auto"  # auto | fp32 | bf16 (autocast) | fp16 (autocast + grad scaler); see dhvtlib.run.runtime
