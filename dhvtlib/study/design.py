@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["SIZES", "MODELS", "LABELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "GRID_SCALE",
-           "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for", "Budget", "budget", "variant"]
+           "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for", "Budget", "budget", "steps_per_epoch", "variant"]
 
 SIZES = (10, 30, 100, 300, 1000)
 # name -> (registered model, preset): the ViT recipe is `quick`'s (the paper's recipe at a CPU scale)
@@ -46,6 +46,11 @@ class Budget:
                 "checkpoint_every_epochs": self.checkpoint_every_epochs, "sched_unit": "step"}
 
 
+def steps_per_epoch(samples_per_class: int, num_classes: int = 10, batch_size: int = BATCH) -> int:
+    """Updates per epoch at a size (the loader drops the last partial batch)."""
+    return samples_per_class * num_classes // batch_size
+
+
 def budget(samples_per_class: int, num_classes: int = 10, batch_size: int = BATCH, *, min_steps: int = 2000,
            min_epochs: int = 50, scale: int = 1, eval_steps: int = 500, max_evals: int = 20,
            checkpoint_steps: int = 200) -> Budget:
@@ -53,7 +58,7 @@ def budget(samples_per_class: int, num_classes: int = 10, batch_size: int = BATC
     of 10 (so that the 10% warmup is whole epochs, the same fraction at every size), times `scale` (the grid runs
     at `GRID_SCALE`, the convergence check at twice that). Evaluation about every `eval_steps` updates (at least twice, at most `max_evals` times),
     checkpoints about every `checkpoint_steps` updates."""
-    spe = samples_per_class * num_classes // batch_size  # updates per epoch (the loader drops the last partial batch)
+    spe = steps_per_epoch(samples_per_class, num_classes, batch_size)
     if spe < 1:
         raise ValueError(f"{samples_per_class} images per class x {num_classes} classes is fewer than batch_size "
                          f"{batch_size}; lower batch_size or raise samples_per_class.")

@@ -14,7 +14,7 @@ from ..launch import LAUNCHERS
 from ..models import create_model, matched_width
 from ..paths import output_dir
 from .design import (BATCH, CONVERGENCE_SIZES, GRID_SCALE, LABELS, MODELS, PRECISION_CHECK, SIZES, VIT, budget,
-                     seeds_for, variant)
+                     seeds_for, steps_per_epoch, variant)
 from .stats import study_frame
 
 __all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "run_study", "remaining",
@@ -147,7 +147,7 @@ def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 1
     out = {"runs": 0, "done": 0, "updates": 0, "core_hours": 0.0}
     for s in specs:
         r = s.recipe
-        steps = r["epochs"] * (r["samples_per_class"] * num_classes // r["batch_size"])
+        steps = r["epochs"] * steps_per_epoch(r["samples_per_class"], num_classes, r["batch_size"])
         for seed in s.seeds or (0,):
             out["runs"] += 1
             if (s.tag, seed) in done_keys:
