@@ -64,10 +64,14 @@ def test_the_schedule_has_the_same_shape_at_every_size(preset):
 
 
 def test_budget_values():
-    assert [study.budget(n).steps for n in study.SIZES] == [2000, 2000, 2100, 2300, 7800]  # the first budget
-    assert study.GRID_SCALE == 8  # doubled three times after its convergence checks
-    assert [study.budget(n, scale=2).steps for n in study.SIZES] == [4000, 4000, 4200, 4600, 15600]
-    assert [study.budget(n, scale=8).steps for n in study.SIZES] == [16000, 16000, 16800, 18400, 62400]
+    assert study.GRID_SCALE == 8  # the update floor, doubled three times after its convergence checks
+    # the grid: max(16,000 updates, 100 epochs) in whole epochs rounded up to a multiple of 10
+    assert [study.budget(n).steps for n in study.SIZES] == [16000, 16000, 16050, 16100, 17160]
+    assert [study.budget(n).epochs for n in study.SIZES] == [16000, 4000, 1070, 350, 110]
+    assert [study.budget(n, scale=16).epochs for n in study.SIZES] == [32000, 8000, 2140, 700, 220]  # the 2x check
+    # the budgets before the doublings at 30 per class (the committed scale1/2/4 records): 2000, 4000, 8000
+    assert [study.budget(30, scale=k).steps for k in (1, 2, 4)] == [2000, 4000, 8000]
+    assert study.budget(10000, min_steps=10).epochs == 100  # where the epoch floor binds
     assert [study.seeds_for(n) for n in (10, 30, 100)] == [(0, 1, 2, 3, 4)] * 2 + [(0, 1, 2)]
     with pytest.raises(ValueError, match="fewer than batch_size 64"):
         study.budget(5)
@@ -76,13 +80,14 @@ def test_budget_values():
 def test_plan_rows_models_and_order(fmnist):
     plan = study.study_plan(data_dir=str(fmnist))
     tags = [s.tag for s in plan]
-    assert tags[:8] == [f"{m}/30pc/scale8" for m in study.MODELS] + [f"{m}/30pc/scale16" for m in study.MODELS]
+    assert tags[:8] == [f"{m}/{n}pc/scale8" for n in (10, 30) for m in study.MODELS]
+    assert tags[20:28] == [f"{m}/{n}pc/scale16" for n in (30, 1000) for m in study.MODELS]  # every seed 0 first
     assert tags[-1] == "dhvt/30pc/scale8/fp32" and len(plan) == 5 * 4 + 2 * 4 + 1
     by_tag = {s.tag: s for s in plan}
     sgd, vit = by_tag["resnet_sgd/100pc/scale8"], by_tag["resnet/100pc/scale8"]
     assert (sgd.preset, vit.preset, sgd.model_kwargs, sgd.recipe) == ("cnn_sgd", "quick", vit.model_kwargs, vit.recipe)
-    assert by_tag["dhvt/1000pc/scale16"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc/scale8"].recipe["epochs"] == 800
-    assert [study.late(s) for s in plan].count(True) == 5 and study.late(by_tag["resnet/1000pc/scale16"])
+    assert by_tag["dhvt/1000pc/scale16"].recipe["epochs"] == 2 * by_tag["dhvt/1000pc/scale8"].recipe["epochs"] == 220
+    assert [study.late(s) for s in plan].count(True) == 1 and study.late(by_tag["dhvt/30pc/scale8/fp32"])
     assert by_tag["dhvt/10pc/scale8"].seeds == (0, 1, 2, 3, 4) and by_tag["dhvt/1000pc/scale16"].seeds == (0,)
     assert by_tag["dhvt/30pc/scale8/fp32"].recipe["precision"] == "fp32"
     # a run's name relative to the grid: a doubling of GRID_SCALE renames no record

@@ -10,16 +10,18 @@ its pre-registered verdicts (`stats.py`); every public name is importable from `
 - **Sizes** (`SIZES`): 10, 30, 100, 300 and 1000 training images per class; `seeds_for(n)` seeds each (5 at 10 and
   30, 3 above). A seed picks the subset and the initialisation, paired across models. Test: a fixed stratified half
   of the test set (500 per class, the same for every run).
-- **Budget** (`budget`): the same schedule shape at every size: max(`min_steps`, `min_epochs` epochs) updates at
-  batch 64, times `GRID_SCALE`, warmup 10% of them, one cosine over all of them, stepped per update
+- **Budget** (`budget`): the same schedule shape at every size: max(16,000 updates, 100 epochs) at batch 64 (the
+  update floor `min_steps` x `GRID_SCALE`), warmup 10% of them, one cosine over all of them, stepped per update
   (`sched_unit="step"`: with 1-4 updates per epoch at the small sizes, a per-epoch schedule would be a staircase
   of a few steps). Evaluation every k epochs (about every 500 updates, at most 20 times, always at the end), so
   it costs a few % of training.
 - **Convergence** (`convergence_runs`): one seed at 30 and 1000 per class with 2x the budget; the budget is
   accepted when the last-epoch top-1 moves by less than `CONVERGENCE_POINTS`, else doubled. The first budget
-  (max(2000 updates, 50 epochs), scale 1) failed: DeiT at 30 per class, seed 0, went from 65.38 to 71.14 with
-  twice the updates; doubled (scale 2), it failed again (71.14 -> 73.50 at 8000 updates), and doubled again
-  (scale 4) it failed a third time (73.50 -> 77.76 at 16,000). So `GRID_SCALE` is 8.
+  (max(2000 updates, 50 epochs)) failed at 30 per class three times (DeiT, seed 0: 65.38 -> 71.14 at 4000
+  updates, -> 73.50 at 8000, -> 77.76 at 16,000), so the update floor is 8x 2000 (`GRID_SCALE`). The epoch floor
+  no longer doubles with it (no check where it binds has failed) and is 100 epochs. The update floor is capped
+  here (cost): a model whose check at 30 per class fails is reported as not converged at 16,000 updates. If a
+  check at 1000 per class fails, that size's other seeds train at the check's budget (one doubling).
 - **Tags** carry the absolute scale, `<model>/<n>pc/scale<k>` (and `.../scale<k>/fp32`), so a doubling changes no
   record: `variant(tag)` names a run relative to the grid ('' for `GRID_SCALE`, 'x2' for twice it, 'half',
   'quarter', 'eighth' for the smaller budgets already run, 'fp32').

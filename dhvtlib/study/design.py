@@ -17,7 +17,7 @@ LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18, ViT recipe", "re
 CNN_REFERENCE = "resnet_sgd"
 CONVERGENCE_SIZES = (30, 1000)
 CONVERGENCE_POINTS = 1.0
-GRID_SCALE = 8  # the first budget doubled three times after its convergence checks (see the module docstring)
+GRID_SCALE = 8  # the update floor, doubled three times after its convergence checks, and capped here (README)
 RELATIVE = {2: "x2", 1: "", 1 / 2: "half", 1 / 4: "quarter", 1 / 8: "eighth"}  # scale / GRID_SCALE -> variant
 PRECISION_CHECK = ("dhvt", 30)  # (model, images per class) trained in fp32 beside bf16 at seeds 0-2
 VIT = dict(embed_dim=64, depth=4, num_heads=4)
@@ -52,22 +52,24 @@ def steps_per_epoch(samples_per_class: int, num_classes: int = 10, batch_size: i
 
 
 def budget(samples_per_class: int, num_classes: int = 10, batch_size: int = BATCH, *, min_steps: int = 2000,
-           min_epochs: int = 50, scale: int = 1, eval_steps: int = 500, max_evals: int = 20,
+           min_epochs: int = 100, scale: int = GRID_SCALE, eval_steps: int = 500, max_evals: int = 20,
            checkpoint_steps: int = 200) -> Budget:
-    """The run length at a size: max(min_steps updates, min_epochs epochs), in whole epochs rounded up to a multiple
-    of 10 (so that the 10% warmup is whole epochs, the same fraction at every size), times `scale` (the grid runs
-    at `GRID_SCALE`, the convergence check at twice that). Evaluation about every `eval_steps` updates (at least twice, at most `max_evals` times),
+    """The run length at a size. The grid (`scale=GRID_SCALE`) trains max(GRID_SCALE x `min_steps` updates,
+    `min_epochs` epochs), in whole epochs rounded up to a multiple of 10 (so that the 10% warmup is whole epochs,
+    the same fraction at every size); only the update floor carries the doublings, because every check that failed
+    was at 30 per class, where it is what binds. Another scale k trains k / GRID_SCALE of the grid's epochs,
+    rounded up (the convergence check: 2x; at 30 per class 1/8, 1/4 and 1/2 are the budgets before the
+    doublings). Evaluation about every `eval_steps` updates (at least twice, at most `max_evals` times),
     checkpoints about every `checkpoint_steps` updates."""
     spe = steps_per_epoch(samples_per_class, num_classes, batch_size)
     if spe < 1:
         raise ValueError(f"{samples_per_class} images per class x {num_classes} classes is fewer than batch_size "
                          f"{batch_size}; lower batch_size or raise samples_per_class.")
-    epochs = max(math.ceil(min_steps / spe), min_epochs)
-    epochs = 10 * math.ceil(epochs / 10) * scale
+    grid = 10 * math.ceil(max(math.ceil(min_steps * GRID_SCALE / spe), min_epochs) / 10)
+    epochs = math.ceil(grid * scale / GRID_SCALE)
     evals = min(max(2, epochs * spe // eval_steps), max_evals)
-    return Budget(epochs=epochs, warmup_epochs=epochs // 10, eval_every=max(1, epochs // evals),
+    return Budget(epochs=epochs, warmup_epochs=epochs // 10, eval_every=max(1, math.ceil(epochs / evals)),
                   checkpoint_every_epochs=max(1, checkpoint_steps // spe), steps_per_epoch=spe)
-
 
 
 def variant(tag: str) -> str:

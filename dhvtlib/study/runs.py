@@ -93,26 +93,21 @@ def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: 
 
 def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: Any) -> list[RunSpec]:
     """Every row of the study (`efficiency_runs(**kwargs)`, then the convergence and precision checks of the models
-    asked for), in the order to run them: the cheap convergence size and its 2x check, the other sizes (`run_study`
-    trains every row's first seed first), then the expensive 2x check and the fp32 check (`late`)."""
+    asked for), in the order to run them: `run_study` trains every row's first seed first (the grid's, then the
+    2x checks at 30 and 1000 per class: the latter decides the budget of 1000 per class's other seeds), then the
+    other seeds, then the fp32 check (`late`)."""
     grid = efficiency_runs(**kwargs)
     common = {k: v for k, v in kwargs.items() if k not in ("seeds", "samples_per_class", "models")}
     models = list(kwargs.get("models", MODELS))
     conv = convergence_runs(models, **common) if convergence else []
-    small = min(CONVERGENCE_SIZES)
-    first = [s for s in grid if s.recipe["samples_per_class"] == small]
-    small_conv = [s for s in conv if s.recipe["samples_per_class"] == small]
-    rest = [s for s in grid if s not in first]
-    big_conv = [s for s in conv if s not in small_conv]
     prec = precision_runs(**common) if precision and PRECISION_CHECK[0] in models else []
-    return first + small_conv + rest + big_conv + prec
+    return grid + conv + prec
 
 
 # ------------------------------------------------------------------------------------------------ command line
 def late(spec: RunSpec) -> bool:
-    """The rows trained after every seed of the others: the 2x check at the largest size and the fp32 check."""
-    big = spec.tag.split("/")[1] == f"{max(CONVERGENCE_SIZES)}pc"
-    return variant(spec.tag) == "fp32" or (big and variant(spec.tag) == "x2")
+    """The rows trained after every seed of the others: the fp32 check."""
+    return variant(spec.tag).endswith("fp32")
 
 
 def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, launcher: str = "local",
