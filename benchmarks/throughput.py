@@ -101,8 +101,10 @@ def bench(models: dict[str, nn.Module], mode: str, args, device, cfg: dict) -> d
         if args.compile:
             print(f"  {mode} {name}: compile + {args.warmup} warm-up steps {time.perf_counter() - t0:.0f} s")
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
+    names = list(steps)
+    for r in range(args.rounds):  # each round starts one model later: no model always runs first or after the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            step = steps[name]
             sync(device)
             t0 = time.perf_counter()
             for _ in range(args.steps):

@@ -36,10 +36,15 @@ def test_bounds_reports_one_ratio_per_row(tmp_path):
     assert res["bandwidth_gb_s"]["copy"] > 0
 
 
-def test_daff_layouts_reports_each_layout_against_nchw(tmp_path):
+def test_daff_layouts_reports_each_layout_against_the_official(tmp_path):
     import daff_layouts
 
     res = daff_layouts.main(["--batch", "2", "--threads", "1", "--dim", "16", "--grid", "2", "--rounds", "1",
                              "--steps", "1", "--warmup", "1", "--precision", "fp32", "--json", str(tmp_path / "d.json")])
-    assert set(res["rows"]) == {"fp32/train", "fp32/infer"}
-    assert all(r["tokens_vs_nchw"] > 0 and r["channels_last_vs_nchw"] > 0 for r in res["rows"].values())
+    assert set(res["rows"]) == {"fp32/train", "fp32/infer"} and res["scope"] == "block"
+    assert all(r[f"{lay}_vs_official"] > 0 for r in res["rows"].values() for lay in daff_layouts.LAYOUTS)
+    res = daff_layouts.main(["--scope", "model", "--batch", "2", "--threads", "1", "--rounds", "1", "--steps", "1",
+                             "--warmup", "1", "--precision", "fp32", "--mode", "train"])
+    assert set(res["rows"]) == {"fp32/train"} and res["model"] == "dhvt_tiny_cifar_patch4"
+    assert set(res["rows"]["fp32/train"]) == {f"{k}_ms" for k in (*daff_layouts.LAYOUTS, "official")} | {
+        f"{k}_vs_official" for k in daff_layouts.LAYOUTS}
