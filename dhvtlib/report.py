@@ -143,12 +143,14 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     files += write_table(per_size, out / "verdicts", title=f"{experiment}: {verdict}; per size: the gap "
                          f"({study.CNN_REFERENCE} - deit), DHVT's gain over DeiT, DHVT - {study.CNN_REFERENCE} (claim "
                          "2 holds where its CI upper bound >= -1) and the share of the gap DHVT closes (1 = all "
-                         "of it; above 1: DHVT beats the CNN)", provenance=prov)
+                         "of it; above 1: DHVT beats the CNN); not_converged: the models whose 2x check failed at that size",
+                         provenance=prov)
     conv, prec = study.convergence_table(f), study.precision_table(f)
     if len(conv):
         files += write_table(conv, out / "convergence", title=f"{experiment}: last-epoch top-1 at a budget and at "
                              f"twice it (seed 0); a budget is accepted when it moves by less than "
-                             f"{study.CONVERGENCE_POINTS:g} point, else doubled",
+                             f"{study.CONVERGENCE_POINTS:g} point, else doubled (up to the cap in the README; "
+                             "beyond it the model is reported as not converged)",
                              provenance=prov)
     if len(prec):
         files += write_table(prec, out / "precision", title=f"{experiment}: the precision auto picked vs fp32, "

@@ -130,6 +130,14 @@ def test_verdict_statistics_on_a_fixed_table():
     assert conv.loc[10, ["model", "samples_per_class", "change"]].tolist() == ["dhvt", 1000, 0.5]  # grid vs x2
     assert bool(conv.loc[10, "accepted"]) and not conv.loc[5, "accepted"]
     assert conv.loc[5, "change"] == pytest.approx(7.0)  # half (80, 5 steps) -> the grid (87, 10 steps), seed 0
+    # the models whose grid budget failed its 2x check, per size (the earlier half -> grid check does not count)
+    deit_x2 = pd.DataFrame([dict(model="deit", samples_per_class=1000, variant="x2", seed=0, top1=86.0,
+                                 best_top1=86.0, steps=20, wall_s=1.0)])
+    both = pd.concat([_table(), half, deit_x2], ignore_index=True)
+    assert study.not_converged(both) == {1000: ["deit"]} and study.not_converged(_table()) == {1000: []}
+    assert study.verdicts(both)[1].set_index("samples_per_class")["not_converged"].to_dict() == \
+        {10: "", 100: "", 1000: "deit"}
+    assert study.verdicts(_table())[1]["not_converged"].tolist() == ["", "", "none"]
 
 
 def test_slope_needs_two_sizes():

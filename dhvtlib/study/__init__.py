@@ -37,11 +37,11 @@ from .design import (BATCH, CNN_REFERENCE, CONVERGENCE_POINTS, CONVERGENCE_SIZES
                      PRECISION_CHECK, RELATIVE, SIZES, VIT, Budget, budget, seeds_for, variant)
 from .runs import (convergence_runs, efficiency_runs, late, main, precision_runs, progress_line, remaining,
                    run_study, study_plan)
-from .stats import (convergence_table, paired_ci, precision_table, slope_ci, study_frame, summary_table,
-                    verdicts)
+from .stats import (convergence_table, not_converged, paired_ci, precision_table, slope_ci, study_frame,
+                    summary_table, verdicts)
 
 __all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "GRID_SCALE",
            "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "Budget", "budget", "seeds_for", "variant",
            "efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "run_study", "late", "remaining",
-           "progress_line", "main", "study_frame", "summary_table", "convergence_table", "precision_table", "slope_ci",
-           "paired_ci", "verdicts"]
+           "progress_line", "main", "study_frame", "summary_table", "convergence_table", "not_converged",
+           "precision_table", "slope_ci", "paired_ci", "verdicts"]

@@ -11,8 +11,8 @@ import pandas as pd
 
 from .design import CNN_REFERENCE, CONVERGENCE_POINTS, PRECISION_CHECK, variant
 
-__all__ = ["study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "precision_table",
-           "verdicts"]
+__all__ = ["study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "not_converged",
+           "precision_table", "verdicts"]
 
 
 def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -114,6 +114,19 @@ def convergence_table(f: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def not_converged(f: pd.DataFrame) -> dict[int, list[str]]:
+    """Per size where some model's grid budget has its 2x check (seed 0, variants '' and 'x2'): the models whose
+    check moved by `CONVERGENCE_POINTS` or more (not converged at the grid's budget: the update floor is capped,
+    see the README)."""
+    p = f[(f["seed"] == 0) & f["variant"].isin(["", "x2"])].pivot_table(
+        index=["samples_per_class", "model"], columns="variant", values="top1")
+    if not {"", "x2"} <= set(p):
+        return {}
+    p = p.dropna(subset=["", "x2"])
+    moved = (p["x2"] - p[""]).abs() >= CONVERGENCE_POINTS
+    return {int(n): sorted(m for (_, m), bad in g.items() if bad) for n, g in moved.groupby(level=0)}
+
+
 def precision_table(f: pd.DataFrame) -> pd.DataFrame:
     """`PRECISION_CHECK` in fp32 vs the grid's runs (bf16 where auto picked it), paired by seed."""
     model, n = PRECISION_CHECK
@@ -132,8 +145,10 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
              ) -> tuple[dict[str, Any], pd.DataFrame]:
     """(claim 1, per-size table). Claim 1 from the slope of the gap (cnn - vit, paired by seed) against
     log10(size); per size: the gap, the hybrid's gain over vit, hybrid - cnn with claim 2's verdict, and the share
-    of the gap the hybrid closes (where the gap is positive), each with its 95% bootstrap CI over seeds."""
+    of the gap the hybrid closes (where the gap is positive), each with its 95% bootstrap CI over seeds, and the
+    models whose 2x check failed at that size (`not_converged`; blank where no check was run)."""
     grid = _grid(f)
+    failed = not_converged(f)
     gap = _paired(grid, cnn, vit)
     slope, lo, hi = slope_ci(gap)
     claim1 = {"slope": slope, "ci_low": lo, "ci_high": hi, "sizes": sorted(gap),
@@ -152,6 +167,7 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
         if len(both) and (both[cnn] - both[vit]).mean() > 0:
             row.update(zip(("share", "share_low", "share_high"),
                            _share_ci((both[hybrid] - both[vit]).to_numpy(), (both[cnn] - both[vit]).to_numpy())))
+        row["not_converged"] = (", ".join(failed[n]) or "none") if n in failed else ""
         rows.append(row)
     return claim1, pd.DataFrame(rows)
 
