@@ -98,6 +98,16 @@ def test_plan_rows_models_and_order(fmnist):
         study.efficiency_runs([10], ["vit"], data_dir=str(fmnist))
 
 
+def test_a_failed_check_at_1000_doubles_that_size_once(fmnist, monkeypatch):
+    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {1000: 16})  # what the README's rule sets if it fails
+    plan = {s.tag: s for s in study.study_plan(data_dir=str(fmnist))}
+    assert plan["dhvt/1000pc/scale16"].seeds == (0, 1, 2) and plan["dhvt/1000pc/scale16"].recipe["epochs"] == 220
+    assert "dhvt/1000pc/scale8" not in plan and not any("scale32" in t for t in plan)  # not checked again
+    assert plan["dhvt/30pc/scale16"].seeds == (0,) and plan["dhvt/300pc/scale8"].recipe["epochs"] == 350
+    assert [study.variant(t) for t in ("deit/1000pc/scale16", "deit/1000pc/scale8", "deit/30pc/scale16")] == \
+        ["", "half", "x2"]
+
+
 def _table() -> pd.DataFrame:
     """A fixed study frame: the gap shrinks by 8.5 points per decade, DHVT within 1 point of the CNN at 1000."""
     rows = []

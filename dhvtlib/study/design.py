@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 __all__ = ["SIZES", "MODELS", "LABELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "GRID_SCALE",
+           "GRID_SCALE_AT", "grid_scale",
            "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for", "Budget", "budget", "steps_per_epoch", "variant"]
 
 SIZES = (10, 30, 100, 300, 1000)
@@ -18,6 +20,9 @@ CNN_REFERENCE = "resnet_sgd"
 CONVERGENCE_SIZES = (30, 1000)
 CONVERGENCE_POINTS = 1.0
 GRID_SCALE = 8  # the update floor, doubled three times after its convergence checks, and capped here (README)
+# size -> its grid's scale, where that size's own 2x check failed and doubled its budget once (README: only at 1000
+# per class, not checked again); empty: every size trains at GRID_SCALE
+GRID_SCALE_AT: Mapping[int, int] = MappingProxyType({})
 RELATIVE = {2: "x2", 1: "", 1 / 2: "half", 1 / 4: "quarter", 1 / 8: "eighth"}  # scale / GRID_SCALE -> variant
 PRECISION_CHECK = ("dhvt", 30)  # (model, images per class) trained in fp32 beside bf16 at seeds 0-2
 VIT = dict(embed_dim=64, depth=4, num_heads=4)
@@ -44,6 +49,11 @@ class Budget:
     def recipe(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "warmup_epochs": self.warmup_epochs, "eval_every": self.eval_every,
                 "checkpoint_every_epochs": self.checkpoint_every_epochs, "sched_unit": "step"}
+
+
+def grid_scale(samples_per_class: int) -> int:
+    """The scale the grid trains at this size (`GRID_SCALE_AT`, else `GRID_SCALE`)."""
+    return GRID_SCALE_AT.get(samples_per_class, GRID_SCALE)
 
 
 def steps_per_epoch(samples_per_class: int, num_classes: int = 10, batch_size: int = BATCH) -> int:
@@ -73,11 +83,11 @@ def budget(samples_per_class: int, num_classes: int = 10, batch_size: int = BATC
 
 
 def variant(tag: str) -> str:
-    """A run's budget relative to the grid's (`RELATIVE`; 'scale<k>' when none of those), or 'fp32' for the
+    """A run's budget relative to its size's grid (`RELATIVE`; 'scale<k>' when none of those), or 'fp32' for the
     precision check at the grid's budget."""
     parts = tag.split("/")
     scale = int(parts[2].removeprefix("scale"))
-    name = RELATIVE.get(scale / GRID_SCALE, f"scale{scale}")
+    name = RELATIVE.get(scale / grid_scale(int(parts[1].removesuffix("pc"))), f"scale{scale}")
     if parts[-1] == "fp32":
         return "fp32" if name == "" else f"{name or 'grid'}/fp32"
     return name

@@ -14,18 +14,19 @@ from ..launch import LAUNCHERS
 from ..models import create_model, matched_width
 from ..paths import output_dir
 from .design import (BATCH, CONVERGENCE_SIZES, GRID_SCALE, LABELS, MODELS, PRECISION_CHECK, SIZES, VIT, budget,
-                     seeds_for, steps_per_epoch, variant)
+                     grid_scale, seeds_for, steps_per_epoch, variant)
 from .stats import study_frame
 
 __all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "run_study", "remaining",
            "progress_line", "main"]
 
 
-def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int = GRID_SCALE, cnn_width: int,
+def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int | None = None, cnn_width: int,
           dataset: str, num_classes: int, test_samples_per_class: int | None, seeds: Sequence[int],
           **recipe: Any) -> RunSpec:
     name, preset = MODELS[model]
     arch = {"width": cnn_width} if name.startswith("resnet") else dict(VIT)
+    scale = grid_scale(n) if scale is None else scale
     b = budget(n, num_classes, BATCH, scale=scale)
     values = {"dataset": dataset, "samples_per_class": n, "batch_size": BATCH,
               "test_samples_per_class": test_samples_per_class, **b.recipe(), **recipe}
@@ -73,12 +74,13 @@ def convergence_runs(models: Sequence[str] = tuple(MODELS), sizes: Sequence[int]
                      dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
                      test_samples_per_class: int | None = 500, experiment: str = "efficiency/fmnist"
                      ) -> list[RunSpec]:
-    """Seed 0 at each size with twice the budget (variant 'x2')."""
+    """Seed 0 at each size with twice the budget (variant 'x2'); none at a size whose grid a failed check already
+    doubled (`GRID_SCALE_AT`: one doubling, not checked again)."""
     _check_args(sizes, models)
     k, width = _context(dataset, data_dir, models, cnn_width)
     return [_spec(m, n, experiment=experiment, scale=2 * GRID_SCALE, cnn_width=width, dataset=dataset,
                   num_classes=k, test_samples_per_class=test_samples_per_class, seeds=(0,))
-            for n in sizes for m in models]
+            for n in sizes for m in models if grid_scale(n) == GRID_SCALE]
 
 
 def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: int | None = None,
