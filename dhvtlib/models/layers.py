@@ -318,11 +318,12 @@ class DAFF(nn.Module):
         return torch.cat([cls, y], dim=1)
 
     def _layout(self, x: torch.Tensor) -> str:
-        """The layout this call runs in. 'auto', from same-process ratios of a DHVT-T DAFF block (batch 128,
-        forward + backward, same weights) on a 1-thread AVX512-BF16 CPU: 'nchw' while the BatchNorms are split into
-        groups in training (tokens 0.73x / 0.95x of it in fp32 / bf16); else 'tokens' on a CPU in bf16/fp16 (1.32x
-        -1.46x NCHW, 1.1x channels_last) and 'channels_last' otherwise (fp32: tokens 0.88x-0.98x of it; other
-        devices keep it until measured)."""
+        """The layout this call runs in. 'auto', from same-process timings on an AVX512-BF16 CPU
+        (benchmarks/daff_layouts.py, batch 128, forward + backward, same weights): 'nchw' while the BatchNorms are
+        split into groups in training (tokens 0.73x / 0.95x of it in fp32 / bf16); else 'tokens' on a CPU in
+        bf16/fp16 (1.06x the official DAFF block, 1.04x the official model; channels_last 0.89x / 0.95x) and
+        'channels_last' otherwise (the official code's own layout: its permuted view is channels_last-strided; in
+        fp32 tokens is 0.97x-1.0x of it; other devices keep it until measured)."""
         if self.layout != "auto":
             return self.layout
         if getattr(self.bn1, "num_splits", 1) > 1 and self.training:
