@@ -174,7 +174,7 @@ def test_resized_crop_matches_torchvision():
 
 
 def test_resized_crop_bicubic_is_torchvisions_bicubic():
-    """DeiT's RandomResizedCrop resamples bicubic (issue 10 item 6): inside the box the taps equal torchvision's
+    """DeiT's RandomResizedCrop resamples bicubic: inside the box the taps equal torchvision's
     tensor bicubic (a = -0.75, antialias=False); at the box edge ours may read one pixel beyond it."""
     x = _images(3, n=3)
     boxes = torch.tensor([[0, 0, 32, 32], [4, 6, 16, 12], [8, 2, 20, 24]])

@@ -242,7 +242,7 @@ def test_samples_per_class_indices():
                                                    "class of the training split, class 2, has only 1 images; set it "
                                                    "to at most 1")):
         samples_per_class_indices(torch.tensor([0, 0, 1, 1, 2, 3, 3]), 2, seed=0)
-    # the first short class is not the smallest: the message names the smallest (issue 15's "104 vs 84")
+    # the first short class is not the smallest: the message names the smallest (104 vs 84)
     small = InMemoryImages(torch.zeros(9, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2]),
                            ["ant", "bee", "cat"])
     with pytest.raises(ValueError, match=r"test_samples_per_class \(--test-samples-per-class\) is 4, but the "

@@ -1,4 +1,4 @@
-"""Virtual GPUs (issue 10 item 4): DAFF BatchNorm and Mixup per official GPU, SOPE BatchNorm over the whole batch.
+"""Virtual GPUs: DAFF BatchNorm and Mixup per official GPU, SOPE BatchNorm over the whole batch.
 One process with G groups equals the official G-process run (torchrun, gloo) for a training step."""
 from __future__ import annotations
 

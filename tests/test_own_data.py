@@ -1,4 +1,4 @@
-"""Your own image folder (issue 15): decoding any mode, sizes and splits, the decode-once cache, one sentence per bad
+"""Your own image folder: decoding any mode, sizes and splits, the decode-once cache, one sentence per bad
 folder, training in memory with bitwise resume after a real SIGKILL, and evaluation with the recorded settings."""
 from __future__ import annotations
 

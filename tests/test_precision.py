@@ -1,4 +1,4 @@
-"""precision='auto' (issue 12): what it picks on CUDA, on CPUs with and without native bf16, on resume; where it
+"""precision='auto': what it picks on CUDA, on CPUs with and without native bf16, on resume; where it
 is the default; what the run records."""
 from __future__ import annotations
 

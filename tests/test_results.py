@@ -431,7 +431,7 @@ def test_ablation_deltas_below_the_papers_own_spread_say_so(runs_root):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# captions, hidden columns, LaTeX, 1-based epochs, the report (issue 17.4, 18.1, 18.2)
+# captions, hidden columns, LaTeX, 1-based epochs, the report
 # ---------------------------------------------------------------------------------------------------------------
 def test_table_caption_and_hidden_columns(runs_root):
     with pytest.warns(UserWarning):

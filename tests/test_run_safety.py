@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 16) and the paper's protocol without silent traps (issue 10): one
+"""Nothing lost, nothing silently wrong and the paper's protocol without silent traps: one
 writer per run directory, completed runs never reopened, non-finite weights never checkpointed, SIGTERM like Ctrl-C,
 wall-clock checkpoints, explicit 'none', and one sentence instead of a traceback for each bad input."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Launchers (issue 14): a smoke table trained by concurrent local submitit jobs, one killed and one preempted, equals
+"""Launchers: a smoke table trained by concurrent local submitit jobs, one killed and one preempted, equals
 the inline table run for run; the SLURM path's sbatch script, parameters and requeue without a cluster; bad input."""
 from __future__ import annotations
 
