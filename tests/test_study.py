@@ -3,6 +3,7 @@ statistics on a fixed table, the plan, and the per-update schedule resuming bitw
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -216,3 +217,17 @@ def test_short_deit_schedules_say_so_and_smoke_learns(fmnist, tmp_path, capsys):
     smoke = run("smoke", output=tmp_path / "s", data_dir=fmnist, progress=False, verbose=False)
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] == pytest.approx(resolve("smoke").effective_lr) and "notes" not in smoke
+
+
+def test_the_command_reports_what_is_left_without_training(fmnist, tmp_path, capsys):
+    study.main(["--status", "--output-dir", str(tmp_path), "--data-dir", str(fmnist), "--models", "deit", "dhvt",
+                "--sizes", "10", "30"])
+    out = capsys.readouterr().out
+    m = re.match(r"(\d+) runs in the plan: (\d+) completed, (\d+) not yet", out)
+    # 2 models x (5 + 5 seeds) + their 2x checks at 30 and 1000 + the fp32 check's 3 seeds
+    assert m and int(m[1]) == 27 == int(m[2]) + int(m[3]) and int(m[3]) > 0
+    # nothing trained: the only runs in the output are the committed records it reuses (copied, completed)
+    manifests = list(tmp_path.rglob("manifest.json"))
+    assert len(manifests) == int(m[2]) and not list(tmp_path.rglob("checkpoint-*.pt"))
+    with pytest.raises(SystemExit, match="model 'vit' is not in the study"):
+        study.main(["--status", "--output-dir", str(tmp_path), "--data-dir", str(fmnist), "--models", "vit"])

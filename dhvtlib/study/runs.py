@@ -177,11 +177,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--launcher", default="local", choices=[x for x in LAUNCHERS if x != "slurm"])  # this machine's
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    ap.add_argument("--status", action="store_true", help="print what is done and what is left; train nothing")
     args = ap.parse_args(argv)
     try:
         specs = study_plan(models=args.models, samples_per_class=args.sizes, data_dir=args.data_dir)
-        runs = run_study(specs, output_dir(args.output_dir), workers=args.workers, threads=args.threads,
-                         launcher=args.launcher, data_dir=args.data_dir)
+        runs = run_study(specs, output_dir(args.output_dir), train=not args.status, workers=args.workers,
+                         threads=args.threads, launcher=args.launcher, data_dir=args.data_dir)
         print(progress_line(runs, specs))
     except ValueError as e:
         raise SystemExit(f"python -m dhvtlib.study: {e}") from None
