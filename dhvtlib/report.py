@@ -157,8 +157,8 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
                              "paired by seed", provenance=prov)
     with _figure(f"{stem}_top1_vs_samples") as fig:
         fig.append(plot_efficiency(summary, per_size, labels=study.LABELS, cnn=study.CNN_REFERENCE,
-                                   title=f"{plain_text(experiment)}: trained to convergence, the same schedule "
-                                   "shape at every size"))
+                                   title=f"{plain_text(experiment)}: the same budget and schedule shape at "
+                                   "every size (convergence: convergence.md)"))
         files += save_figure(fig[0], root / "figures" / f"{stem}_top1_vs_samples")
     curves = _loss_curves(done)
     if len(curves):
