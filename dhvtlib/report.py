@@ -142,9 +142,9 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
     verdict = claim1_sentence(claim1)
     files += write_table(per_size, out / "verdicts", title=f"{experiment}: {verdict}; per size: the gap "
                          f"({study.CNN_REFERENCE} - deit), DHVT's gain over DeiT, DHVT - {study.CNN_REFERENCE} (claim "
-                         "2 holds where its CI upper bound >= -1) and the share of the gap DHVT closes (1 = all "
-                         "of it; above 1: DHVT beats the CNN); not_converged: the models whose 2x check failed at that size",
-                         provenance=prov)
+                         "2 holds where its CI upper bound >= -1, decided with two or more seeds) and the share of "
+                         "the gap DHVT closes (1 = all of it; above 1: DHVT beats the CNN); not_converged: the models "
+                         "whose 2x check failed at that size", provenance=prov)
     conv, prec = study.convergence_table(f), study.precision_table(f)
     if len(conv):
         files += write_table(conv, out / "convergence", title=f"{experiment}: last-epoch top-1 at a budget and at "
@@ -172,7 +172,7 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
 
 def claim1_sentence(c: dict[str, Any]) -> str:
     if not c or c.get("holds") is None:
-        return "claim 1 not decided yet (fewer than two sizes with paired runs)"
+        return f"claim 1 not decided yet ({(c or {}).get('undecided_why') or 'no paired runs'})"
     return (f"claim 1 {'holds' if c['holds'] else 'does not hold'} here: slope of the gap vs log10(images per "
             f"class) {c['slope']:.2f} points per decade, 95% CI [{c['ci_low']:.2f}, {c['ci_high']:.2f}]")
 

@@ -155,6 +155,10 @@ def test_slope_needs_two_sizes():
     assert np.isnan(study.slope_ci({10: [1.0, 2.0]})[0])
     claim1, _ = study.verdicts(_table()[lambda f: f["samples_per_class"] == 10])
     assert claim1["holds"] is None
+    one_seed = _table()[lambda f: f["seed"] == 0]  # two or more sizes, one seed each: no CI, no verdict
+    claim1, per = study.verdicts(one_seed)
+    assert claim1["holds"] is None and "fewer than two paired seeds" in claim1["undecided_why"]
+    assert per["claim2_holds"].isna().all() and not np.isnan(claim1["slope"])
 
 
 def test_report_writes_tables_and_figures(tmp_path):

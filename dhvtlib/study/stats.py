@@ -144,15 +144,19 @@ def precision_table(f: pd.DataFrame) -> pd.DataFrame:
 def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str = CNN_REFERENCE
              ) -> tuple[dict[str, Any], pd.DataFrame]:
     """(claim 1, per-size table). Claim 1 from the slope of the gap (cnn - vit, paired by seed) against
-    log10(size); per size: the gap, the hybrid's gain over vit, hybrid - cnn with claim 2's verdict, and the share
+    log10(size), undecided (`holds` None, `undecided_why`) until two or more sizes have paired runs, each with two
+    or more seeds; per size: the gap, the hybrid's gain over vit, hybrid - cnn with claim 2's verdict, and the share
     of the gap the hybrid closes (where the gap is positive), each with its 95% bootstrap CI over seeds, and the
     models whose 2x check failed at that size (`not_converged`; blank where no check was run)."""
     grid = _grid(f)
     failed = not_converged(f)
     gap = _paired(grid, cnn, vit)
     slope, lo, hi = slope_ci(gap)
-    claim1 = {"slope": slope, "ci_low": lo, "ci_high": hi, "sizes": sorted(gap),
-              "holds": None if math.isnan(slope) else bool(slope < 0 and hi < 0)}
+    why = ("fewer than two sizes with paired runs" if math.isnan(slope) else
+           "fewer than two paired seeds at some size: no confidence interval yet"
+           if min(len(v) for v in gap.values()) < 2 else None)
+    claim1 = {"slope": slope, "ci_low": lo, "ci_high": hi, "sizes": sorted(gap), "undecided_why": why,
+              "holds": None if why else bool(slope < 0 and hi < 0)}
     rows = []
     for n in sorted(set(gap) | set(_paired(grid, hybrid, cnn))):
         row: dict[str, Any] = {"samples_per_class": n}
@@ -161,7 +165,7 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
             row.update(zip((name, f"{name}_low", f"{name}_high"), paired_ci(d)))
             row[f"{name}_seeds"] = len(d)
         hi2 = row["hybrid_minus_cnn_high"]
-        row["claim2_holds"] = None if math.isnan(hi2) else bool(hi2 >= -1.0)
+        row["claim2_holds"] = None if math.isnan(hi2) or row["hybrid_minus_cnn_seeds"] < 2 else bool(hi2 >= -1.0)
         row.update(share=math.nan, share_low=math.nan, share_high=math.nan)
         both = grid.loc[n][[vit, hybrid, cnn]].dropna() if {vit, hybrid, cnn} <= set(grid) else pd.DataFrame()
         if len(both) and (both[cnn] - both[vit]).mean() > 0:
