@@ -13,7 +13,6 @@ it on a new device or precision before changing the choice (dhvtlib/models/layer
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from dhvtlib.run.build import set_bn_splits  # noqa: E402
 import dhvtlib  # noqa: E402
 from dhvtlib.models.layers import DAFF, DAFF_LAYOUTS  # noqa: E402
 from official_dhvt import DAFF as OfficialDAFF, OfficialDHVT  # noqa: E402
-from throughput import make_step, provenance, sync  # noqa: E402
+from throughput import make_step, median_seconds, provenance  # noqa: E402
 
 LAYOUTS = [lay for lay in DAFF_LAYOUTS if lay != "auto"]
 
@@ -80,18 +79,7 @@ def time_layouts(args, device: torch.device, precision: str, mode: str) -> dict[
     for step in steps.values():
         for _ in range(args.warmup):
             step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(args.rounds):  # each round starts one model later: no model always runs first or after the same one
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            step = steps[name]
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            sync(device)
-            times[name].append((time.perf_counter() - t0) / args.steps)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    return {name: v * 1e3 for name, v in median_seconds(steps, args.rounds, args.steps, device).items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -100,18 +100,24 @@ def bench(models: dict[str, nn.Module], mode: str, args, device, cfg: dict) -> d
             step()
         if args.compile:
             print(f"  {mode} {name}: compile + {args.warmup} warm-up steps {time.perf_counter() - t0:.0f} s")
-    times: dict[str, list[float]] = {name: [] for name in models}
+    seconds = median_seconds(steps, args.rounds, args.steps, device)
+    return {name: args.batch / s for name, s in seconds.items()}
+
+
+def median_seconds(steps: dict, rounds: int, calls: int, device: torch.device) -> dict[str, float]:
+    """The median over `rounds` of each step's seconds per call (`calls` calls a round), the steps interleaved;
+    each round starts one step later, so no step always runs first or after the same one."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
-    for r in range(args.rounds):  # each round starts one model later: no model always runs first or after the same one
+    for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            step = steps[name]
             sync(device)
             t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step()
+            for _ in range(calls):
+                steps[name]()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
+            times[name].append((time.perf_counter() - t0) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
