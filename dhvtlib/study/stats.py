@@ -115,16 +115,13 @@ def convergence_table(f: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_converged(f: pd.DataFrame) -> dict[int, list[str]]:
-    """Per size where some model's grid budget has its 2x check (seed 0, variants '' and 'x2'): the models whose
-    check moved by `CONVERGENCE_POINTS` or more (not converged at the grid's budget: the update floor is capped,
-    see the README)."""
-    p = f[(f["seed"] == 0) & f["variant"].isin(["", "x2"])].pivot_table(
-        index=["samples_per_class", "model"], columns="variant", values="top1")
-    if not {"", "x2"} <= set(p):
+    """Per size where some model's grid budget has its 2x check (`convergence_table` of the variants '' and
+    'x2'): the models whose check was not accepted (not converged at the grid's budget: the update floor is
+    capped, see the README)."""
+    c = convergence_table(f[f["variant"].isin(["", "x2"])])
+    if c.empty:
         return {}
-    p = p.dropna(subset=["", "x2"])
-    moved = (p["x2"] - p[""]).abs() >= CONVERGENCE_POINTS
-    return {int(n): sorted(m for (_, m), bad in g.items() if bad) for n, g in moved.groupby(level=0)}
+    return {int(n): sorted(g.loc[~g["accepted"], "model"]) for n, g in c.groupby("samples_per_class")}
 
 
 def precision_table(f: pd.DataFrame) -> pd.DataFrame:
