@@ -133,8 +133,10 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
         return {}, pd.DataFrame(), []
     done = runs[runs["status"].eq("completed")]
     summary, (claim1, per_size) = study.summary_table(f), study.verdicts(f)
+    cpu = f["cpu_s"].dropna()
     prov = {**provenance(done), "runs": f"{len(f)} completed", "wall": f"{f['wall_s'].sum() / 3600:.2f} h of runs "
-            "in all (one thread each)"}
+            "in all (one thread each)" + (f"; {cpu.sum() / 3600:.2f} CPU-hours over the {len(cpu)} runs that record "
+                                          "their CPU time" if len(cpu) else "")}
     caption = (f"{experiment}: Fashion-MNIST, {len(f)} completed runs; mean, std and 95% bootstrap CI over seeds; "
                "design and verdict criteria in dhvtlib/study/ and the README")
     files = write_table(summary, out / "table", title=f"{experiment}: test top-1 (%) at the last epoch vs training "

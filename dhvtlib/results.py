@@ -36,7 +36,7 @@ __all__ = ["RUN_COLUMNS", "PAPER_SOURCE", "load_runs", "load_metrics", "aggregat
            "runs_summary", "display_epochs", "DATASET_NAMES"]
 
 RUN_COLUMNS = ("run_id", "experiment", "tag", "model", "dataset", "seed", "preset", "samples_per_class", "best_top1",
-               "final_top1", "best_epoch", "epochs_run", "wall_s", "status", "git_commit", "run_dir")
+               "final_top1", "best_epoch", "epochs_run", "wall_s", "cpu_s", "status", "git_commit", "run_dir")
 JSON_COLUMNS = ("config", "model_kwargs")  # kept whole, as JSON strings; other nested dicts become dotted columns
 PAPER_SOURCE = "paper (arXiv v2), reported"
 COMPARISON_COLUMNS = ("tag", "label", "paper_top1", "paper_statistic", "ours_statistic", "ours_mean", "ours_std",

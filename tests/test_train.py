@@ -163,6 +163,7 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
               "best_top1", "best_epoch", "final_top1", "final_top5", "params", "train_images", "data_overhead"):
         assert k in m, k
     assert m["train_images"] == 80 and m["test_images"] == 40 and m["versions"]["torch"] == torch.__version__
+    assert 0 < m["cpu_s"] and isinstance(m["cpu_s"], float)  # this process's CPU seconds, beside wall_s
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["best_top1"] == m["best_top1"]
     rows = read_metrics(out, timings=True)
@@ -200,6 +201,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
     assert ck["epoch"] == 1 and ck["epoch_state"]["step"] == 2  # resumes in the middle of the epoch
     resumed = _cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert 0 < ck["cpu_s"] < json.loads((out / "manifest.json").read_text())["cpu_s"]  # summed over the resume
     assert read_metrics(out) == read_metrics(ref)
     a, b = load_checkpoint(ref / "checkpoint-last.pt"), load_checkpoint(out / "checkpoint-last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -216,9 +218,13 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fmnist, tmp_path):
     stopped = _cli(*args, "--output", str(out), signal_after=(0, 3, "INT"))
     assert stopped.returncode == 130 and "resume" in stopped.stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
-    assert load_checkpoint(out / "checkpoint-last.pt")["epoch_state"]["step"] == 3
+    ck = load_checkpoint(out / "checkpoint-last.pt")
+    assert ck["epoch_state"]["step"] == 3
+    del ck["cpu_s"]  # as written before cpu_s was recorded: the total is then unknown, not undercounted
+    torch.save(ck, out / "checkpoint-last.pt")
     assert _cli(*args, "--output", str(out), "--resume").returncode == 0
     assert read_metrics(out) == read_metrics(ref)
+    assert json.loads((out / "manifest.json").read_text())["cpu_s"] is None
 
 
 def test_non_finite_loss_stops_with_clear_message(fmnist, tmp_path, monkeypatch):

@@ -51,10 +51,23 @@ class RunState:
     wall_before: float = 0.0                          # seconds run before this process resumed
     recipe_changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     clock: float = dataclasses.field(default_factory=time.perf_counter)  # when this process's share began
+    cpu_before: float | None = 0.0                    # CPU seconds before this resume (None: a checkpoint without)
+    cpu_clock: float = dataclasses.field(default_factory=time.process_time)
 
     @property
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.clock
+
+    @property
+    def cpu_s(self) -> float | None:
+        """This process's CPU time (all its threads, user + system; not data-loader worker processes), summed over
+        resumes: the compute a run cost, unaffected by other load or by pauses, unlike wall_s. None when resumed
+        from a checkpoint written before it was recorded."""
+        return None if self.cpu_before is None else self.cpu_before + time.process_time() - self.cpu_clock
+
+    def start_clocks(self) -> None:
+        """This process's share of wall and CPU time begins now."""
+        self.clock, self.cpu_clock = time.perf_counter(), time.process_time()
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and primitives only (loadable with weights_only=True)."""
@@ -66,7 +79,7 @@ class RunState:
                 "epoch": self.epoch, "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None,
                 "history": self.history, "best": self.best, "config": self.recipe.to_dict(),
                 "precision": self.precision, "data_config": self.model.data_config, "started": self.started,
-                "recipe_changes": self.recipe_changes, "wall_s": self.wall_s}
+                "recipe_changes": self.recipe_changes, "wall_s": self.wall_s, "cpu_s": self.cpu_s}
 
     def load_state_dict(self, ck: dict[str, Any], rank: int = 0) -> None:
         """Continue from checkpoint `ck`; `rank` picks this process's RNG state when every rank's was saved."""
@@ -81,6 +94,7 @@ class RunState:
         self.epoch = ck["epoch"]
         self.epoch_state = EpochState(**ck["epoch_state"]) if ck.get("epoch_state") else None
         self.started, self.wall_before = ck.get("started", self.started), ck.get("wall_s", 0.0)
+        self.cpu_before = ck.get("cpu_s")
         self.recipe_changes = list(ck.get("recipe_changes", []))
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"], self.generators)
 

@@ -131,7 +131,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
         write_json(out / "manifest.json", manifest)
-    rs.clock = time.perf_counter()
+    rs.start_clocks()
     saver, stop = Checkpoints(rs, out, d, dev), StopSignals()
     status, error = "running", None
     try:
@@ -242,7 +242,7 @@ def _manifest(rs: RunState, out: Path, data: RunData, d: Dist, dev: torch.device
             "git_commit": commit, "git_dirty": dirty, **environment(dev), "device": str(dev),
             "world_size": d.world_size, "sync_bn": loop.sync_bn, "precision": rs.precision,
             "precision_reason": reason, "bn_groups_per_process": loop.bn_groups, "effective_lr": r.effective_lr,
-            "started": rs.started, "ended": None, "wall_s": None, "status": "running", "output": str(out),
+            "started": rs.started, "ended": None, "wall_s": None, "cpu_s": None, "status": "running", "output": str(out),
             "recipe_changes": rs.recipe_changes}
 
 
@@ -318,7 +318,8 @@ def _record(rs: RunState, saver: Checkpoints, row: dict[str, Any], out: Path, *,
 
 def _finish(rs: RunState, out: Path, manifest: dict[str, Any], status: str, error: str | None) -> None:
     """The outcome into the manifest, the final weights (completed runs) and metrics: both from the same history."""
-    manifest.update(summarize(rs.history, rs.best), ended=now(), wall_s=round(rs.wall_s, 1), status=status)
+    manifest.update(summarize(rs.history, rs.best), ended=now(), wall_s=round(rs.wall_s, 1),
+                    cpu_s=None if rs.cpu_s is None else round(rs.cpu_s, 1), status=status)
     if error:
         manifest["error"] = error
     if status == "completed":

@@ -17,10 +17,10 @@ __all__ = ["study_frame", "paired_ci", "slope_ci", "summary_table", "convergence
 
 def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per completed run: model, samples_per_class, variant (`variant`: '' for the grid), seed, top1
-    (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s."""
+    (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s, cpu_s (NaN for runs recorded before cpu_s existed)."""
     if runs is None or len(runs) == 0:
         return pd.DataFrame(columns=["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps",
-                                     "wall_s"])
+                                     "wall_s", "cpu_s"])
     done = runs[runs["status"].eq("completed")]
     rows = []
     for r in done.to_dict("records"):
@@ -30,7 +30,8 @@ def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      "variant": variant(str(r["tag"])), "seed": int(r["seed"]),
                      "top1": float(r["final_top1"]), "best_top1": float(r["best_top1"]),
                      "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
-                     "wall_s": float(r["wall_s"] or 0.0)})
+                     "wall_s": float(r["wall_s"] or 0.0),
+                     "cpu_s": float(r["cpu_s"]) if pd.notna(r.get("cpu_s")) else math.nan})
     return pd.DataFrame(rows)
 
 
