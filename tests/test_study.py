@@ -109,6 +109,45 @@ def test_a_failed_check_at_1000_doubles_that_size_once(fmnist, monkeypatch):
         ["", "half", "x2"]
 
 
+def _runs(done: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """A manifests frame (load_runs' columns) of completed runs: (tag, seed) -> last-epoch top-1."""
+    rows = [dict(tag=tag, seed=seed, status="completed", samples_per_class=int(tag.split("/")[1][:-2]),
+                 final_top1=top1, best_top1=top1, epochs_run=int(tag.split("scale")[1].split("/")[0]),
+                 train_images=640, wall_s=1.0, config={"batch_size": 64}) for (tag, seed), top1 in done.items()]
+    runs = pd.DataFrame(rows)
+    for col in RUN_COLUMNS:
+        if col not in runs:
+            runs[col] = None
+    return runs
+
+
+def test_the_doubling_rule_at_1000_is_read_from_the_records(fmnist, monkeypatch):
+    plan = study.study_plan(data_dir=str(fmnist))
+    grid0 = {(s.tag, 0): 80.0 for s in plan if study.variant(s.tag) == ""}
+    # no check at 1000 completed yet: the grid there trains seed 0 only; the other sizes keep their seeds
+    now, held, due = study.doubling_rule(plan, _runs(grid0))
+    by_tag = {s.tag: s for s in now}
+    assert held == [f"{m}/1000pc/scale8" for m in study.MODELS] and due is None
+    assert by_tag["deit/1000pc/scale8"].seeds == (0,) and by_tag["deit/300pc/scale8"].seeds == (0, 1, 2)
+    assert by_tag["deit/30pc/scale16"].seeds == (0,) and len(now) == len(plan)
+    # every check at 1000 completed, each within a point (one at 30 failed: capped there, no rule): nothing held
+    checks = {(f"{m}/1000pc/scale16", 0): 80.5 for m in study.MODELS} | {("deit/30pc/scale16", 0): 83.0}
+    now, held, due = study.doubling_rule(plan, _runs(grid0 | checks))
+    assert held == [] and due is None and {s.tag: s for s in now}["deit/1000pc/scale8"].seeds == (0, 1, 2)
+    # DHVT's check at 1000 moved by +1.25: the rule asks for GRID_SCALE_AT, and training refuses until it is set
+    runs = _runs(grid0 | checks | {("dhvt/1000pc/scale16", 0): 81.25})
+    _, held, due = study.doubling_rule(plan, runs)
+    assert due == ("the 2x check at 1000 per class moved by 1 point or more (dhvt +1.25): by the README's rule every "
+                   "model's grid there moves to the check's budget; set GRID_SCALE_AT = {1000: 16} in "
+                   "dhvtlib/study/design.py and run again.")
+    monkeypatch.setattr(study.runs, "_execute", lambda specs, root, **kw: runs.copy())
+    with pytest.raises(ValueError, match=re.escape(due)):
+        study.run_study(plan, "unused")
+    assert study.run_study(plan, "unused", train=False).attrs["rule_due"] == due  # reported, not refused
+    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {1000: 16})  # set: the check runs are the new grid's seed 0
+    assert study.doubling_rule(study.study_plan(data_dir=str(fmnist)), runs)[1:] == ([], None)
+
+
 def _table() -> pd.DataFrame:
     """A fixed study frame: the gap shrinks by 8.5 points per decade, DHVT within 1 point of the CNN at 1000."""
     rows = []

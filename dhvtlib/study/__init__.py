@@ -22,7 +22,8 @@ its pre-registered verdicts (`stats.py`); every public name is importable from `
   no longer doubles with it (no check where it binds has failed) and is 100 epochs. The update floor is capped
   here (cost): a model whose check at 30 per class fails is reported as not converged at 16,000 updates. If a
   check at 1000 per class fails, every model's grid there moves to the check's budget (`GRID_SCALE_AT`, one
-  doubling, not checked again).
+  doubling, not checked again): `doubling_rule` holds that size's later seeds back until its checks have completed,
+  and refuses to train on while a failed check asks for `GRID_SCALE_AT` to be set.
 - **Tags** carry the absolute scale, `<model>/<n>pc/scale<k>` (and `.../scale<k>/fp32`), so a doubling changes no
   record: `variant(tag)` names a run relative to the grid ('' for `GRID_SCALE`, 'x2' for twice it, 'half',
   'quarter', 'eighth' for the smaller budgets already run, 'fp32').
@@ -34,16 +35,16 @@ its pre-registered verdicts (`stats.py`); every public name is importable from `
   top1(CNN-SGD) (paired, bootstrap) reaches -1 point or above; the share of the gap DHVT closes, (DHVT - DeiT) /
   (CNN-SGD - DeiT), is reported with its CI wherever the gap is positive.
 """
-from .design import (BATCH, CNN_REFERENCE, CONVERGENCE_POINTS, CONVERGENCE_SIZES, GRID_SCALE, GRID_SCALE_AT, LABELS,
-                     MODELS, PRECISION_CHECK, RELATIVE, SIZES, VIT, Budget, budget, grid_scale, seeds_for, variant)
-from .runs import (convergence_runs, efficiency_runs, late, main, precision_runs, progress_line, remaining,
-                   run_study, study_plan)
+from .design import (BATCH, CNN_REFERENCE, CONVERGENCE_POINTS, CONVERGENCE_SIZES, DOUBLING_SIZES, GRID_SCALE,
+                     GRID_SCALE_AT, LABELS, MODELS, PRECISION_CHECK, RELATIVE, SIZES, VIT, Budget, budget, grid_scale,
+                     seeds_for, variant)
+from .runs import (convergence_runs, doubling_rule, efficiency_runs, late, main, precision_runs, progress_line,
+                   remaining, run_study, study_plan)
 from .stats import (convergence_table, not_converged, paired_ci, precision_table, slope_ci, study_frame,
                     summary_table, verdicts)
 
-__all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "LABELS", "GRID_SCALE",
-           "GRID_SCALE_AT", "grid_scale",
-           "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "Budget", "budget", "seeds_for", "variant",
-           "efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "run_study", "late", "remaining",
-           "progress_line", "main", "study_frame", "summary_table", "convergence_table", "not_converged",
-           "precision_table", "slope_ci", "paired_ci", "verdicts"]
+__all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "DOUBLING_SIZES", "LABELS",
+           "GRID_SCALE", "GRID_SCALE_AT", "grid_scale", "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "Budget",
+           "budget", "seeds_for", "variant", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
+           "run_study", "late", "doubling_rule", "remaining", "progress_line", "main", "study_frame", "summary_table",
+           "convergence_table", "not_converged", "precision_table", "slope_ci", "paired_ci", "verdicts"]

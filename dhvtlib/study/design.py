@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["SIZES", "MODELS", "LABELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "GRID_SCALE",
+__all__ = ["SIZES", "MODELS", "LABELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "DOUBLING_SIZES",
+           "GRID_SCALE",
            "GRID_SCALE_AT", "grid_scale",
            "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for", "Budget", "budget", "steps_per_epoch", "variant"]
 
@@ -19,6 +20,7 @@ LABELS = {"deit": "DeiT", "dhvt": "DHVT", "resnet": "ResNet-18, ViT recipe", "re
 CNN_REFERENCE = "resnet_sgd"
 CONVERGENCE_SIZES = (30, 1000)
 CONVERGENCE_POINTS = 1.0
+DOUBLING_SIZES = (1000,)  # where a failed 2x check doubles the grid once (README); at 30 the update floor is capped
 GRID_SCALE = 8  # the update floor, doubled three times after its convergence checks, and capped here (README)
 # size -> its grid's scale, where that size's own 2x check failed and doubled its budget once (README: only at 1000
 # per class, not checked again); empty: every size trains at GRID_SCALE

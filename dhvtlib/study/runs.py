@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -13,12 +14,12 @@ from ..experiments import RunSpec, execute
 from ..launch import LAUNCHERS
 from ..models import create_model, matched_width
 from ..paths import output_dir
-from .design import (BATCH, CONVERGENCE_SIZES, GRID_SCALE, LABELS, MODELS, PRECISION_CHECK, SIZES, VIT, budget,
-                     grid_scale, seeds_for, steps_per_epoch, variant)
-from .stats import study_frame
+from .design import (BATCH, CONVERGENCE_POINTS, CONVERGENCE_SIZES, DOUBLING_SIZES, GRID_SCALE, LABELS, MODELS,
+                     PRECISION_CHECK, SIZES, VIT, budget, grid_scale, seeds_for, steps_per_epoch, variant)
+from .stats import convergence_table, study_frame
 
-__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "run_study", "remaining",
-           "progress_line", "main"]
+__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "doubling_rule", "run_study",
+           "remaining", "progress_line", "main"]
 
 
 def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int | None = None, cnn_width: int,
@@ -112,13 +113,60 @@ def late(spec: RunSpec) -> bool:
     return variant(spec.tag).endswith("fp32")
 
 
+def _size(spec: RunSpec) -> int:
+    return int(spec.recipe["samples_per_class"])
+
+
+def doubling_rule(specs: Sequence[RunSpec], runs: pd.DataFrame) -> tuple[list[RunSpec], list[str], str | None]:
+    """The README's rule at `DOUBLING_SIZES`, read from the completed runs `runs`: (the specs to train now, the grid
+    rows held back, the change the rule asks for or None). While a 2x check planned at such a size has not
+    completed, that size's grid trains its first seed only (the checks decide the other seeds' budget); a check
+    there that failed while the size's grid is still at `GRID_SCALE` asks for `GRID_SCALE_AT` to be set."""
+    f = study_frame(runs)
+    c = convergence_table(f[f["variant"].isin(["", "x2"])])
+    failed = c[~c["accepted"] & c["samples_per_class"].isin(DOUBLING_SIZES)] if len(c) else c
+    due = None
+    for n, g in (failed.groupby("samples_per_class") if len(failed) else ()):
+        if grid_scale(int(n)) == GRID_SCALE:
+            moves = ", ".join(f"{r.model} {r.change:+.2f}" for r in g.itertuples())
+            due = (f"the 2x check at {n} per class moved by {CONVERGENCE_POINTS:g} point or more ({moves}): by the "
+                   "README's rule every model's grid there moves to the check's budget; set GRID_SCALE_AT = "
+                   f"{{{n}: {2 * GRID_SCALE}}} in dhvtlib/study/design.py and run again.")
+    done = set()
+    if len(runs):
+        ok = runs[runs["status"].eq("completed")]
+        done = set(zip(ok["tag"].astype(str), ok["seed"].astype(int)))
+    waiting = {_size(s) for s in specs if variant(s.tag) == "x2" and _size(s) in DOUBLING_SIZES
+               and (s.tag, 0) not in done}
+    out, held = [], []
+    for s in specs:
+        if _size(s) in waiting and variant(s.tag) == "" and s.seeds and len(s.seeds) > 1:
+            s, held = dataclasses.replace(s, seeds=s.seeds[:1]), held + [s.tag]
+        out.append(s)
+    return out, held, due
+
+
 def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, launcher: str = "local",
               workers: int = 2, threads: int = 1, wait: bool = True, data_dir=None, device: str = "cpu",
               **overrides: Any) -> pd.DataFrame:
     """Every run of `specs` (a `study_plan`): completed ones reused (also from the committed store), the others
     trained (`train`) with `launcher` ('local': `workers` processes of `threads` threads sharing one queue;
-    'inline'): every row's first seed first, the `late` rows last. Returns the manifests (`attrs["missing"]`: runs
-    not trained)."""
+    'inline'): every row's first seed first, the `late` rows last, under `doubling_rule` (training refuses while
+    the rule asks for a change). Returns the manifests (`attrs`: "missing", the runs not trained; "held_back", the
+    rows whose later seeds wait for a convergence check; "rule_due", the change the rule asks for, or None)."""
+    options = dict(launcher=launcher, workers=workers, threads=threads, wait=wait, data_dir=data_dir, device=device,
+                   **overrides)
+    known = _execute(specs, results_root, train=False, **options)
+    now, held, due = doubling_rule(specs, known)
+    if train and due:
+        raise ValueError(due)
+    frame = _execute(now, results_root, train=True, **options) if train else known
+    frame.attrs.update(held_back=held, rule_due=due)
+    return frame
+
+
+def _execute(specs: Sequence[RunSpec], results_root, *, train: bool, launcher: str, workers: int, threads: int,
+             wait: bool, data_dir, device: str, **overrides: Any) -> pd.DataFrame:
     frames = []
     for group in ([s for s in specs if not late(s)], [s for s in specs if late(s)]):
         if group:
@@ -164,8 +212,13 @@ def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int
         return line
     hours = f", about {r['core_hours']:.0f} core-hours at the measured seconds per update" \
         if math.isfinite(r["core_hours"]) else ""
-    return (line + f" ({r['updates']:,} updates{hours}; train=True trains them here; the study's own command: "
-            "python -m dhvtlib.study)")
+    line += (f" ({r['updates']:,} updates{hours}; train=True trains them here; the study's own command: "
+             "python -m dhvtlib.study)")
+    held, due = runs.attrs.get("held_back"), runs.attrs.get("rule_due")
+    if held:
+        line += (f"; the later seeds of {', '.join(held)} wait for the 2x checks at their size (they decide those "
+                 "seeds' budget): run again once the checks have completed")
+    return line + (f"; {due}" if due else "")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
