@@ -222,6 +222,18 @@ def test_report_writes_tables_and_figures(tmp_path):
         (tmp_path / "efficiency/x/verdicts.md").read_text()
 
 
+def test_loss_curve_legend_names_every_model_and_budget():
+    """One legend for all panels: every model (also those missing from the last panel) and each line style used."""
+    from dhvtlib.viz.figures import plot_loss_curves
+
+    rows = [dict(model=m, samples_per_class=n, variant=v, progress=p, train_loss=2.0 - p)
+            for m, n, v in (("deit", 10, ""), ("dhvt", 10, ""), ("deit", 10, "x2"), ("deit", 100, ""))
+            for p in (0.5, 1.0)]
+    fig = plot_loss_curves(pd.DataFrame(rows), labels=study.LABELS)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["DeiT", "DHVT", "the grid's budget", "2x budget"]
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+
+
 @pytest.mark.slow
 def test_per_update_schedule_resumes_bitwise(fmnist, tmp_path):
     """The study's schedule (per update) and checkpoint cadence (every 2nd epoch): killed mid-run, resumed from the

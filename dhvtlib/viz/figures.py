@@ -141,11 +141,14 @@ def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mappi
 def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = None, title: str | None = None):
     """Training loss against the fraction of the run's updates done, one panel per size, one line per model
     (`metrics`: model, samples_per_class, variant, progress, train_loss; the 2x-budget runs dashed, the
-    half-budget ones dotted): the
+    half-budget ones dotted; one legend for every panel: a colour per model, a line style per budget): the
     convergence evidence, a converged run's loss has flattened."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     set_style()
+    styles = {"": ("-", "the grid's budget"), "x2": ("--", "2x budget"), "half": (":", "half budget")}
+    used: dict[str, tuple[str, str]] = {}
     labels = dict(labels or {})
     sizes = sorted(metrics["samples_per_class"].unique()) if len(metrics) else []
     fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.2 * max(len(sizes), 1), 3.4), sharey=True,
@@ -154,14 +157,17 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     for ax, n in zip(axes[0], sizes):
         for (model, variant), g in metrics[metrics["samples_per_class"] == n].groupby(["model", "variant"]):
-            style, note = {"x2": ("--", " (2x budget)"), "half": (":", " (half budget)")}.get(variant, ("-", ""))
-            ax.plot(g["progress"], g["train_loss"], style, color=colours[model],
-                    label=labels.get(model, model) + note, linewidth=1)
+            style, _ = used.setdefault(variant, styles.get(variant, ("-", str(variant))))
+            ax.plot(g["progress"], g["train_loss"], style, color=colours[model], linewidth=1)
         ax.set(title=f"{n} images/class", xlabel="fraction of the run's updates")
     axes[0][0].set_ylabel("training loss (epoch mean)")
-    handles, names = axes[0][-1].get_legend_handles_labels()
+    handles = [Line2D([], [], color=colours[m], linewidth=1.5, label=labels.get(m, m)) for m in models]
+    if len(used) > 1:  # a line style per budget, in the order of `styles`
+        order = {v: i for i, v in enumerate(styles)}
+        handles += [Line2D([], [], color="0.35", linestyle=st, linewidth=1, label=name)
+                    for _, (st, name) in sorted(used.items(), key=lambda kv: order.get(kv[0], len(order)))]
     if handles:
-        fig.legend(handles, names, fontsize="small", loc="lower center", ncol=4, frameon=False,
+        fig.legend(handles=handles, fontsize="small", loc="lower center", ncol=min(len(handles), 4), frameon=False,
                    bbox_to_anchor=(0.5, -0.12))
     if title:
         fig.suptitle(title)
@@ -170,7 +176,9 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
 
 
 _FIGURE_CAPTIONS = (("_loss_curves", "training loss of seed 0 against the fraction of each run's updates (rolling "
-                                     "mean over 5% of the run; dashed: twice the budget, dotted: half): the convergence evidence"),
+                                     "mean over 5% of the run; dashed: twice the budget, dotted: half): the "
+                                     "convergence evidence; on the ViT recipe the loss is against Mixup/CutMix "
+                                     "targets with label smoothing, so it stays well above 0"),
                     ("_top1_vs_samples", "the title claim: last-epoch top-1 against training images per class (mean, "
                                          "95% CI over seeds); the gap to the SGD-trained ResNet and the share of it "
                                          "DHVT closes"),
