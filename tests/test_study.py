@@ -222,6 +222,17 @@ def test_report_writes_tables_and_figures(tmp_path):
         (tmp_path / "efficiency/x/verdicts.md").read_text()
 
 
+def test_what_is_left_is_priced_in_cpu_seconds_where_recorded(fmnist):
+    plan = study.study_plan(data_dir=str(fmnist), models=["deit"], samples_per_class=[10], convergence=False,
+                            precision=False)
+    runs = _runs({("deit/10pc/scale8", 0): 70.0})  # 8 epochs x 10 updates, wall_s 1.0
+    left = study.remaining(runs, plan)
+    assert (left["runs"], left["done"], left["updates"]) == (5, 1, 4 * 16_000)
+    assert left["core_hours"] == pytest.approx(4 * 16_000 * (1.0 / 80) / 3600)  # no cpu_s: wall seconds
+    runs["cpu_s"] = 8.0  # contention or a pause inflates wall_s, not cpu_s
+    assert study.remaining(runs, plan)["core_hours"] == pytest.approx(4 * 16_000 * (8.0 / 80) / 3600)
+
+
 def test_loss_curve_legend_names_every_model_and_budget():
     """One legend for all panels: every model (also those missing from the last panel) and each line style used."""
     from dhvtlib.viz.figures import plot_loss_curves

@@ -181,13 +181,15 @@ def _execute(specs: Sequence[RunSpec], results_root, *, train: bool, launcher: s
 
 def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> dict[str, float]:
     """What is left of the plan: runs, optimizer updates and core-hours at the seconds per update measured in the
-    completed runs of each model (one thread each; the median over the model's runs, else over all runs)."""
+    completed runs of each model (one thread each: CPU seconds where recorded, else wall seconds; the median over
+    the model's runs, else over all runs)."""
     done_keys = set()
     if len(runs):
         c = runs[runs["status"].eq("completed")]
         done_keys = set(zip(c["tag"].astype(str), c["seed"].astype(int)))
     f = study_frame(runs)
-    per_update = (f["wall_s"] / f["steps"]).groupby(f["model"]).median() if len(f) else pd.Series(dtype=float)
+    per_update = (f["cpu_s"].fillna(f["wall_s"]) / f["steps"]).groupby(f["model"]).median() if len(f) else \
+        pd.Series(dtype=float)
     fallback = float(per_update.median()) if len(per_update) else math.nan
     out = {"runs": 0, "done": 0, "updates": 0, "core_hours": 0.0}
     for s in specs:
