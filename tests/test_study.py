@@ -97,6 +97,11 @@ def test_plan_rows_models_and_order(fmnist):
     assert study.variant("dhvt/30pc/scale8/fp32") == "fp32" and study.variant("dhvt/30pc/scale4/fp32") == "half/fp32"
     with pytest.raises(ValueError, match="model 'vit' is not in the study; choose from: deit, dhvt"):
         study.efficiency_runs([10], ["vit"], data_dir=str(fmnist))
+    # the checks test a budget at a size in the plan: none at sizes not asked for
+    assert [s.tag for s in study.study_plan(data_dir=str(fmnist), models=["dhvt"], samples_per_class=[10, 100])] == \
+        ["dhvt/10pc/scale8", "dhvt/100pc/scale8"]
+    assert [s.tag for s in study.study_plan(data_dir=str(fmnist), models=["dhvt"], samples_per_class=[30])] == \
+        ["dhvt/30pc/scale8", "dhvt/30pc/scale16", "dhvt/30pc/scale8/fp32"]
 
 
 def test_a_failed_check_at_1000_doubles_that_size_once(fmnist, monkeypatch):
@@ -290,8 +295,8 @@ def test_the_command_reports_what_is_left_without_training(fmnist, tmp_path, cap
                 "--sizes", "10", "30"])
     out = capsys.readouterr().out
     m = re.match(r"(\d+) runs in the plan: (\d+) completed, (\d+) not yet", out)
-    # 2 models x (5 + 5 seeds) + their 2x checks at 30 and 1000 + the fp32 check's 3 seeds
-    assert m and int(m[1]) == 27 == int(m[2]) + int(m[3]) and int(m[3]) > 0
+    # 2 models x (5 + 5 seeds) + their 2x checks at 30 (none at 1000: not asked for) + the fp32 check's 3 seeds
+    assert m and int(m[1]) == 25 == int(m[2]) + int(m[3]) and int(m[3]) > 0
     # nothing trained: the only runs in the output are the committed records it reuses (copied, completed)
     manifests = list(tmp_path.rglob("manifest.json"))
     assert len(manifests) == int(m[2]) and not list(tmp_path.rglob("checkpoint-*.pt"))

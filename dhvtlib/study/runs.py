@@ -96,14 +96,17 @@ def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: 
 
 def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: Any) -> list[RunSpec]:
     """Every row of the study (`efficiency_runs(**kwargs)`, then the convergence and precision checks of the models
-    asked for), in the order to run them: `run_study` trains every row's first seed first (the grid's, then the
+    and sizes asked for: a check at a size outside `samples_per_class` has no grid run to test), in the order to run
+    them: `run_study` trains every row's first seed first (the grid's, then the
     2x checks at 30 and 1000 per class: the latter decides the budget of 1000 per class's other seeds), then the
     other seeds, then the fp32 check (`late`)."""
     grid = efficiency_runs(**kwargs)
     common = {k: v for k, v in kwargs.items() if k not in ("seeds", "samples_per_class", "models")}
-    models = list(kwargs.get("models", MODELS))
-    conv = convergence_runs(models, **common) if convergence else []
-    prec = precision_runs(**common) if precision and PRECISION_CHECK[0] in models else []
+    models, sizes = list(kwargs.get("models", MODELS)), set(kwargs.get("samples_per_class", SIZES))
+    checked = [n for n in CONVERGENCE_SIZES if n in sizes]  # a check tests the grid's budget at a size in the plan
+    conv = convergence_runs(models, checked, **common) if convergence and checked else []
+    prec = precision_runs(**common) if precision and PRECISION_CHECK[0] in models and PRECISION_CHECK[1] in sizes \
+        else []
     return grid + conv + prec
 
 
