@@ -242,8 +242,8 @@ def _manifest(rs: RunState, out: Path, data: RunData, d: Dist, dev: torch.device
             "git_commit": commit, "git_dirty": dirty, **environment(dev), "device": str(dev),
             "world_size": d.world_size, "sync_bn": loop.sync_bn, "precision": rs.precision,
             "precision_reason": reason, "bn_groups_per_process": loop.bn_groups, "effective_lr": r.effective_lr,
-            "started": rs.started, "ended": None, "wall_s": None, "cpu_s": None, "status": "running", "output": str(out),
-            "recipe_changes": rs.recipe_changes}
+            "started": rs.started, "ended": None, "wall_s": None, "cpu_s": None, "status": "running",
+            "output": str(out), "recipe_changes": rs.recipe_changes}
 
 
 # ------------------------------------------------------------------------------------------------ one epoch

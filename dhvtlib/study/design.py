@@ -8,9 +8,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = ["SIZES", "MODELS", "LABELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "DOUBLING_SIZES",
-           "GRID_SCALE",
-           "GRID_SCALE_AT", "grid_scale",
-           "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for", "Budget", "budget", "steps_per_epoch", "variant"]
+           "GRID_SCALE", "GRID_SCALE_AT", "grid_scale", "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "seeds_for",
+           "Budget", "budget", "steps_per_epoch", "variant"]
 
 SIZES = (10, 30, 100, 300, 1000)
 # name -> (registered model, preset): the ViT recipe is `quick`'s (the paper's recipe at a CPU scale)

@@ -97,9 +97,9 @@ def precision_runs(*, dataset: str = "fashion_mnist", data_dir=None, cnn_width: 
 def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: Any) -> list[RunSpec]:
     """Every row of the study (`efficiency_runs(**kwargs)`, then the convergence and precision checks of the models
     and sizes asked for: a check at a size outside `samples_per_class` has no grid run to test), in the order to run
-    them: `run_study` trains every row's first seed first (the grid's, then the
-    2x checks at 30 and 1000 per class: the latter decides the budget of 1000 per class's other seeds), then the
-    other seeds, then the fp32 check (`late`)."""
+    them: `run_study` trains every row's first seed first (the grid's, then the 2x checks at 30 and 1000 per class:
+    the latter decides the budget of 1000 per class's other seeds), then the other seeds, then the fp32 check
+    (`late`)."""
     grid = efficiency_runs(**kwargs)
     common = {k: v for k, v in kwargs.items() if k not in ("seeds", "samples_per_class", "models")}
     models, sizes = list(kwargs.get("models", MODELS)), set(kwargs.get("samples_per_class", SIZES))
@@ -120,6 +120,14 @@ def _size(spec: RunSpec) -> int:
     return int(spec.recipe["samples_per_class"])
 
 
+def _completed(runs: pd.DataFrame) -> set[tuple[str, int]]:
+    """(tag, seed) of the completed runs in a manifests frame."""
+    if not len(runs):
+        return set()
+    ok = runs[runs["status"].eq("completed")]
+    return set(zip(ok["tag"].astype(str), ok["seed"].astype(int)))
+
+
 def doubling_rule(specs: Sequence[RunSpec], runs: pd.DataFrame) -> tuple[list[RunSpec], list[str], str | None]:
     """The README's rule at `DOUBLING_SIZES`, read from the completed runs `runs`: (the specs to train now, the grid
     rows held back, the change the rule asks for or None). While a 2x check planned at such a size has not
@@ -135,10 +143,7 @@ def doubling_rule(specs: Sequence[RunSpec], runs: pd.DataFrame) -> tuple[list[Ru
             due = (f"the 2x check at {n} per class moved by {CONVERGENCE_POINTS:g} point or more ({moves}): by the "
                    "README's rule every model's grid there moves to the check's budget; set GRID_SCALE_AT = "
                    f"{{{n}: {2 * GRID_SCALE}}} in dhvtlib/study/design.py and run again.")
-    done = set()
-    if len(runs):
-        ok = runs[runs["status"].eq("completed")]
-        done = set(zip(ok["tag"].astype(str), ok["seed"].astype(int)))
+    done = _completed(runs)
     waiting = {_size(s) for s in specs if variant(s.tag) == "x2" and _size(s) in DOUBLING_SIZES
                and (s.tag, 0) not in done}
     out, held = [], []
@@ -186,10 +191,7 @@ def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 1
     """What is left of the plan: runs, optimizer updates and core-hours at the seconds per update measured in the
     completed runs of each model (one thread each: CPU seconds where recorded, else wall seconds; the median over
     the model's runs, else over all runs)."""
-    done_keys = set()
-    if len(runs):
-        c = runs[runs["status"].eq("completed")]
-        done_keys = set(zip(c["tag"].astype(str), c["seed"].astype(int)))
+    done_keys = _completed(runs)
     f = study_frame(runs)
     per_update = (f["cpu_s"].fillna(f["wall_s"]) / f["steps"]).groupby(f["model"]).median() if len(f) else \
         pd.Series(dtype=float)
