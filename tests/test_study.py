@@ -236,6 +236,13 @@ def test_what_is_left_is_priced_in_cpu_seconds_where_recorded(fmnist):
     assert left["core_hours"] == pytest.approx(4 * 16_000 * (1.0 / 80) / 3600)  # no cpu_s: wall seconds
     runs["cpu_s"] = 8.0  # contention or a pause inflates wall_s, not cpu_s
     assert study.remaining(runs, plan)["core_hours"] == pytest.approx(4 * 16_000 * (8.0 / 80) / 3600)
+    started = pd.DataFrame([dict(tag="deit/10pc/scale8", seed=1, status="interrupted", epochs_run=3,
+                                 config={"epochs": 16_000}), dict(tag="deit/10pc/scale8", seed=2, status="running",
+                                                                  epochs_run=None, config={"epochs": 16_000})])
+    line = study.progress_line(pd.concat([runs, started], ignore_index=True), plan)
+    assert line.startswith("5 runs in the plan: 1 completed, 4 not yet (64,000 updates, about 2 core-hours")
+    assert line.endswith("; started, not completed (each resumes from its checkpoint where it ran): "
+                         "deit/10pc/scale8 s1 (epoch 3/16000), deit/10pc/scale8 s2 (running)")
 
 
 def test_loss_curve_legend_names_every_model_and_budget():

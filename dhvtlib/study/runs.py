@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from typing import Any, Sequence
 
@@ -210,6 +211,22 @@ def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 1
     return out
 
 
+def _started(runs: pd.DataFrame, specs: Sequence[RunSpec]) -> list[str]:
+    """'<tag> s<seed> (epoch e/E)' for the planned runs with a record that are not completed (interrupted, or
+    running: a run killed outright still says running)."""
+    if not len(runs):
+        return []
+    planned = {s.tag for s in specs}
+    rows = runs[~runs["status"].eq("completed") & runs["tag"].isin(planned)]
+    out = []
+    for r in rows.to_dict("records"):
+        epochs = (r["config"] if isinstance(r["config"], dict) else json.loads(r["config"] or "{}")).get("epochs")
+        done = r["epochs_run"] if pd.notna(r.get("epochs_run")) else None
+        at = f"epoch {int(done)}/{epochs}" if done is not None else str(r["status"])
+        out.append(f"{r['tag']} s{int(r['seed'])} ({at})")
+    return out
+
+
 def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> str:
     """'87 runs in the plan: 12 completed, 75 not yet (...)' (with what is left and how to train it)."""
     r = remaining(runs, specs, num_classes)
@@ -219,8 +236,10 @@ def progress_line(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int
         return line
     hours = f", about {r['core_hours']:.0f} core-hours at the measured seconds per update" \
         if math.isfinite(r["core_hours"]) else ""
-    line += (f" ({r['updates']:,} updates{hours}; train=True trains them here; the study's own command: "
-             "python -m dhvtlib.study)")
+    line += f" ({r['updates']:,} updates{hours}; python -m dhvtlib.study trains them, or train=True in notebook 07)"
+    started = _started(runs, specs)
+    if started:
+        line += f"; started, not completed (each resumes from its checkpoint where it ran): {', '.join(started)}"
     held, due = runs.attrs.get("held_back"), runs.attrs.get("rule_due")
     if held:
         line += (f"; the later seeds of {', '.join(held)} wait for the 2x checks at their size (they decide those "
