@@ -252,9 +252,15 @@ def test_loss_curve_legend_names_every_model_and_budget():
     rows = [dict(model=m, samples_per_class=n, variant=v, progress=p, train_loss=2.0 - p)
             for m, n, v in (("deit", 10, ""), ("dhvt", 10, ""), ("deit", 10, "x2"), ("deit", 100, ""))
             for p in (0.5, 1.0)]
+    import matplotlib.pyplot as plt
+
     fig = plot_loss_curves(pd.DataFrame(rows), labels=study.LABELS)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["DeiT", "DHVT", "the grid's budget", "2x budget"]
-    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    try:
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["DeiT", "DHVT", "the grid's budget",
+                                                                      "2x budget"]
+        assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    finally:
+        plt.close(fig)  # no open figure left for later tests
 
 
 @pytest.mark.slow
