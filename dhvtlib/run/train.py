@@ -17,7 +17,6 @@ import dataclasses
 import math
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ from ..models import create_model, matched_width
 from ..paths import output_dir
 from .design import (BATCH, CONVERGENCE_POINTS, CONVERGENCE_SIZES, DOUBLING_SIZES, GRID_SCALE, LABELS, MODELS,
                      PRECISION_CHECK, SIZES, VIT, budget, grid_scale, seeds_for, steps_per_epoch, variant)
-from .stats import convergence_table, study_frame
+from .stats import grid_checks, run_config, study_frame
 
 __all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "doubling_rule", "run_study",
            "remaining", "progress_line", "main"]
@@ -134,8 +133,7 @@ def doubling_rule(specs: Sequence[RunSpec], runs: pd.DataFrame) -> tuple[list[Ru
     rows held back, the change the rule asks for or None). While a 2x check planned at such a size has not
     completed, that size's grid trains its first seed only (the checks decide the other seeds' budget); a check
     there that failed while the size's grid is still at `GRID_SCALE` asks for `GRID_SCALE_AT` to be set."""
-    f = study_frame(runs)
-    c = convergence_table(f[f["variant"].isin(["", "x2"])])
+    c = grid_checks(study_frame(runs))
     failed = c[~c["accepted"] & c["samples_per_class"].isin(DOUBLING_SIZES)] if len(c) else c
     due = None
     for n, g in (failed.groupby("samples_per_class") if len(failed) else ()):
@@ -220,7 +218,7 @@ def _started(runs: pd.DataFrame, specs: Sequence[RunSpec]) -> list[str]:
     rows = runs[~runs["status"].eq("completed") & runs["tag"].isin(planned)]
     out = []
     for r in rows.to_dict("records"):
-        epochs = (r["config"] if isinstance(r["config"], dict) else json.loads(r["config"] or "{}")).get("epochs")
+        epochs = run_config(r).get("epochs")
         done = r["epochs_run"] if pd.notna(r.get("epochs_run")) else None
         at = f"epoch {int(done)}/{epochs}" if done is not None else str(r["status"])
         out.append(f"{r['tag']} s{int(r['seed'])} ({at})")

@@ -11,13 +11,20 @@ import pandas as pd
 
 from .design import CNN_REFERENCE, CONVERGENCE_POINTS, PRECISION_CHECK, variant
 
-__all__ = ["study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "not_converged",
-           "precision_table", "verdicts"]
+__all__ = ["run_config", "study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "grid_checks",
+           "not_converged", "precision_table", "verdicts"]
+
+
+def run_config(run: dict[str, Any]) -> dict[str, Any]:
+    """A manifests-frame row's resolved config (a dict, or the JSON string `load_runs` keeps; {} when absent)."""
+    cfg = run.get("config")
+    return cfg if isinstance(cfg, dict) else json.loads(cfg or "{}")
 
 
 def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per completed run: model, samples_per_class, variant (`variant`: '' for the grid), seed, top1
-    (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s, cpu_s (NaN for runs recorded before cpu_s existed)."""
+    (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s, cpu_s (NaN for runs recorded
+    before cpu_s existed)."""
     if runs is None or len(runs) == 0:
         return pd.DataFrame(columns=["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps",
                                      "wall_s", "cpu_s"])
@@ -25,7 +32,7 @@ def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in done.to_dict("records"):
         parts = str(r["tag"]).split("/")
-        cfg = r["config"] if isinstance(r["config"], dict) else json.loads(r["config"])
+        cfg = run_config(r)
         rows.append({"model": parts[0], "samples_per_class": int(r["samples_per_class"]),
                      "variant": variant(str(r["tag"])), "seed": int(r["seed"]),
                      "top1": float(r["final_top1"]), "best_top1": float(r["best_top1"]),
@@ -115,11 +122,16 @@ def convergence_table(f: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def grid_checks(f: pd.DataFrame) -> pd.DataFrame:
+    """`convergence_table` of the grid's budgets and their 2x checks only (variants '' and 'x2')."""
+    return convergence_table(f[f["variant"].isin(["", "x2"])])
+
+
 def not_converged(f: pd.DataFrame) -> dict[int, list[str]]:
     """Per size where some model's grid budget has its 2x check (`convergence_table` of the variants '' and
     'x2'): the models whose check was not accepted (not converged at the grid's budget: the update floor is
     capped, see the README)."""
-    c = convergence_table(f[f["variant"].isin(["", "x2"])])
+    c = grid_checks(f)
     if c.empty:
         return {}
     return {int(n): sorted(g.loc[~g["accepted"], "model"]) for n, g in c.groupby("samples_per_class")}

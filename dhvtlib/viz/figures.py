@@ -148,7 +148,10 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
 
     set_style()
     styles = {"": ("-", "the grid's budget"), "x2": ("--", "2x budget"), "half": (":", "half budget")}
-    used: dict[str, tuple[str, str]] = {}
+
+    def style(variant: str) -> tuple[str, str]:  # (line style, legend name); another budget: solid, its own name
+        return styles.get(variant, ("-", str(variant)))
+
     labels = dict(labels or {})
     sizes = sorted(metrics["samples_per_class"].unique()) if len(metrics) else []
     fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.2 * max(len(sizes), 1), 3.4), sharey=True,
@@ -157,15 +160,15 @@ def plot_loss_curves(metrics: pd.DataFrame, labels: Mapping[str, str] | None = N
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     for ax, n in zip(axes[0], sizes):
         for (model, variant), g in metrics[metrics["samples_per_class"] == n].groupby(["model", "variant"]):
-            style, _ = used.setdefault(variant, styles.get(variant, ("-", str(variant))))
-            ax.plot(g["progress"], g["train_loss"], style, color=colours[model], linewidth=1)
+            ax.plot(g["progress"], g["train_loss"], style(variant)[0], color=colours[model], linewidth=1)
         ax.set(title=f"{n} images/class", xlabel="fraction of the run's updates")
     axes[0][0].set_ylabel("training loss (epoch mean)")
     handles = [Line2D([], [], color=colours[m], linewidth=1.5, label=labels.get(m, m)) for m in models]
-    if len(used) > 1:  # a line style per budget, in the order of `styles`
-        order = {v: i for i, v in enumerate(styles)}
-        handles += [Line2D([], [], color="0.35", linestyle=st, linewidth=1, label=name)
-                    for _, (st, name) in sorted(used.items(), key=lambda kv: order.get(kv[0], len(order)))]
+    present = set(metrics["variant"]) if len(metrics) else set()
+    if len(present) > 1:  # a line style per budget, in the order of `styles` (others after them)
+        shown = [v for v in styles if v in present] + sorted(present - set(styles))
+        handles += [Line2D([], [], color="0.35", linestyle=style(v)[0], linewidth=1, label=style(v)[1])
+                    for v in shown]
     if handles:
         fig.legend(handles=handles, fontsize="small", loc="lower center", ncol=min(len(handles), 4), frameon=False,
                    bbox_to_anchor=(0.5, -0.12))
