@@ -164,6 +164,8 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
         assert k in m, k
     assert m["train_images"] == 80 and m["test_images"] == 40 and m["versions"]["torch"] == torch.__version__
     assert 0 < m["cpu_s"] and isinstance(m["cpu_s"], float)  # this process's CPU seconds, beside wall_s
+    (session,) = m["sessions"]  # one process ran it all
+    assert (session["start"], session["end"], session["git_commit"]) == ([0, 0], [2, 0], m["git_commit"])
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["best_top1"] == m["best_top1"]
     rows = read_metrics(out, timings=True)
@@ -201,7 +203,15 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(fmnist, tmp_path):
     assert ck["epoch"] == 1 and ck["epoch_state"]["step"] == 2  # resumes in the middle of the epoch
     resumed = _cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert 0 < ck["cpu_s"] < json.loads((out / "manifest.json").read_text())["cpu_s"]  # summed over the resume
+    m = json.loads((out / "manifest.json").read_text())
+    assert 0 < ck["cpu_s"] < m["cpu_s"]  # summed over the resume
+    # each process's share: from where to where, its clocks, who ran it; the shares add up to the run's
+    first, second = m["sessions"]
+    assert first == ck["sessions"][0] and (first["start"], first["end"]) == ([0, 0], [1, 2])
+    assert (second["start"], second["end"]) == ([1, 2], [3, 0])
+    assert all(s[k] == m[k] for s in (first, second) for k in ("git_commit", "versions", "hardware", "precision"))
+    assert first["wall_s"] + second["wall_s"] == pytest.approx(m["wall_s"], abs=0.15)
+    assert first["cpu_s"] + second["cpu_s"] == pytest.approx(m["cpu_s"], abs=0.15)
     assert read_metrics(out) == read_metrics(ref)
     a, b = load_checkpoint(ref / "checkpoint-last.pt"), load_checkpoint(out / "checkpoint-last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -220,11 +230,15 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fmnist, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     ck = load_checkpoint(out / "checkpoint-last.pt")
     assert ck["epoch_state"]["step"] == 3
-    del ck["cpu_s"]  # as written before cpu_s was recorded: the total is then unknown, not undercounted
+    del ck["cpu_s"], ck["sessions"]  # as written before they were recorded: unknown, not undercounted
     torch.save(ck, out / "checkpoint-last.pt")
     assert _cli(*args, "--output", str(out), "--resume").returncode == 0
     assert read_metrics(out) == read_metrics(ref)
-    assert json.loads((out / "manifest.json").read_text())["cpu_s"] is None
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["cpu_s"] is None
+    before, resumed = m["sessions"]  # the time before the resume stays, as a session nobody is named for
+    assert before["git_commit"] is None and before["cpu_s"] is None and before["end"] == resumed["start"] == [0, 3]
+    assert before["wall_s"] + resumed["wall_s"] == pytest.approx(m["wall_s"], abs=0.15)
 
 
 def test_non_finite_loss_stops_with_clear_message(fmnist, tmp_path, monkeypatch):

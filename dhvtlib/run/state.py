@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import random
 import time
@@ -53,6 +54,8 @@ class RunState:
     clock: float = dataclasses.field(default_factory=time.perf_counter)  # when this process's share began
     cpu_before: float | None = 0.0                    # CPU seconds before this resume (None: a checkpoint without)
     cpu_clock: float = dataclasses.field(default_factory=time.process_time)
+    sessions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # earlier processes' shares
+    session: dict[str, Any] = dataclasses.field(default_factory=dict)  # this process: who ran it, from where
 
     @property
     def wall_s(self) -> float:
@@ -65,9 +68,27 @@ class RunState:
         from a checkpoint written before it was recorded."""
         return None if self.cpu_before is None else self.cpu_before + time.process_time() - self.cpu_clock
 
-    def start_clocks(self) -> None:
-        """This process's share of wall and CPU time begins now."""
+    @property
+    def position(self) -> list[int]:
+        """[epoch to run next, step inside it]: where the run stands."""
+        return [self.epoch, self.epoch_state.step if self.epoch_state else 0]
+
+    def start_session(self, **who: Any) -> None:
+        """This process's share begins now, from the current position: its wall and CPU clocks, and `who` ran it
+        (commit, versions, hardware, precision), kept per session because a run may resume on another machine or
+        under another commit."""
         self.clock, self.cpu_clock = time.perf_counter(), time.process_time()
+        # through JSON: plain types only (torch.__version__ is a str subclass that weights_only loading refuses)
+        self.session = json.loads(json.dumps({"started": now(), "start": self.position, **who}))
+
+    def session_records(self) -> list[dict[str, Any]]:
+        """Every process's share so far, this one's up to now: when, from which position to which, wall and CPU
+        seconds, and who ran it. Their wall_s (and cpu_s, where known) add up to the run's."""
+        if not self.session:
+            return list(self.sessions)
+        cpu = time.process_time() - self.cpu_clock
+        return [*self.sessions, {**self.session, "end": self.position, "last": now(),
+                                 "wall_s": round(time.perf_counter() - self.clock, 1), "cpu_s": round(cpu, 1)}]
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and primitives only (loadable with weights_only=True)."""
@@ -79,7 +100,8 @@ class RunState:
                 "epoch": self.epoch, "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None,
                 "history": self.history, "best": self.best, "config": self.recipe.to_dict(),
                 "precision": self.precision, "data_config": self.model.data_config, "started": self.started,
-                "recipe_changes": self.recipe_changes, "wall_s": self.wall_s, "cpu_s": self.cpu_s}
+                "recipe_changes": self.recipe_changes, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "sessions": self.session_records()}
 
     def load_state_dict(self, ck: dict[str, Any], rank: int = 0) -> None:
         """Continue from checkpoint `ck`; `rank` picks this process's RNG state when every rank's was saved."""
@@ -95,6 +117,7 @@ class RunState:
         self.epoch_state = EpochState(**ck["epoch_state"]) if ck.get("epoch_state") else None
         self.started, self.wall_before = ck.get("started", self.started), ck.get("wall_s", 0.0)
         self.cpu_before = ck.get("cpu_s")
+        self.sessions = list(ck["sessions"]) if "sessions" in ck else _unrecorded_sessions(ck)
         self.recipe_changes = list(ck.get("recipe_changes", []))
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"], self.generators)
 
@@ -111,6 +134,16 @@ class RunState:
         """Names of the model's (and EMA's) tensors holding NaN or infinity."""
         ema = self.ema.module.state_dict() if self.ema is not None else None
         return nonfinite_tensors(self.model.state_dict(), ema)
+
+
+def _unrecorded_sessions(ck: dict[str, Any]) -> list[dict[str, Any]]:
+    """A checkpoint written before sessions were recorded: its time so far as one session of unknown provenance."""
+    if not ck.get("wall_s"):
+        return []
+    end = [ck["epoch"], (ck.get("epoch_state") or {}).get("step", 0)]
+    return [{"started": ck.get("started"), "start": None, "end": end, "last": None, "wall_s": round(ck["wall_s"], 1),
+             "cpu_s": None if ck.get("cpu_s") is None else round(ck["cpu_s"], 1), "git_commit": None,
+             "note": "written before sessions were recorded: who ran it is unknown"}]
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

@@ -127,10 +127,11 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         manifest["notes"] = [note]
         if verbose and d.main:
             print(note, flush=True)
+    rs.start_session(**{k: manifest[k] for k in SESSION_KEYS})
+    manifest["sessions"] = rs.session_records()
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
         write_json(out / "manifest.json", manifest)
-    rs.start_clocks()
     saver, stop = Checkpoints(rs, out, d, dev), StopSignals()
     status, error = "running", None
     try:
@@ -228,6 +229,10 @@ def _change_recipe(rs: RunState, changes: dict[str, tuple[Any, Any]], spe: int, 
         print(f"resuming with a changed recipe: {describe_diff(changes)} (recorded in the manifest)", flush=True)
 
 
+# Who ran a session of the run (RunState.start_session): the manifest's top-level values are the last session's.
+SESSION_KEYS = ("git_commit", "git_dirty", "versions", "hardware", "device", "world_size", "precision")
+
+
 def _manifest(rs: RunState, out: Path, data: RunData, d: Dist, dev: torch.device, loop: _Loop, *,
               experiment: str | None, tag: str | None, reason: str) -> dict[str, Any]:
     """The run's record as it starts (see docs/interfaces.md); `_finish` adds the outcome."""
@@ -318,7 +323,8 @@ def _record(rs: RunState, saver: Checkpoints, row: dict[str, Any], out: Path, *,
 def _finish(rs: RunState, out: Path, manifest: dict[str, Any], status: str, error: str | None) -> None:
     """The outcome into the manifest, the final weights (completed runs) and metrics: both from the same history."""
     manifest.update(summarize(rs.history, rs.best), ended=now(), wall_s=round(rs.wall_s, 1),
-                    cpu_s=None if rs.cpu_s is None else round(rs.cpu_s, 1), status=status)
+                    cpu_s=None if rs.cpu_s is None else round(rs.cpu_s, 1), status=status,
+                    sessions=rs.session_records())
     if error:
         manifest["error"] = error
     if status == "completed":
