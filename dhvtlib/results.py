@@ -321,11 +321,16 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path
 
 
 def provenance(runs: pd.DataFrame) -> dict[str, str]:
-    """What a table was computed from: the runs' git commits, datasets, presets, seeds and run count."""
-    commits = join_values(runs["git_commit"])
-    if "git_dirty" in runs and runs["git_dirty"].fillna(False).astype(bool).any():
+    """What a table was computed from: the runs' git commits and hardware (of every session of a resumed run,
+    where its manifest records them), datasets, presets, seeds and run count."""
+    sessions = [s for v in runs.get("sessions", ()) if isinstance(v, str) for s in json.loads(v)]
+    commits = join_values([*runs["git_commit"], *(s.get("git_commit") for s in sessions)])
+    dirty = [*runs.get("git_dirty", ()), *(s.get("git_dirty") for s in sessions)]
+    if any(not is_missing(d) and bool(d) for d in dirty):
         commits += " (some runs from a dirty tree)"
-    return {"git commits": commits or "unknown", "dataset": join_values(runs["dataset"]),
+    hardware = join_values([*runs.get("hardware.cpu", ()), *runs.get("hardware.cuda_device", ()),
+                            *((s.get("hardware") or {}).get(k) for s in sessions for k in ("cpu", "cuda_device"))])
+    return {"git commits": commits or "unknown", "hardware": hardware, "dataset": join_values(runs["dataset"]),
             "preset": join_values(runs["preset"]), "seeds": join_values(runs["seed"]), "runs": str(len(runs))}
 
 

@@ -328,6 +328,21 @@ def test_ablation_paper_frame():
         results.ablation_paper_frame("table4")
 
 
+def test_provenance_names_every_session_of_a_resumed_run():
+    resumed = [{"git_commit": "aaa1111", "git_dirty": False, "hardware": {"cpu": "CPU A", "cuda_device": None}},
+               {"git_commit": None, "note": "written before sessions were recorded"},
+               {"git_commit": "bbb2222", "git_dirty": True, "hardware": {"cpu": "CPU B", "cuda_device": "H100"}}]
+    runs = pd.DataFrame({"git_commit": ["bbb2222", "ccc3333"], "git_dirty": [False, math.nan],
+                         "hardware.cpu": ["CPU B", "CPU C"], "hardware.cuda_device": [None, None],
+                         "sessions": [json.dumps(resumed), math.nan], "dataset": ["d", "d"], "preset": ["p", "p"],
+                         "seed": [0, 1]})
+    prov = results.provenance(runs)
+    assert prov["git commits"] == "aaa1111, bbb2222, ccc3333 (some runs from a dirty tree)"
+    assert prov["hardware"] == "CPU A, CPU B, CPU C, H100" and prov["runs"] == "2"
+    clean = results.provenance(runs.drop(columns=["sessions", "hardware.cpu", "hardware.cuda_device"]))
+    assert clean["git commits"] == "bbb2222, ccc3333" and clean["hardware"] == ""  # older manifests: no sessions
+
+
 def test_write_table(tmp_path):
     df = pd.DataFrame({"tag": ["a|b", "c"], "mean": [1.23456, math.nan], "n": [3, 1]})
     paths = results.write_table(df, tmp_path / "out" / "table", title="T",

@@ -164,6 +164,7 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
         assert k in m, k
     assert m["train_images"] == 80 and m["test_images"] == 40 and m["versions"]["torch"] == torch.__version__
     assert 0 < m["cpu_s"] and isinstance(m["cpu_s"], float)  # this process's CPU seconds, beside wall_s
+    assert m["hardware"]["cpu_bf16"].startswith(("native bf16 (", "no native bf16 ("))  # AVX2 or AVX512-BF16 EPYC
     (session,) = m["sessions"]  # one process ran it all
     assert (session["start"], session["end"], session["git_commit"]) == ([0, 0], [2, 0], m["git_commit"])
     on_disk = json.loads((out / "manifest.json").read_text())

@@ -129,7 +129,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "torchvision": torchvision.__version__, "timm": timm.__version__, "dhvtlib": __version__,
                          "numpy": np.__version__},
-            "hardware": {"cpu": cpu, "threads": torch.get_num_threads(), "platform": platform.platform(),
+            "hardware": {"cpu": cpu, "cpu_bf16": cpu_bf16_capability()[1],  # the model name hides AVX2 vs AVX512-BF16
+                         "threads": torch.get_num_threads(), "platform": platform.platform(),
                          "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
 
 
