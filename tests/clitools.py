@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parent
 
 # `python -c` driver: install `signal_at`, then run dhvt-train's main with the remaining arguments.
 # metrics.jsonl's wall-clock columns: the only values that differ between two runs that are otherwise bitwise equal
-TIMINGS = ("epoch_s", "img_s", "data_s", "compute_s")
+TIMINGS = ("epoch_s", "img_s", "data_s", "compute_s", "eval_s")
 
 _DRIVER = ("import sys; sys.path.insert(0, {tests!r}); from clitools import signal_at; "
            "signal_at(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]); "

@@ -164,6 +164,9 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
         assert k in m, k
     assert m["train_images"] == 80 and m["test_images"] == 40 and m["versions"]["torch"] == torch.__version__
     assert 0 < m["cpu_s"] and isinstance(m["cpu_s"], float)  # this process's CPU seconds, beside wall_s
+    rows = read_metrics(out, timings=True)  # every evaluation is timed; the manifest sums it against training time
+    assert all(r["eval_s"] > 0 for r in rows if "top1" in r)
+    assert m["eval_overhead"] == pytest.approx(sum(r["eval_s"] for r in rows) / sum(r["epoch_s"] for r in rows))
     assert m["hardware"]["cpu_bf16"].startswith(("native bf16 (", "no native bf16 ("))  # AVX2 or AVX512-BF16 EPYC
     (session,) = m["sessions"]  # one process ran it all
     assert (session["start"], session["end"], session["git_commit"]) == ([0, 0], [2, 0], m["git_commit"])

@@ -266,13 +266,17 @@ def summary_line(m: dict[str, Any]) -> str:
 
 
 def summarize(history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's outcome fields: best (max over evaluated epochs) and final accuracy, data overhead."""
+    """The manifest's outcome fields: best (max over evaluated epochs) and final accuracy, the data loader's and
+    evaluation's time as fractions of training time."""
     evals = [r for r in history if "top1" in r]
     final = evals[-1] if evals else {}
     seen = best["epoch"] >= 0
+    train_s = sum(r["epoch_s"] for r in history)
     return {"epochs_run": len(history), "best_top1": best["top1"] if seen else None,
             "best_top5": best["top5"] if seen else None, "best_epoch": best["epoch"] if seen else None,
             "final_top1": final.get("top1"), "final_top5": final.get("top5"),
             "final_ema_top1": final.get("ema_top1"),
-            "data_overhead": (sum(r["data_s"] for r in history) / max(sum(r["epoch_s"] for r in history), 1e-9)
-                              if history else None)}
+            "data_overhead": (sum(r["data_s"] for r in history) / max(train_s, 1e-9) if history else None),
+            # evaluation's seconds per training second (None where an evaluation was recorded without eval_s)
+            "eval_overhead": (sum(r["eval_s"] for r in evals) / max(train_s, 1e-9)
+                              if evals and all("eval_s" in r for r in evals) else None)}

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,7 @@ def _evaluate(rs: RunState, net: nn.Module, data: RunData, saver: Checkpoints, e
         batches = data.test.batches(eval_indices(len(data.test), d.rank, d.world_size), train=False)
         return evaluate(model, batches, device=dev, precision=rs.precision)
 
+    start = time.perf_counter()
     ev = on(net)
     if not math.isfinite(ev["test_loss"]):
         raise NonFiniteLossError(
@@ -308,6 +310,7 @@ def _evaluate(rs: RunState, net: nn.Module, data: RunData, saver: Checkpoints, e
     if rs.ema is not None and rs.recipe.eval_ema:
         ev_ema = on(rs.ema.module)
         row.update(ema_top1=ev_ema["top1"], ema_top5=ev_ema["top5"])
+    row["eval_s"] = time.perf_counter() - start
     return row
 
 
