@@ -118,13 +118,17 @@ def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mappi
                 continue
             ax2.plot(x, per_size[col], "o-", color=colour, label=text)
             ax2.fill_between(x, per_size[lo], per_size[hi], color=colour, alpha=0.2, linewidth=0)
-        for xi, share in zip(x, per_size.get("share", [])):
-            if pd.notna(share):
-                ax2.annotate(f"{100 * share:.0f}%", (xi, 0), textcoords="offset points", xytext=(0, 6),
-                             ha="center", fontsize="small", color=colours.get(hybrid, PALETTE[1]))
+        shares = [(xi, share) for xi, share in zip(x, per_size.get("share", [])) if pd.notna(share)]
+        if shares:  # headroom for the labels along the top
+            low, high = ax2.get_ylim()
+            ax2.set_ylim(low, high + 0.12 * (high - low))
+        for xi, share in shares:
+            ax2.annotate(f"{100 * share:.0f}%", (xi, 1), xycoords=("data", "axes fraction"),  # along the top,
+                         textcoords="offset points", xytext=(0, -12), ha="center",  # clear of the lines
+                         fontsize="small", color=colours.get(hybrid, PALETTE[1]))
         ax2.axhline(0, color="0.5", linewidth=0.8)
     ax2.set(xscale="log", xlabel="training images per class (log scale)", ylabel="top-1 difference (points)",
-            title=f"the gap, and the share {name(hybrid)} closes (% at 0)")
+            title=f"the gap, and the share {name(hybrid)} closes (% along the top)")
     sizes = sorted(summary["samples_per_class"].unique()) if len(summary) else []
     for a in (ax, ax2):  # ticks at the sizes run, written plainly; legends under the axes
         if sizes:
