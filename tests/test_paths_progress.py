@@ -57,6 +57,18 @@ def test_non_editable_install_falls_back_on_the_cwd(tmp_path, monkeypatch):
         assert Path(r.stdout.strip()) == expected.resolve()
 
 
+def test_runs_record_the_commit_of_the_code_they_imported(monkeypatch):
+    from dhvtlib.run import runtime
+    commit, dirty = runtime.git_state()
+    assert commit is None or (len(commit) == 40 and isinstance(dirty, bool))
+    assert runtime.read_git_state()[0] == commit  # nothing checked out since the import
+
+    def checkout_changed(*a, **k):  # a `git checkout` under a running process must not relabel the code it runs
+        raise AssertionError("git_state read the checkout again")
+    monkeypatch.setattr(runtime.subprocess, "run", checkout_changed)
+    assert runtime.git_state() == (commit, dirty)
+
+
 def test_bar_kind(monkeypatch):
     monkeypatch.delenv(progress.ENV_PROGRESS, raising=False)
     monkeypatch.setattr(sys, "stderr", open(os.devnull, "w"))  # not a terminal (CI, a log file): no bar

@@ -33,7 +33,7 @@ from .. import __version__
 from ..recipe import PRECISIONS, Recipe, check_precision
 
 __all__ = ["Dist", "resolve_device", "init_distributed", "check_replicas_in_sync", "seed_everything", "cpu_workers",
-           "git_state", "environment", "now", "in_kernel", "PRECISIONS", "resolve_precision", "keep_precision",
+           "git_state", "read_git_state", "environment", "now", "in_kernel", "PRECISIONS", "resolve_precision", "keep_precision",
            "cpu_bf16_capability"]
 
 
@@ -106,7 +106,14 @@ def check_replicas_in_sync(model: torch.nn.Module) -> None:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding the package; (None, None) outside git."""
+    """(commit, dirty) of the code this process runs: the checkout holding the package as it was when this module
+    was imported, so that a checkout changed under a running process (a `git checkout` while a study's worker
+    starts, a notebook kernel left open) does not relabel the code that runs; (None, None) outside git."""
+    return _GIT_AT_IMPORT
+
+
+def read_git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout holding the package now; (None, None) outside git."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -116,6 +123,9 @@ def git_state() -> tuple[str | None, bool | None]:
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+_GIT_AT_IMPORT = read_git_state()
 
 
 def environment(device: torch.device) -> dict[str, Any]:
