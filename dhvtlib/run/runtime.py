@@ -33,8 +33,8 @@ from .. import __version__
 from ..recipe import PRECISIONS, Recipe, check_precision
 
 __all__ = ["Dist", "resolve_device", "init_distributed", "check_replicas_in_sync", "seed_everything", "cpu_workers",
-           "git_state", "read_git_state", "environment", "now", "in_kernel", "PRECISIONS", "resolve_precision", "keep_precision",
-           "cpu_bf16_capability"]
+           "git_state", "read_git_state", "environment", "now", "in_kernel", "PRECISIONS", "resolve_precision",
+           "keep_precision", "cpu_bf16_capability"]
 
 
 @dataclasses.dataclass(frozen=True)
