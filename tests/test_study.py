@@ -78,7 +78,8 @@ def test_budget_values():
         study.budget(5)
 
 
-def test_plan_rows_models_and_order(fmnist):
+def test_plan_rows_models_and_order(fmnist, monkeypatch):
+    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {})  # the plan as designed, before the rule at 1000 applied
     plan = study.study_plan(data_dir=str(fmnist))
     tags = [s.tag for s in plan]
     assert tags[:8] == [f"{m}/{n}pc/scale8" for n in (10, 30) for m in study.MODELS]
@@ -104,9 +105,11 @@ def test_plan_rows_models_and_order(fmnist):
         ["dhvt/30pc/scale8", "dhvt/30pc/scale16", "dhvt/30pc/scale8/fp32"]
 
 
-def test_a_failed_check_at_1000_doubles_that_size_once(fmnist, monkeypatch):
-    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {1000: 16})  # what the README's rule sets if it fails
-    plan = {s.tag: s for s in study.study_plan(data_dir=str(fmnist))}
+def test_a_failed_check_at_1000_doubles_that_size_once(fmnist):
+    assert study.GRID_SCALE_AT == {1000: 16}  # set by the README's rule: DeiT's check at 1000 failed (+4.60)
+    rows = study.study_plan(data_dir=str(fmnist))
+    assert len(rows) == 5 * 4 + 4 + 1  # the grid, the 2x checks at 30 (none at 1000 now), the fp32 check
+    plan = {s.tag: s for s in rows}
     assert plan["dhvt/1000pc/scale16"].seeds == (0, 1, 2) and plan["dhvt/1000pc/scale16"].recipe["epochs"] == 220
     assert "dhvt/1000pc/scale8" not in plan and not any("scale32" in t for t in plan)  # not checked again
     assert plan["dhvt/30pc/scale16"].seeds == (0,) and plan["dhvt/300pc/scale8"].recipe["epochs"] == 350
@@ -127,6 +130,7 @@ def _runs(done: dict[tuple[str, int], float]) -> pd.DataFrame:
 
 
 def test_the_doubling_rule_at_1000_is_read_from_the_records(fmnist, monkeypatch):
+    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {})  # as before the rule applied (every size at GRID_SCALE)
     plan = study.study_plan(data_dir=str(fmnist))
     grid0 = {(s.tag, 0): 80.0 for s in plan if study.variant(s.tag) == ""}
     # no check at 1000 completed yet: the grid there trains seed 0 only; the other sizes keep their seeds
@@ -205,8 +209,9 @@ def test_slope_needs_two_sizes():
     assert per["claim2_holds"].isna().all() and not np.isnan(claim1["slope"])
 
 
-def test_report_writes_tables_and_figures(tmp_path):
+def test_report_writes_tables_and_figures(tmp_path, monkeypatch):
     from dhvtlib import report
+    monkeypatch.setattr(study.design, "GRID_SCALE_AT", {})  # the fixed table has a grid and a 2x check at 1000
 
     rows = []
     for r in _table().to_dict("records"):
