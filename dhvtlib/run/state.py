@@ -57,16 +57,20 @@ class RunState:
     sessions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # earlier processes' shares
     session: dict[str, Any] = dataclasses.field(default_factory=dict)  # this process: who ran it, from where
 
+    def share(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of this process's share so far: since `start_session`."""
+        return time.perf_counter() - self.clock, time.process_time() - self.cpu_clock
+
     @property
     def wall_s(self) -> float:
-        return self.wall_before + time.perf_counter() - self.clock
+        return self.wall_before + self.share()[0]
 
     @property
     def cpu_s(self) -> float | None:
         """This process's CPU time (all its threads, user + system; not data-loader worker processes), summed over
         resumes: the compute a run cost, unaffected by other load or by pauses, unlike wall_s. None when resumed
         from a checkpoint written before it was recorded."""
-        return None if self.cpu_before is None else self.cpu_before + time.process_time() - self.cpu_clock
+        return None if self.cpu_before is None else self.cpu_before + self.share()[1]
 
     @property
     def position(self) -> list[int]:
@@ -86,9 +90,9 @@ class RunState:
         seconds, and who ran it. Their wall_s (and cpu_s, where known) add up to the run's."""
         if not self.session:
             return list(self.sessions)
-        cpu = time.process_time() - self.cpu_clock
-        return [*self.sessions, {**self.session, "end": self.position, "last": now(),
-                                 "wall_s": round(time.perf_counter() - self.clock, 1), "cpu_s": round(cpu, 1)}]
+        wall, cpu = self.share()
+        return [*self.sessions, {**self.session, "end": self.position, "last": now(), "wall_s": round(wall, 1),
+                                 "cpu_s": round(cpu, 1)}]
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and primitives only (loadable with weights_only=True)."""
@@ -117,7 +121,7 @@ class RunState:
         self.epoch_state = EpochState(**ck["epoch_state"]) if ck.get("epoch_state") else None
         self.started, self.wall_before = ck.get("started", self.started), ck.get("wall_s", 0.0)
         self.cpu_before = ck.get("cpu_s")
-        self.sessions = list(ck["sessions"]) if "sessions" in ck else _unrecorded_sessions(ck)
+        self.sessions = list(ck["sessions"]) if "sessions" in ck else _unrecorded_sessions(ck, self.position)
         self.recipe_changes = list(ck.get("recipe_changes", []))
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"], self.generators)
 
@@ -136,11 +140,11 @@ class RunState:
         return nonfinite_tensors(self.model.state_dict(), ema)
 
 
-def _unrecorded_sessions(ck: dict[str, Any]) -> list[dict[str, Any]]:
-    """A checkpoint written before sessions were recorded: its time so far as one session of unknown provenance."""
+def _unrecorded_sessions(ck: dict[str, Any], end: list[int]) -> list[dict[str, Any]]:
+    """A checkpoint written before sessions were recorded (at position `end`): its time so far as one session of
+    unknown provenance."""
     if not ck.get("wall_s"):
         return []
-    end = [ck["epoch"], (ck.get("epoch_state") or {}).get("step", 0)]
     return [{"started": ck.get("started"), "start": None, "end": end, "last": None, "wall_s": round(ck["wall_s"], 1),
              "cpu_s": None if ck.get("cpu_s") is None else round(ck["cpu_s"], 1), "git_commit": None,
              "note": "written before sessions were recorded: who ran it is unknown"}]
