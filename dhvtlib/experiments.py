@@ -246,7 +246,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     with `need_weights` (the caller loads the model) only runs whose model.safetensors is present are reused.
 
     `plan_only`: train nothing; the frame holds the runs already completed (reused from the store as above) and
-    `frame.attrs["missing"]` the (tag, seed) of the others.
+    the last records of those started and not completed (interrupted, or running elsewhere), and
+    `frame.attrs["missing"]` the (tag, seed) of every run not completed.
 
     A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
     "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
@@ -260,7 +261,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     if order == "seed":
         todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
     tasks = _tasks(todo, data_dir, overrides.get("dataset"), download, device)
-    if plan_only:
+    if plan_only:  # nothing trains; a run started and not completed is in the frame with its last records
+        manifests.update(_recorded(tasks))
         tasks = []
     jobs = {}
     if cfg.launcher == "inline":

@@ -16,6 +16,7 @@ from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
 from dhvtlib.recipe import PRESETS, resolve
 from dhvtlib.results import RUN_COLUMNS
+from dhvtlib.runspec import run_dir
 from clitools import read_metrics, run_module as _cli
 
 
@@ -248,6 +249,23 @@ def test_what_is_left_is_priced_in_cpu_seconds_where_recorded(fmnist):
     assert line.startswith("5 runs in the plan: 1 completed, 4 not yet (64,000 updates, about 2 core-hours")
     assert line.endswith("; started, not completed (each resumes from its checkpoint where it ran): "
                          "deit/10pc/scale8 s1 (epoch 3/16000), deit/10pc/scale8 s2 (running)")
+
+
+def test_status_names_the_runs_started_and_not_completed(fmnist, tmp_path):
+    """`python -m dhvtlib.study --status` (run_study without training) reads an interrupted run's record and says
+    where it stopped; it counts as not completed and nothing trains."""
+    plan = study.study_plan(data_dir=str(fmnist), models=["deit"], samples_per_class=[10], convergence=False,
+                            precision=False)
+    out = run_dir(tmp_path, plan[0], 1)
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps(dict(tag="deit/10pc/scale8", seed=1, status="interrupted",
+                                                       epochs_run=3, output=str(out), config={"epochs": 16_000})))
+    runs = study.run_study(plan, tmp_path, train=False, launcher="inline", data_dir=str(fmnist), store=None)
+    assert runs.attrs["missing"] == [("deit/10pc/scale8", s) for s in range(5)]
+    assert study.progress_line(runs, plan).startswith("5 runs in the plan: 0 completed, 5 not yet")
+    assert study.progress_line(runs, plan).endswith("; started, not completed (each resumes from its checkpoint "
+                                                    "where it ran): deit/10pc/scale8 s1 (epoch 3/16000)")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["manifest.json"]  # nothing trained
 
 
 def test_loss_curve_legend_names_every_model_and_budget():

@@ -25,9 +25,9 @@ def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per completed run: model, samples_per_class, variant (`variant`: '' for the grid), seed, top1
     (the last epoch's: no epoch is picked on the test set), best_top1, steps, wall_s, cpu_s (NaN for runs recorded
     before cpu_s existed)."""
+    columns = ["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps", "wall_s", "cpu_s"]
     if runs is None or len(runs) == 0:
-        return pd.DataFrame(columns=["model", "samples_per_class", "variant", "seed", "top1", "best_top1", "steps",
-                                     "wall_s", "cpu_s"])
+        return pd.DataFrame(columns=columns)
     done = runs[runs["status"].eq("completed")]
     rows = []
     for r in done.to_dict("records"):
@@ -39,7 +39,7 @@ def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      "steps": int(r["epochs_run"]) * (int(r["train_images"]) // int(cfg["batch_size"])),
                      "wall_s": float(r["wall_s"] or 0.0),
                      "cpu_s": float(r["cpu_s"]) if pd.notna(r.get("cpu_s")) else math.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)  # the columns also when no run has completed
 
 
 def _boot(rng: np.random.Generator, values: np.ndarray, n: int) -> np.ndarray:
