@@ -262,9 +262,10 @@ def test_status_names_the_runs_started_and_not_completed(fmnist, tmp_path):
                                                        epochs_run=3, output=str(out), config={"epochs": 16_000})))
     runs = study.run_study(plan, tmp_path, train=False, launcher="inline", data_dir=str(fmnist), store=None)
     assert runs.attrs["missing"] == [("deit/10pc/scale8", s) for s in range(5)]
-    assert study.progress_line(runs, plan).startswith("5 runs in the plan: 0 completed, 5 not yet")
-    assert study.progress_line(runs, plan).endswith("; started, not completed (each resumes from its checkpoint "
-                                                    "where it ran): deit/10pc/scale8 s1 (epoch 3/16000)")
+    line = study.progress_line(runs, plan)
+    assert line.startswith("5 runs in the plan: 0 completed, 5 not yet")
+    assert line.endswith("; started, not completed (each resumes from its checkpoint where it ran): "
+                         "deit/10pc/scale8 s1 (epoch 3/16000)")
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["manifest.json"]  # nothing trained
 
 
