@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .files import write_json
-from .run.rundir import read_manifest
+from .run.rundir import LOCK_NAME, read_manifest
 
-__all__ = ["Registry", "job_alive", "holder_alive", "run_state", "job_state", "log_tail", "status_line", "watch"]
+__all__ = ["Registry", "job_alive", "holder_alive", "holder_job", "run_state", "job_state", "log_tail", "status_line", "watch"]
 
 LOG_LINES = 15
 
@@ -60,16 +60,31 @@ def job_alive(job, entry: Mapping[str, Any]) -> bool:
     return not job.done()
 
 
+def _lock_info(out: str | Path) -> dict[str, Any]:
+    """What the run directory's lock says of its holder (RunLock: pid, host, since, job); {} without a lock."""
+    try:
+        info = json.loads((Path(out) / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def holder_alive(out: Path) -> bool:
     """Whether a live process on this machine holds the run directory's lock."""
+    info = _lock_info(out)
     try:
-        info = json.loads((out / ".lock").read_text() or "{}")
         if info.get("host") != socket.gethostname():
             return False
         os.kill(int(info["pid"]), 0)
         return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def holder_job(out: str | Path) -> str | None:
+    """The local job named in the run directory's lock (RunLock), live or left by a killed run; None without one."""
+    job = _lock_info(out).get("job")
+    return str(job) if job is not None else None
 
 
 def run_state(out: str | Path) -> dict[str, Any]:
@@ -127,10 +142,10 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
     shown: dict[str, str] = {}
     try:
         while True:
-            alive = {out: job_alive(job, registry.entries[out]) for out, job in jobs.items()}
+            alive = {job.job_id: job_alive(job, registry.entries[out]) for out, job in jobs.items()}
             for task in tasks:
-                job = jobs.get(task.output)
-                line = status_line(task, job_state(task.output, job, alive.get(task.output, True)),
+                job = _job_of(task.output, jobs)
+                line = status_line(task, job_state(task.output, job, alive.get(job.job_id, True) if job else True),
                                    job.job_id if job is not None else None)
                 if verbose and shown.get(task.output) != line:
                     print(line, flush=True)
@@ -145,13 +160,21 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
         _tell_unfinished(task, jobs)
 
 
+def _job_of(output: str, jobs: Mapping[str, Any]) -> Any:
+    """The job training a run: the one its lock names (local workers share one queue, so a run is taken by whichever
+    worker is free), else the one it was submitted under."""
+    by_id = {job.job_id: job for job in jobs.values()}
+    return by_id.get(holder_job(output)) or jobs.get(output)
+
+
 def _tell_unfinished(task, jobs: Mapping[str, Any]) -> None:
     """After watching: a run its job did not complete, with why and the last lines of the job's log (stderr)."""
     state = run_state(task.output)
-    if state["status"] != "completed" and task.output in jobs:
+    job = _job_of(task.output, jobs)
+    if state["status"] != "completed" and job is not None:
         status = {"running?": "stopped: the job died before finishing it",
                   "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
         hint = "it is not retried" if status == "diverged" else "re-run to resume it"
         print(f"{task.tag} seed {task.seed} is {status}" + (f": {state['error']}" if state["error"] else "")
-              + f"; {hint}. Last lines of job {jobs[task.output].job_id}'s log:\n{log_tail(jobs[task.output])}",
+              + f"; {hint}. Last lines of job {job.job_id}'s log:\n{log_tail(job)}",
               file=sys.stderr, flush=True)

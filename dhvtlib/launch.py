@@ -341,8 +341,8 @@ def check_tasks(tasks: Sequence[RunTask]) -> None:
 
 def _submit(tasks: Sequence[RunTask], cfg: LaunchConfig, folder: Path) -> list[tuple[RunTask, Any]]:
     """[(run, its job)]: local workers share the runs as one queue in their order (each run is recorded under the
-    worker that would take it round-robin; a worker that runs out takes the next free one), SLURM runs get a job
-    each."""
+    worker that would take it round-robin; a worker that runs out takes the next free one, and the watch names the
+    job from the run's lock), SLURM runs get a job each."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     if cfg.launcher == "local":

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from dhvtlib import experiments, launch, sweep
-from dhvtlib.jobs import Registry, holder_alive, job_alive, watch
+from dhvtlib.jobs import Registry, holder_alive, holder_job, job_alive, watch
 from dhvtlib.checkpoint import sha256
+from dhvtlib.run.rundir import RunLock
 from clitools import read_metrics
 
 submitit = pytest.importorskip("submitit")
@@ -325,6 +326,44 @@ def test_watching_a_run_whose_job_died_says_so_with_the_log_s_last_line(tmp_path
     cap = capsys.readouterr()
     assert "t s0: died" in cap.out and "4711 Killed" in cap.out and "running?" not in cap.out
     assert "t seed 0 is stopped: the job died before finishing it" in cap.err
+
+
+class _KilledJob(_DeadJob):
+    def __init__(self, job_id: str, last: str):
+        self.job_id, self.last = job_id, last
+
+    def stderr(self) -> str:
+        return f"epoch 1 ...\n{self.last}"
+
+
+def test_the_watch_names_the_local_job_that_took_a_run_from_its_lock(tmp_path, monkeypatch, capsys):
+    """Local workers share one queue, so a run is often trained by another worker than the round-robin one it was
+    registered under: its lock names the job, and the progress line, the died state and the log tail follow it."""
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "78")
+    (tmp_path / "held").mkdir()
+    with RunLock(tmp_path / "held"):
+        assert json.loads((tmp_path / "held" / ".lock").read_text())["job"] == "78"
+        assert holder_job(tmp_path / "held") == "78"
+    assert holder_job(tmp_path / "held") is None  # the lock is gone with the run
+    monkeypatch.delenv("SUBMITIT_LOCAL_JOB_ID")
+    with RunLock(tmp_path / "held"):
+        assert "job" not in json.loads((tmp_path / "held" / ".lock").read_text())  # outside a local job
+
+    registry, jobs, tasks = Registry(tmp_path), {}, []
+    for name, job_id, taken_by in (("a", "77", "78"), ("b", "78", "77")):  # each taken by the other worker
+        out = tmp_path / name
+        out.mkdir()
+        (out / "manifest.json").write_text(json.dumps({"status": "running", "ended": None, "config": {"epochs": 3}}))
+        (out / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": "gone", "job": taken_by}))  # killed
+        registry.add(str(out), "local", job_id)
+        jobs[str(out)] = _KilledJob(job_id, f"killed while training {'b' if job_id == '77' else 'a'}")
+        tasks.append(launch.RunTask(str(out), "smoke", {}, "quick", name, 0))
+    watch(tasks, jobs, registry, poll_s=0.01, verbose=True)
+    cap = capsys.readouterr()
+    assert "a s0: died" in cap.out and "[job 78]  (the job died; its log ends: killed while training a)" in cap.out
+    assert "b s0: died" in cap.out and "[job 77]  (the job died; its log ends: killed while training b)" in cap.out
+    assert "Last lines of job 78's log:\nepoch 1 ...\nkilled while training a" in cap.err
+    assert "Last lines of job 77's log:\nepoch 1 ...\nkilled while training b" in cap.err
 
 
 # ------------------------------------------------------------------------------------------------ one table

@@ -2,7 +2,8 @@
 
 - `RunLock(out)`: an exclusive `flock` on `<out>/.lock` for the whole run. A second writer is refused with one
   sentence naming the holder (pid, host, start time). The kernel drops the lock when its process dies, so a lock
-  left by a killed run is simply taken over; the file is removed when the run ends.
+  left by a killed run is simply taken over; the file is removed when the run ends. Inside a submitit local job the
+  file also names the job (`job`): local workers share one queue, so only the lock says which one took a run.
 - `StopSignals()`: SIGINT (Ctrl-C), SIGTERM (what SLURM and most schedulers send first) and SIGUSR1 (a common
   requeue signal) ask the loop to stop at the next step boundary, with a resumable checkpoint. A second SIGINT
   interrupts at once; a second SIGTERM/SIGUSR1 is handled by the default action.
@@ -38,6 +39,7 @@ __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove
            "unstarted_recipe", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
 
 LOCK_NAME = ".lock"
+LOCAL_JOB_ENV = "SUBMITIT_LOCAL_JOB_ID"  # the submitit local job a process belongs to (its job_id)
 # Write errors a run cannot fix by itself (dhvt-train ends them in one sentence; the last checkpoint stays).
 WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                 errno.EROFS: "the file system is read-only", errno.EIO: "an input/output error"}
@@ -113,8 +115,11 @@ class RunLock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}).encode())
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if os.environ.get(LOCAL_JOB_ENV):  # set by submitit in a local job's processes
+            holder["job"] = os.environ[LOCAL_JOB_ENV]
+        os.write(fd, json.dumps(holder).encode())
         self._fd = fd
         return self
 
