@@ -140,12 +140,14 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
     """Print a run's line whenever it changes until no job is alive, checking every `poll_s` seconds; then the log
     tail of each run not completed. `tasks` are launch.RunTasks, `jobs` {run directory: its job}."""
     shown: dict[str, str] = {}
+    by_id = {job.job_id: job for job in jobs.values()}
+    entry = {job.job_id: registry.entries[out] for out, job in jobs.items()}  # the same for each run of a job
     try:
         while True:
-            alive = {job.job_id: job_alive(job, registry.entries[out]) for out, job in jobs.items()}
+            alive = {job_id: job_alive(job, entry[job_id]) for job_id, job in by_id.items()}
             for task in tasks:
-                job = _job_of(task.output, jobs)
-                line = status_line(task, job_state(task.output, job, alive.get(job.job_id, True) if job else True),
+                job = _job_of(task.output, jobs, by_id)
+                line = status_line(task, job_state(task.output, job, alive[job.job_id] if job is not None else True),
                                    job.job_id if job is not None else None)
                 if verbose and shown.get(task.output) != line:
                     print(line, flush=True)
@@ -157,20 +159,19 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
         print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
         raise
     for task in tasks:
-        _tell_unfinished(task, jobs)
+        _tell_unfinished(task, _job_of(task.output, jobs, by_id))
 
 
-def _job_of(output: str, jobs: Mapping[str, Any]) -> Any:
+def _job_of(output: str, jobs: Mapping[str, Any], by_id: Mapping[str, Any]) -> Any:
     """The job training a run: the one its lock names (local workers share one queue, so a run is taken by whichever
-    worker is free), else the one it was submitted under."""
-    by_id = {job.job_id: job for job in jobs.values()}
+    worker is free; `by_id` {job id: job} of `jobs`), else the one it was submitted under."""
     return by_id.get(holder_job(output)) or jobs.get(output)
 
 
-def _tell_unfinished(task, jobs: Mapping[str, Any]) -> None:
-    """After watching: a run its job did not complete, with why and the last lines of the job's log (stderr)."""
+def _tell_unfinished(task, job) -> None:
+    """After watching: a run its job (None: not watched) did not complete, with why and the last lines of the job's
+    log (stderr)."""
     state = run_state(task.output)
-    job = _job_of(task.output, jobs)
     if state["status"] != "completed" and job is not None:
         status = {"running?": "stopped: the job died before finishing it",
                   "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
