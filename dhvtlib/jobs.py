@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from .files import write_json
 from .run.rundir import LOCK_NAME, read_manifest
 
-__all__ = ["Registry", "job_alive", "holder_alive", "holder_job", "run_state", "job_state", "log_tail", "status_line", "watch"]
+__all__ = ["Registry", "job_alive", "holder_alive", "holder_job", "session_job", "run_state", "job_state", "log_tail", "status_line", "watch"]
 
 LOG_LINES = 15
 
@@ -162,10 +162,20 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
         _tell_unfinished(task, _job_of(task.output, jobs, by_id))
 
 
+def session_job(out: str | Path) -> str | None:
+    """The local job that ran the run's last session (its manifest's `sessions`), which outlives the lock; None
+    without one."""
+    sessions = read_manifest(Path(out)).get("sessions")
+    job = sessions[-1].get("job") if isinstance(sessions, list) and sessions and isinstance(sessions[-1], dict) \
+        else None
+    return str(job) if job is not None else None
+
+
 def _job_of(output: str, jobs: Mapping[str, Any], by_id: Mapping[str, Any]) -> Any:
     """The job training a run: the one its lock names (local workers share one queue, so a run is taken by whichever
-    worker is free; `by_id` {job id: job} of `jobs`), else the one it was submitted under."""
-    return by_id.get(holder_job(output)) or jobs.get(output)
+    worker is free; `by_id` {job id: job} of `jobs`), else the one its manifest's last session names (the lock goes
+    when the run ends), else the one it was submitted under."""
+    return by_id.get(holder_job(output)) or by_id.get(session_job(output)) or jobs.get(output)
 
 
 def _tell_unfinished(task, job) -> None:

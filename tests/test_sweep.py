@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dhvtlib import experiments, launch, sweep
-from dhvtlib.jobs import Registry, holder_alive, holder_job, job_alive, watch
+from dhvtlib.jobs import Registry, holder_alive, holder_job, job_alive, session_job, watch
 from dhvtlib.checkpoint import sha256
 from dhvtlib.run.rundir import RunLock
 from clitools import read_metrics
@@ -364,6 +364,17 @@ def test_the_watch_names_the_local_job_that_took_a_run_from_its_lock(tmp_path, m
     assert "b s0: died" in cap.out and "[job 77]  (the job died; its log ends: killed while training b)" in cap.out
     assert "Last lines of job 78's log:\nepoch 1 ...\nkilled while training a" in cap.err
     assert "Last lines of job 77's log:\nepoch 1 ...\nkilled while training b" in cap.err
+
+    # once a run ends its lock is gone: its manifest's last session names the worker that took it
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"status": "completed", "config": {"epochs": 3},
+                                                   "sessions": [{"job": "77"}, {"job": "78"}]}))
+    registry.add(str(out), "local", "77")
+    jobs[str(out)] = _KilledJob("77", "")
+    watch([launch.RunTask(str(out), "smoke", {}, "quick", "c", 0)], jobs, registry, poll_s=0.01, verbose=True)
+    assert "c s0: completed   epoch 0/3  [job 78]" in capsys.readouterr().out
+    assert session_job(out) == "78" and session_job(tmp_path / "a") is None  # a manifest without sessions
 
 
 # ------------------------------------------------------------------------------------------------ one table

@@ -15,6 +15,7 @@ import torch
 from dhvtlib.run import train as train_mod
 from dhvtlib.checkpoint import export_safetensors, load_checkpoint, load_weights
 from dhvtlib.files import sha256
+from dhvtlib.jobs import session_job
 from dhvtlib.data.loaders import eval_indices, train_indices
 from dhvtlib.models import DHVT, create_model
 from dhvtlib.recipe import DRLOC_SCHEME, PAPER_PRESETS, PRESETS, recipe_diff, resolve
@@ -155,8 +156,9 @@ def test_epoch_orders_repeated_augmentation_and_shards():
 
 
 # ------------------------------------------------------------------------------------------------ a whole run
-def test_smoke_run_records_everything(fmnist, tmp_path):
+def test_smoke_run_records_everything(fmnist, tmp_path, monkeypatch):
     out = tmp_path / "run"
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "5")  # as inside a submitit local job (its session names it)
     m = run("smoke", output=out, data_dir=fmnist, progress=False, verbose=False, experiment="t", tag="row/a")
     assert m["status"] == "completed" and m["epochs_run"] == 2 and m["tag"] == "row/a"
     for k in ("config", "seed", "git_commit", "versions", "hardware", "device", "started", "ended", "wall_s",
@@ -170,6 +172,7 @@ def test_smoke_run_records_everything(fmnist, tmp_path):
     assert m["hardware"]["cpu_bf16"].startswith(("native bf16 (", "no native bf16 ("))  # AVX2 or AVX512-BF16 EPYC
     (session,) = m["sessions"]  # one process ran it all
     assert (session["start"], session["end"], session["git_commit"]) == ([0, 0], [2, 0], m["git_commit"])
+    assert session["job"] == "5" and session_job(out) == "5"  # which local worker took it outlives the lock
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["best_top1"] == m["best_top1"]
     rows = read_metrics(out, timings=True)

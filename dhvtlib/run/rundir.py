@@ -36,13 +36,22 @@ from .runtime import in_kernel
 
 __all__ = ["RunLock", "RunLockedError", "StopSignals", "RunInterrupted", "remove_stale_temp",
            "make_run_dir", "read_manifest", "write_metrics", "summarize", "summary_line", "check_reuse",
-           "unstarted_recipe", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
+           "unstarted_recipe", "local_job", "WRITE_ERRORS", "RECIPE_CHANGES_ON_RESUME"]
 
 LOCK_NAME = ".lock"
 LOCAL_JOB_ENV = "SUBMITIT_LOCAL_JOB_ID"  # the submitit local job a process belongs to (its job_id)
+
 # Write errors a run cannot fix by itself (dhvt-train ends them in one sentence; the last checkpoint stays).
 WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                 errno.EROFS: "the file system is read-only", errno.EIO: "an input/output error"}
+
+
+def local_job() -> dict[str, str]:
+    """{'job': id} inside a submitit local job (whose workers share one queue, so the run's lock and its manifest's
+    session say which worker took it), else {}."""
+    job = os.environ.get(LOCAL_JOB_ENV)
+    return {"job": job} if job else {}
+
 
 # Recipe fields that may change when a diverged run is resumed from its last finite checkpoint on purpose.
 RECIPE_CHANGES_ON_RESUME = frozenset({"lr", "clip_grad", "precision"})  # with change_recipe=True (after divergence)
@@ -116,9 +125,7 @@ class RunLock:
             os.close(fd)
         os.ftruncate(fd, 0)
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        if os.environ.get(LOCAL_JOB_ENV):  # set by submitit in a local job's processes
-            holder["job"] = os.environ[LOCAL_JOB_ENV]
+                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **local_job()}
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
         return self

@@ -40,8 +40,8 @@ from .build import (RunData, build_criterion, build_data, build_model, build_opt
 from .loop import EpochState, NonFiniteLossError, StopRequested, evaluate, train_one_epoch
 from .progress import interrupted, progress_bar
 from .rundir import (WRITE_ERRORS, RunInterrupted, RunLock, RunLockedError, StopSignals, check_reuse,
-                     make_run_dir, read_manifest, remove_stale_temp, summarize, summary_line, unstarted_recipe,
-                     write_metrics)
+                     local_job, make_run_dir, read_manifest, remove_stale_temp, summarize, summary_line,
+                     unstarted_recipe, write_metrics)
 from .state import Checkpoints, RunState, raise_if_nonfinite, resume_hint
 from .runtime import (Dist, check_replicas_in_sync, environment, git_state, init_distributed, keep_precision, now,
                       resolve_precision, seed_everything)
@@ -128,7 +128,7 @@ def _train(recipe: Recipe, out: Path, d: Dist, dev: torch.device, ckpt: dict[str
         manifest["notes"] = [note]
         if verbose and d.main:
             print(note, flush=True)
-    rs.start_session(**{k: manifest[k] for k in SESSION_KEYS})
+    rs.start_session(**{k: manifest[k] for k in SESSION_KEYS}, **local_job())
     manifest["sessions"] = rs.session_records()
     if d.main:
         write_json(out / "config.json", recipe.to_dict())
