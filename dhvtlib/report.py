@@ -175,8 +175,15 @@ def report_efficiency(results_root: str | os.PathLike, experiment: str, runs: pd
 def claim1_sentence(c: dict[str, Any]) -> str:
     if not c or c.get("holds") is None:
         return f"claim 1 not decided yet ({(c or {}).get('undecided_why') or 'no paired runs'})"
-    return (f"claim 1 {'holds' if c['holds'] else 'does not hold'} here: slope of the gap vs log10(images per "
-            f"class) {c['slope']:.2f} points per decade, 95% CI [{c['ci_low']:.2f}, {c['ci_high']:.2f}]")
+    verdict = (f"claim 1 {'holds' if c['holds'] else 'does not hold'} here: slope of the gap vs log10(images per "
+               f"class) {c['slope']:.2f} points per decade, 95% CI [{c['ci_low']:.2f}, {c['ci_high']:.2f}]")
+    by_count: dict[tuple[int, int], list[str]] = {}
+    for n, count in (c.get("short") or {}).items():
+        by_count.setdefault(tuple(count), []).append(str(n))
+    if by_count:  # fewer paired seeds than the design plans at some size
+        verdict += " (provisional: " + "; ".join(f"{have} of the {planned} planned paired seeds at {', '.join(ns)}"
+                                                for (have, planned), ns in by_count.items()) + " images per class)"
+    return verdict
 
 
 def _loss_curves(done: pd.DataFrame) -> pd.DataFrame:

@@ -175,6 +175,19 @@ def test_verdict_statistics_on_a_fixed_table():
     claim1, per = study.verdicts(_table())
     assert claim1["slope"] == pytest.approx(-8.5) and claim1["holds"]  # gaps 20.5, 10.5, 3.5 over 3 decades
     assert claim1["ci_low"] <= -8.5 <= claim1["ci_high"] < 0
+    # 3 seeds everywhere: enough at 100 and 1000 (3 planned), short of the 5 planned at 10, so provisional
+    from dhvtlib.report import claim1_sentence
+    assert claim1["short"] == {10: (3, 5)}
+    assert claim1_sentence(claim1) == ("claim 1 holds here: slope of the gap vs log10(images per class) -8.50 points "
+                                       f"per decade, 95% CI [{claim1['ci_low']:.2f}, {claim1['ci_high']:.2f}] "
+                                       "(provisional: 3 of the 5 planned paired seeds at 10 images per class)")
+    two = study.verdicts(_table()[lambda f: f["seed"] < 2])[0]
+    assert two["short"] == {10: (2, 5), 100: (2, 3), 1000: (2, 3)} and claim1_sentence(two).endswith(
+        "(provisional: 2 of the 5 planned paired seeds at 10; 2 of the 3 planned paired seeds at 100, 1000 images per "
+        "class)")
+    full = pd.concat([_table(), _table()[lambda f: (f["samples_per_class"] == 10) & (f["seed"] < 2)].assign(
+        seed=lambda f: f["seed"] + 3)], ignore_index=True)  # seeds 3 and 4 at 10 per class: the whole plan
+    assert study.verdicts(full)[0]["short"] == {} and "provisional" not in claim1_sentence(study.verdicts(full)[0])
     per = per.set_index("samples_per_class")
     assert per.loc[10, "gap"] == pytest.approx(20.5) and per.loc[10, "gain"] == pytest.approx(15.5)
     assert per.loc[1000, "hybrid_minus_cnn"] == pytest.approx(-1.0) and per.loc[1000, "claim2_holds"]

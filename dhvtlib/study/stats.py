@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .design import CNN_REFERENCE, CONVERGENCE_POINTS, PRECISION_CHECK, variant
+from .design import CNN_REFERENCE, CONVERGENCE_POINTS, PRECISION_CHECK, seeds_for, variant
 
 __all__ = ["run_config", "study_frame", "paired_ci", "slope_ci", "summary_table", "convergence_table", "grid_checks",
            "not_converged", "precision_table", "verdicts"]
@@ -157,7 +157,9 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
     log10(size), undecided (`holds` None, `undecided_why`) until two or more sizes have paired runs, each with two
     or more seeds; per size: the gap, the hybrid's gain over vit, hybrid - cnn with claim 2's verdict, and the share
     of the gap the hybrid closes (where the gap is positive), each with its 95% bootstrap CI over seeds, and the
-    models whose 2x check failed at that size (`not_converged`; blank where no check was run)."""
+    models whose 2x check failed at that size (`not_converged`; blank where no check was run). Claim 1's `short`
+    {size: (paired seeds, planned seeds)} names the sizes with fewer paired seeds than the design plans
+    (`seeds_for`): a verdict decided on them is provisional."""
     grid = _grid(f)
     failed = not_converged(f)
     gap = _paired(grid, cnn, vit)
@@ -166,7 +168,8 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
            "fewer than two paired seeds at some size: no confidence interval yet"
            if min(len(v) for v in gap.values()) < 2 else None)
     claim1 = {"slope": slope, "ci_low": lo, "ci_high": hi, "sizes": sorted(gap), "undecided_why": why,
-              "holds": None if why else bool(slope < 0 and hi < 0)}
+              "holds": None if why else bool(slope < 0 and hi < 0),
+              "short": {n: (len(v), len(seeds_for(n))) for n, v in sorted(gap.items()) if len(v) < len(seeds_for(n))}}
     rows = []
     for n in sorted(set(gap) | set(_paired(grid, hybrid, cnn))):
         row: dict[str, Any] = {"samples_per_class": n}
