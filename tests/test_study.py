@@ -246,6 +246,21 @@ def test_report_writes_tables_and_figures(tmp_path, monkeypatch):
         (tmp_path / "efficiency/x/verdicts.md").read_text()
 
 
+def test_the_efficiency_figure_tells_models_apart_and_marks_a_share_over_a_gap_near_zero():
+    import matplotlib.pyplot as plt
+    from dhvtlib.viz import plot_efficiency
+
+    claim1, per = study.verdicts(_table())
+    per.loc[per["samples_per_class"] == 100, "gap_low"] = -0.5  # the gap's CI reaches 0 at 100 per class
+    fig = plot_efficiency(study.summary_table(_table()), per)
+    left, right = fig.axes[:2]
+    assert len({line.get_marker() for line in left.get_lines()}) == 3  # a marker per model, not only a colour
+    shares = {t.get_text(): t.get_color() for t in right.texts}
+    assert shares["76%"] != "0.5" and shares[f"{100 * per.loc[1, 'share']:.0f}%*"] == "0.5"  # starred, in grey
+    assert "*: the gap's CI reaches 0" in right.get_title()
+    plt.close(fig)
+
+
 def test_what_is_left_is_priced_in_cpu_seconds_where_recorded(fmnist):
     plan = study.study_plan(data_dir=str(fmnist), models=["deit"], samples_per_class=[10], convergence=False,
                             precision=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ __all__ = ["PALETTE", "set_style", "save_figure", "plot_curves", "plot_paper_vs_
 
 PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
            "#56b4e9")  # seaborn 'colorblind', fixed here so every figure uses the same colours in the same order
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per model, after the colour: told apart in greyscale
 
 
 def plain_text(text: object) -> str:
@@ -86,13 +88,15 @@ def plot_paper_vs_ours(table: pd.DataFrame, ax=None, title: str | None = None):
     ax.legend(fontsize="small", loc="best")
     return ax.figure
 
+
 def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mapping[str, str] | None = None,
                     vit: str = "deit", hybrid: str = "dhvt", cnn: str = "resnet_sgd", title: str | None = None):
     """The title claim in two panels. Left: test top-1 against training images per class (log x), one line per
     model (`summary`: model, samples_per_class, top1_mean, ci_low, ci_high) with its 95% CI band. Right (`per_size`,
     from `study.verdicts`): the gap cnn - vit and hybrid - vit, paired by seed, with their CIs; the share of the
-    gap the hybrid closes is written under each size (above 100%: the hybrid beats the CNN). Legends sit below the
-    panels, never on a curve."""
+    gap the hybrid closes is written under each size (above 100%: the hybrid beats the CNN; in grey with a * where
+    the gap's CI reaches 0, so the share divides by a gap that may be nothing). Each model has its own colour and
+    marker (told apart in greyscale too). Legends sit below the panels, never on a curve."""
     import matplotlib.pyplot as plt
 
     set_style()
@@ -100,35 +104,43 @@ def plot_efficiency(summary: pd.DataFrame, per_size: pd.DataFrame, labels: Mappi
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     models = list(dict.fromkeys(summary["model"])) if len(summary) else []
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
     for model, g in summary.groupby("model", sort=False):
         g = g.sort_values("samples_per_class")
-        ax.plot(g["samples_per_class"], g["top1_mean"], "o-", color=colours[model], label=labels.get(model, model))
+        ax.plot(g["samples_per_class"], g["top1_mean"], "-", marker=markers[model], color=colours[model],
+                label=labels.get(model, model))
         ax.fill_between(g["samples_per_class"], g["ci_low"], g["ci_high"], color=colours[model], alpha=0.2,
                         linewidth=0)
     ax.set(xscale="log", xlabel="training images per class (log scale)", ylabel="test top-1 (%), last epoch",
            title="top-1 vs data (mean, 95% CI over seeds)")
     name = (lambda m: labels.get(m, m))
+    shares: list[tuple[Any, float, bool]] = []  # (size, share, the gap's CI reaches 0)
     if len(per_size):
         x = per_size["samples_per_class"]
-        for col, lo, hi, text, colour in (
-                ("gap", "gap_low", "gap_high", f"{name(cnn)} $-$ {name(vit)}: the gap", colours.get(cnn, PALETTE[3])),
-                ("gain", "gain_low", "gain_high", f"{name(hybrid)} $-$ {name(vit)}: what DHVT gains",
-                 colours.get(hybrid, PALETTE[1]))):
+        for col, lo, hi, text, model in (
+                ("gap", "gap_low", "gap_high", f"{name(cnn)} $-$ {name(vit)}: the gap", cnn),
+                ("gain", "gain_low", "gain_high", f"{name(hybrid)} $-$ {name(vit)}: what {name(hybrid)} gains",
+                 hybrid)):
             if col not in per_size:
                 continue
-            ax2.plot(x, per_size[col], "o-", color=colour, label=text)
+            colour = colours.get(model, PALETTE[3 if model == cnn else 1])
+            ax2.plot(x, per_size[col], "-", marker=markers.get(model, "o"), color=colour, label=text)
             ax2.fill_between(x, per_size[lo], per_size[hi], color=colour, alpha=0.2, linewidth=0)
-        shares = [(xi, share) for xi, share in zip(x, per_size.get("share", [])) if pd.notna(share)]
+        near_zero = per_size["gap_low"] <= 0 if "gap_low" in per_size else pd.Series(False, index=per_size.index)
+        shares = [(xi, share, zero) for xi, share, zero in zip(x, per_size.get("share", []), near_zero)
+                  if pd.notna(share)]
         if shares:  # headroom for the labels along the top
             low, high = ax2.get_ylim()
             ax2.set_ylim(low, high + 0.12 * (high - low))
-        for xi, share in shares:
-            ax2.annotate(f"{100 * share:.0f}%", (xi, 1), xycoords=("data", "axes fraction"),  # along the top,
-                         textcoords="offset points", xytext=(0, -12), ha="center",  # clear of the lines
-                         fontsize="small", color=colours.get(hybrid, PALETTE[1]))
+        for xi, share, zero in shares:
+            ax2.annotate(f"{100 * share:.0f}%" + ("*" if zero else ""), (xi, 1), xycoords=("data", "axes fraction"),
+                         textcoords="offset points", xytext=(0, -12), ha="center",  # along the top, clear of lines
+                         fontsize="small", color="0.5" if zero else colours.get(hybrid, PALETTE[1]))
         ax2.axhline(0, color="0.5", linewidth=0.8)
     ax2.set(xscale="log", xlabel="training images per class (log scale)", ylabel="top-1 difference (points)",
-            title=f"the gap, and the share {name(hybrid)} closes (% along the top)")
+            title=f"the gap, and the share {name(hybrid)} closes (% along the top)"
+            + ("\n(*: the gap's CI reaches 0; the share is not informative there)" if any(z for *_, z in shares)
+               else ""))
     sizes = sorted(summary["samples_per_class"].unique()) if len(summary) else []
     for a in (ax, ax2):  # ticks at the sizes run, written plainly; legends under the axes
         if sizes:
