@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 from .files import write_json
 from .run.rundir import LOCK_NAME, read_manifest
 
-__all__ = ["Registry", "job_alive", "holder_alive", "holder_job", "session_job", "run_state", "job_state", "log_tail", "status_line", "watch"]
+__all__ = ["Registry", "job_alive", "holder_alive", "holder_job", "session_job", "run_state", "job_state", "log_tail",
+           "status_line", "watch"]
 
 LOG_LINES = 15
 
@@ -71,7 +72,11 @@ def _lock_info(out: str | Path) -> dict[str, Any]:
 
 def holder_alive(out: Path) -> bool:
     """Whether a live process on this machine holds the run directory's lock."""
-    info = _lock_info(out)
+    return _alive(_lock_info(out))
+
+
+def _alive(info: Mapping[str, Any]) -> bool:
+    """Whether the lock holder `info` (`_lock_info`) is a live process on this machine."""
     try:
         if info.get("host") != socket.gethostname():
             return False
@@ -83,14 +88,31 @@ def holder_alive(out: Path) -> bool:
 
 def holder_job(out: str | Path) -> str | None:
     """The local job named in the run directory's lock (RunLock), live or left by a killed run; None without one."""
-    job = _lock_info(out).get("job")
+    return _named(_lock_info(out))
+
+
+def session_job(out: str | Path) -> str | None:
+    """The local job that ran the run's last session (its manifest's `sessions`), which outlives the lock; None
+    without one."""
+    return _last_session(read_manifest(Path(out)))
+
+
+def _named(info: Mapping[str, Any]) -> str | None:
+    job = info.get("job")
     return str(job) if job is not None else None
 
 
-def run_state(out: str | Path) -> dict[str, Any]:
-    """A run's state from its directory: status (queued when it has none yet), epochs done, epochs, best top-1."""
-    out = Path(out)
-    m = read_manifest(out)
+def _last_session(manifest: Mapping[str, Any]) -> str | None:
+    sessions = manifest.get("sessions")
+    last = sessions[-1] if isinstance(sessions, list) and sessions else None
+    return _named(last) if isinstance(last, dict) else None
+
+
+def _progress(out: Path, manifest: Mapping[str, Any]) -> tuple[int, float | None]:
+    """Epochs done and best top-1: a completed run's from its manifest (`rundir.summarize`), others' from
+    metrics.jsonl (read only while the run is not completed: a watch polls every run)."""
+    if manifest.get("status") == "completed" and "epochs_run" in manifest:
+        return manifest["epochs_run"], manifest.get("best_top1")
     tops, epochs_done = [], 0
     try:
         for line in (out / "metrics.jsonl").read_text().splitlines():
@@ -100,11 +122,21 @@ def run_state(out: str | Path) -> dict[str, Any]:
                 tops.append(row["top1"])
     except (OSError, ValueError):
         pass
+    return epochs_done, max(tops) if tops else None
+
+
+def run_state(out: str | Path) -> dict[str, Any]:
+    """A run's state from its directory, each file read once: status (queued when it has none yet), epochs done,
+    epochs, best top-1, error, and `jobs`, the local jobs the run names (its lock's, then its last session's)."""
+    out = Path(out)
+    m, lock = read_manifest(out), _lock_info(out)
+    epochs_done, best = _progress(out, m)
     status = m.get("status", "queued")
-    if status == "running" and not holder_alive(out) and m.get("ended") is None:
+    if status == "running" and not _alive(lock) and m.get("ended") is None:
         status = "running?"  # another machine (SLURM), or killed: the job state tells which
     return {"status": status, "epoch": epochs_done, "epochs": (m.get("config") or {}).get("epochs"),
-            "best_top1": max(tops) if tops else None, "error": m.get("error")}
+            "best_top1": best, "error": m.get("error"),
+            "jobs": [j for j in (_named(lock), _last_session(m)) if j is not None]}
 
 
 def log_tail(job, lines: int = LOG_LINES) -> str:
@@ -115,9 +147,9 @@ def log_tail(job, lines: int = LOG_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def job_state(output: str, job, alive: bool) -> dict[str, Any]:
-    """`run_state`, where a run whose job is gone reads 'died' with its log's last line instead of 'running?'."""
-    state = run_state(output)
+def job_state(state: dict[str, Any], job, alive: bool) -> dict[str, Any]:
+    """A `run_state` given its job (None: not known) and whether that is alive: a run whose job is gone reads 'died'
+    with its log's last line instead of 'running?'."""
     if state["status"] == "running?" and job is not None and not alive:
         last = log_tail(job, 1)
         state = {**state, "status": "died", "error": state["error"] or (f"the job died; its log ends: {last}"
@@ -146,8 +178,9 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
         while True:
             alive = {job_id: job_alive(job, entry[job_id]) for job_id, job in by_id.items()}
             for task in tasks:
-                job = _job_of(task.output, jobs, by_id)
-                line = status_line(task, job_state(task.output, job, alive[job.job_id] if job is not None else True),
+                state = run_state(task.output)
+                job = _job_of(task.output, state, jobs, by_id)
+                line = status_line(task, job_state(state, job, alive[job.job_id] if job is not None else True),
                                    job.job_id if job is not None else None)
                 if verbose and shown.get(task.output) != line:
                     print(line, flush=True)
@@ -159,29 +192,20 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
         print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
         raise
     for task in tasks:
-        _tell_unfinished(task, _job_of(task.output, jobs, by_id))
+        state = run_state(task.output)
+        _tell_unfinished(task, state, _job_of(task.output, state, jobs, by_id))
 
 
-def session_job(out: str | Path) -> str | None:
-    """The local job that ran the run's last session (its manifest's `sessions`), which outlives the lock; None
-    without one."""
-    sessions = read_manifest(Path(out)).get("sessions")
-    job = sessions[-1].get("job") if isinstance(sessions, list) and sessions and isinstance(sessions[-1], dict) \
-        else None
-    return str(job) if job is not None else None
+def _job_of(output: str, state: Mapping[str, Any], jobs: Mapping[str, Any], by_id: Mapping[str, Any]) -> Any:
+    """The job training a run (`state` its `run_state`): the first of this watch's jobs (`by_id` {job id: job}) that
+    the run names, its lock's (local workers share one queue, so a run is taken by whichever worker is free), then its
+    manifest's last session's (the lock goes when the run ends); else the one it was submitted under."""
+    return next((by_id[j] for j in state["jobs"] if j in by_id), None) or jobs.get(output)
 
 
-def _job_of(output: str, jobs: Mapping[str, Any], by_id: Mapping[str, Any]) -> Any:
-    """The job training a run: the one its lock names (local workers share one queue, so a run is taken by whichever
-    worker is free; `by_id` {job id: job} of `jobs`), else the one its manifest's last session names (the lock goes
-    when the run ends), else the one it was submitted under."""
-    return by_id.get(holder_job(output)) or by_id.get(session_job(output)) or jobs.get(output)
-
-
-def _tell_unfinished(task, job) -> None:
-    """After watching: a run its job (None: not watched) did not complete, with why and the last lines of the job's
-    log (stderr)."""
-    state = run_state(task.output)
+def _tell_unfinished(task, state: Mapping[str, Any], job) -> None:
+    """After watching: a run (`state` its `run_state`) its job (None: not watched) did not complete, with why and the
+    last lines of the job's log (stderr)."""
     if state["status"] != "completed" and job is not None:
         status = {"running?": "stopped: the job died before finishing it",
                   "queued": "not started (its job ended first)"}.get(state["status"], state["status"])
