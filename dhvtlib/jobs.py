@@ -172,6 +172,7 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
     """Print a run's line whenever it changes until no job is alive, checking every `poll_s` seconds; then the log
     tail of each run not completed. `tasks` are launch.RunTasks, `jobs` {run directory: its job}."""
     shown: dict[str, str] = {}
+    last: dict[str, tuple[dict[str, Any], Any]] = {}  # each run's state and job at the last poll
     by_id = {job.job_id: job for job in jobs.values()}
     entry = {job.job_id: registry.entries[out] for out, job in jobs.items()}  # the same for each run of a job
     try:
@@ -180,6 +181,7 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
             for task in tasks:
                 state = run_state(task.output)
                 job = _job_of(task.output, state, jobs, by_id)
+                last[task.output] = state, job
                 line = status_line(task, job_state(state, job, alive[job.job_id] if job is not None else True),
                                    job.job_id if job is not None else None)
                 if verbose and shown.get(task.output) != line:
@@ -191,9 +193,8 @@ def watch(tasks: Sequence[Any], jobs: Mapping[str, Any], registry: Registry, pol
     except KeyboardInterrupt:
         print("stopped watching; the jobs go on: re-run to collect what finished.", file=sys.stderr, flush=True)
         raise
-    for task in tasks:
-        state = run_state(task.output)
-        _tell_unfinished(task, state, _job_of(task.output, state, jobs, by_id))
+    for task in tasks:  # the last poll's states: it read them after every job was found gone
+        _tell_unfinished(task, *last[task.output])
 
 
 def _job_of(output: str, state: Mapping[str, Any], jobs: Mapping[str, Any], by_id: Mapping[str, Any]) -> Any:

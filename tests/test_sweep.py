@@ -407,11 +407,13 @@ def test_a_watch_poll_reads_each_run_file_once_and_not_a_completed_runs_metrics(
         tasks.append(launch.RunTask(str(out), "smoke", {}, "quick", out.name, 0))
     reads.clear()
     watch(tasks, jobs, registry, poll_s=0.01, verbose=True)  # one poll (no job alive), then the unfinished runs
-    assert sorted(reads) == sorted(["done/manifest.json", "done/.lock", "live/manifest.json", "live/.lock",
-                                       "live/metrics.jsonl"] * 2)  # the poll, then `_tell_unfinished`'s look
-    out = capsys.readouterr().out
-    assert "done s0: completed   epoch 3/3  best top-1 60.50  [job 78]" in out
-    assert "live s0: died" in out and "[job 77]" in out
+    assert sorted(reads) == ["done/.lock", "done/manifest.json", "live/.lock", "live/manifest.json",
+                             "live/metrics.jsonl"]  # `_tell_unfinished` tells from the last poll's states
+    cap = capsys.readouterr()
+    assert "done s0: completed   epoch 3/3  best top-1 60.50  [job 78]" in cap.out
+    assert "live s0: died" in cap.out and "[job 77]" in cap.out
+    assert "live seed 0 is stopped: the job died before finishing it; re-run to resume it. Last lines of job 77's" \
+        in cap.err and "done seed 0" not in cap.err
 
 
 # ------------------------------------------------------------------------------------------------ one table
