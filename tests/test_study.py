@@ -246,6 +246,21 @@ def test_report_writes_tables_and_figures(tmp_path, monkeypatch):
         (tmp_path / "efficiency/x/verdicts.md").read_text()
 
 
+def test_the_share_ci_is_unbounded_where_resamples_reach_a_gap_of_zero_not_cut_at_the_point():
+    """A resample whose mean gap is 0 or below has no finite share: it is kept as +inf, not dropped (dropping
+    them left the upper bound at the point estimate)."""
+    rows = [dict(model=m, samples_per_class=30, variant="", seed=seed, top1=acc, best_top1=acc, steps=10, wall_s=1.0)
+            for seed, (deit, dhvt, cnn) in enumerate([(70.0, 75.0, 69.0), (70.0, 74.0, 71.0), (70.0, 76.0, 71.5)])
+            for m, acc in (("deit", deit), ("dhvt", dhvt), ("resnet_sgd", cnn))]
+    rows += [dict(r, samples_per_class=100, top1=r["top1"] + 2 * (r["model"] == "resnet_sgd") + 5) for r in rows]
+    per = study.verdicts(pd.DataFrame(rows))[1].set_index("samples_per_class")
+    # at 30 the mean gap is +0.5 but one seed in three has -1: about 30% of resamples have a mean gap <= 0
+    assert per.loc[30, "share"] == pytest.approx(5.0 / 0.5) and per.loc[30, "gap_low"] < 0
+    assert per.loc[30, "share_high"] == np.inf and 0 < per.loc[30, "share_low"] < per.loc[30, "share"]
+    # at 100 every seed's gap is positive (+1, +3, +3.5): a finite CI around the point
+    assert per.loc[100, "share_low"] < per.loc[100, "share"] < per.loc[100, "share_high"] < np.inf
+
+
 def test_the_efficiency_figure_tells_models_apart_and_marks_a_share_over_a_gap_near_zero():
     import matplotlib.pyplot as plt
     from dhvtlib.viz import plot_efficiency

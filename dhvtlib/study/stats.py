@@ -190,12 +190,28 @@ def verdicts(f: pd.DataFrame, vit: str = "deit", hybrid: str = "dhvt", cnn: str 
 
 
 def _share_ci(gain: np.ndarray, gap: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """(share, 2.5%, 97.5%) of mean(gain) / mean(gap), resampling seeds (pairs) together."""
+    """(share, 2.5%, 97.5%) of mean(gain) / mean(gap), resampling seeds (pairs) together. A resample whose mean gap
+    is 0 or below has no finite share: it counts as +inf (or -inf where its mean gain is negative), the limit as its
+    gap falls to 0, and is kept rather than dropped, so where more than 2.5% of resamples reach a gap of 0 the CI is
+    unbounded on that side instead of being cut at the point estimate."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(gap), size=(n_boot, len(gap)))
     num, den = gain[idx].mean(axis=1), gap[idx].mean(axis=1)
-    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return (float(gain.mean() / gap.mean()), float(np.nanpercentile(ratio, 2.5)),
-            float(np.nanpercentile(ratio, 97.5)))
+    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.sign(num) * np.inf)
+    return float(gain.mean() / gap.mean()), _percentile(ratio, 2.5), _percentile(ratio, 97.5)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """`np.percentile` (linear) of values that may hold infinities: a position with an infinite neighbour given
+    any weight is that infinity (numpy's interpolation turns inf - inf into nan there)."""
+    v = np.sort(values)
+    pos = q / 100 * (len(v) - 1)
+    i, t = int(np.floor(pos)), pos - np.floor(pos)
+    a, b = v[i], v[min(i + 1, len(v) - 1)]
+    if np.isfinite(a) and np.isfinite(b):
+        return float(np.percentile(v, q))
+    if t == 0 or a == b:
+        return float(a)
+    return float(a if np.isinf(a) and not np.isinf(b) else b if np.isinf(b) and not np.isinf(a) else np.nan)
 
 
