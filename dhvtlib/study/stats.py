@@ -197,7 +197,8 @@ def _share_ci(gain: np.ndarray, gap: np.ndarray, n_boot: int = 10_000, seed: int
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(gap), size=(n_boot, len(gap)))
     num, den = gain[idx].mean(axis=1), gap[idx].mean(axis=1)
-    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.sign(num) * np.inf)
+    limit = np.where(num > 0, np.inf, np.where(num < 0, -np.inf, 0.0))  # no 0 * inf: a resample gaining 0 adds 0
+    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), limit)
     return float(gain.mean() / gap.mean()), _percentile(ratio, 2.5), _percentile(ratio, 97.5)
 
 
