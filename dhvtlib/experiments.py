@@ -223,8 +223,8 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
             download: bool = False,
             device: str = "auto", epochs: int | None = None, progress: bool = True, verbose: bool = True,
             launcher: str | Any = "inline", launch_options: dict[str, Any] | None = None, wait: bool | None = None,
-            order: str = "row", store: str | Path | None = "auto", need_weights: bool = False,
-            plan_only: bool = False, **overrides: Any):
+            order: str | Callable[[RunSpec, int], Any] = "row", store: str | Path | None = "auto",
+            need_weights: bool = False, plan_only: bool = False, **overrides: Any):
     """Train every (row, seed) not yet completed; return all their manifests as a DataFrame (one row per run).
 
     `preset`: None trains each row with its own preset (the one its table was produced with); a name (e.g.
@@ -250,16 +250,20 @@ def execute(specs: Iterable[RunSpec], seeds: Sequence[int] = (0,), *, preset: st
     `frame.attrs["missing"]` the (tag, seed) of every run not completed.
 
     A row with its own `seeds` runs those instead of `seeds`. `order`: "row" trains a row's seeds one after another,
-    "seed" every row's first seed before any row's second (a long study gives a complete first picture early).
+    "seed" every row's first seed before any row's second (a long study gives a complete first picture early), or
+    a function of (row, seed) giving each run's sort key (a stable sort: equal keys keep the rows' order), e.g. to
+    queue some rows after every seed of the others in one queue, so no worker waits for a second queue.
     """
     cfg = launch.config(launcher, **{**(launch_options or {}), **({"wait": wait} if wait is not None else {})})
     specs = list(specs)
-    if order not in ("row", "seed"):
-        raise ValueError(f"order {order!r} is not an order of runs; use 'row' or 'seed'.")
+    if not callable(order) and order not in ("row", "seed"):
+        raise ValueError(f"order {order!r} is not an order of runs; use 'row', 'seed' or a function of (row, seed).")
     todo, manifests = plan_runs(specs, seeds, preset, results_root, epochs, overrides, verbose,
                                 store=_store(store, results_root), need_weights=need_weights)
-    if order == "seed":
-        todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))  # stable: rows keep their order
+    if callable(order):
+        todo.sort(key=lambda t: order(t[0], t[1]))  # stable: rows keep their order
+    elif order == "seed":
+        todo.sort(key=lambda t: (t[0].seeds or tuple(seeds)).index(t[1]))
     tasks = _tasks(todo, data_dir, overrides.get("dataset"), download, device)
     if plan_only:  # nothing trains; a run started and not completed is in the frame with its last records
         manifests.update(_recorded(tasks))

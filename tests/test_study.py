@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dhvtlib import study
+from dhvtlib import launch, study
 from dhvtlib.run.build import build_optimizer
 from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
@@ -105,6 +105,23 @@ def test_plan_rows_models_and_order(fmnist, monkeypatch):
         ["dhvt/10pc/scale8", "dhvt/100pc/scale8"]
     assert [s.tag for s in study.study_plan(data_dir=str(fmnist), models=["dhvt"], samples_per_class=[30])] == \
         ["dhvt/30pc/scale8", "dhvt/30pc/scale16", "dhvt/30pc/scale8/fp32"]
+
+
+def test_the_study_queues_every_run_in_one_call_the_fp32_check_last(fmnist, tmp_path, monkeypatch):
+    """One queue for the workers: every row's first seed, then the later seeds, then the fp32 check (a worker free
+    while the last of the others trains takes it; no second queue that waits for the first to drain)."""
+    calls = []
+    monkeypatch.setattr(launch, "launch",
+                        lambda tasks, cfg, root, verbose=True: calls.append([(t.tag, t.seed) for t in tasks]) or {})
+    plan = study.study_plan(data_dir=str(fmnist), models=["dhvt"], samples_per_class=[10, 30])
+    study.run_study(plan, tmp_path, launcher="local", data_dir=str(fmnist), store=None)
+    grid = [("dhvt/10pc/scale8", s) for s in range(5)], [("dhvt/30pc/scale8", s) for s in range(5)]
+    assert calls == [[grid[0][0], grid[1][0], ("dhvt/30pc/scale16", 0)] + [r for s in range(1, 5) for r in
+                                                                          (grid[0][s], grid[1][s])]
+                     + [("dhvt/30pc/scale8/fp32", s) for s in range(3)]]
+    assert [study.study_order(s, s.seeds[-1]) for s in plan] == [(False, 4), (False, 4), (False, 0), (True, 2)]
+    with pytest.raises(ValueError, match=re.escape("order 'fast' is not an order of runs; use 'row', 'seed' or a")):
+        study.runs.execute(plan, results_root=tmp_path, order="fast")
 
 
 def test_a_failed_check_at_1000_doubles_that_size_once(fmnist):

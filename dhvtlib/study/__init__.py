@@ -39,13 +39,13 @@ from .design import (BATCH, CNN_REFERENCE, CONVERGENCE_POINTS, CONVERGENCE_SIZES
                      GRID_SCALE_AT, LABELS, MODELS, PRECISION_CHECK, RELATIVE, SIZES, VIT, Budget, budget, grid_scale,
                      seeds_for, variant)
 from .runs import (convergence_runs, doubling_rule, efficiency_runs, late, main, precision_runs, progress_line,
-                   remaining, run_study, study_plan)
+                   remaining, run_study, study_order, study_plan)
 from .stats import (convergence_table, grid_checks, not_converged, paired_ci, precision_table, run_config,
                     slope_ci, study_frame, summary_table, verdicts)
 
 __all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "DOUBLING_SIZES", "LABELS",
            "GRID_SCALE", "GRID_SCALE_AT", "grid_scale", "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "Budget",
            "budget", "seeds_for", "variant", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
-           "run_study", "late", "doubling_rule", "remaining", "progress_line", "main", "study_frame", "summary_table",
+           "run_study", "late", "study_order", "doubling_rule", "remaining", "progress_line", "main", "study_frame", "summary_table",
            "convergence_table", "grid_checks", "not_converged", "precision_table", "slope_ci", "paired_ci",
            "verdicts", "run_config"]

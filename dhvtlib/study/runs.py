@@ -18,8 +18,8 @@ from .design import (BATCH, CONVERGENCE_POINTS, CONVERGENCE_SIZES, DOUBLING_SIZE
                      PRECISION_CHECK, SIZES, VIT, budget, grid_scale, seeds_for, steps_per_epoch, variant)
 from .stats import grid_checks, run_config, study_frame
 
-__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "doubling_rule", "run_study",
-           "remaining", "progress_line", "main"]
+__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "study_order", "doubling_rule",
+           "run_study", "remaining", "progress_line", "main"]
 
 
 def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int | None = None, cnn_width: int,
@@ -112,7 +112,7 @@ def study_plan(*, convergence: bool = True, precision: bool = True, **kwargs: An
 
 # ------------------------------------------------------------------------------------------------ command line
 def late(spec: RunSpec) -> bool:
-    """The rows trained after every seed of the others: the fp32 check."""
+    """The rows queued after every seed of the others (`study_order`): the fp32 check."""
     return variant(spec.tag).endswith("fp32")
 
 
@@ -174,16 +174,17 @@ def run_study(specs: Sequence[RunSpec], results_root, *, train: bool = True, lau
 
 def _execute(specs: Sequence[RunSpec], results_root, *, train: bool, launcher: str, workers: int, threads: int,
              wait: bool, data_dir, device: str, **overrides: Any) -> pd.DataFrame:
-    frames = []
-    for group in ([s for s in specs if not late(s)], [s for s in specs if late(s)]):
-        if group:
-            frames.append(execute(group, (0,), results_root=results_root, data_dir=data_dir, device=device,
-                                  launcher=launcher, wait=wait, order="seed", progress=False, plan_only=not train,
-                                  launch_options={"workers": workers, "threads": threads}
-                                  if launcher != "inline" else None, **overrides))
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    frame.attrs["missing"] = [m for f in frames for m in f.attrs.get("missing", [])]
-    return frame
+    """The runs of `specs` in one queue (`study_order`), trained or (not `train`) only read."""
+    return execute(specs, (0,), results_root=results_root, data_dir=data_dir, device=device, launcher=launcher,
+                   wait=wait, order=study_order, progress=False, plan_only=not train,
+                   launch_options={"workers": workers, "threads": threads} if launcher != "inline" else None,
+                   **overrides)
+
+
+def study_order(spec: RunSpec, seed: int) -> tuple[bool, int]:
+    """A run's place in the study's queue: every row's first seed before any row's second, the `late` rows after
+    every seed of the others (one queue: a worker free while the last of the others trains starts a late run)."""
+    return late(spec), (spec.seeds or (0,)).index(seed)
 
 
 def remaining(runs: pd.DataFrame, specs: Sequence[RunSpec], num_classes: int = 10) -> dict[str, float]:
