@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dhvtlib import launch, study
+from dhvtlib import experiments, launch, paths, study
 from dhvtlib.run.build import build_optimizer
 from dhvtlib.checkpoint import load_checkpoint
 from dhvtlib.files import sha256
@@ -394,15 +395,20 @@ def test_short_deit_schedules_say_so_and_smoke_learns(fmnist, tmp_path, capsys):
     assert lrs[0] == pytest.approx(resolve("smoke").effective_lr) and "notes" not in smoke
 
 
-def test_the_command_reports_what_is_left_without_training(fmnist, tmp_path, capsys):
-    study.main(["--status", "--output-dir", str(tmp_path), "--data-dir", str(fmnist), "--models", "deit", "dhvt",
+def test_the_command_reports_what_is_left_without_training(fmnist, tmp_path, capsys, monkeypatch):
+    # a store holding part of the plan (the committed DeiT runs at 10 per class), whatever the committed tree holds
+    store, committed = tmp_path / "store", paths.store_root() / "efficiency" / "fmnist"
+    shutil.copytree(committed / "deit__10pc__scale8", store / "efficiency" / "fmnist" / "deit__10pc__scale8")
+    monkeypatch.setattr(experiments, "store_root", lambda: store)
+    out_dir = tmp_path / "out"
+    study.main(["--status", "--output-dir", str(out_dir), "--data-dir", str(fmnist), "--models", "deit", "dhvt",
                 "--sizes", "10", "30"])
     out = capsys.readouterr().out
-    m = re.match(r"(\d+) runs in the plan: (\d+) completed, (\d+) not yet", out)
     # 2 models x (5 + 5 seeds) + their 2x checks at 30 (none at 1000: not asked for) + the fp32 check's 3 seeds
-    assert m and int(m[1]) == 25 == int(m[2]) + int(m[3]) and int(m[3]) > 0
-    # nothing trained: the only runs in the output are the committed records it reuses (copied, completed)
-    manifests = list(tmp_path.rglob("manifest.json"))
-    assert len(manifests) == int(m[2]) and not list(tmp_path.rglob("checkpoint-*.pt"))
+    assert out.startswith("25 runs in the plan: 5 completed, 20 not yet")
+    # nothing trained: the only runs in the output are the stored records it reuses (copied, completed)
+    manifests = sorted(p.relative_to(out_dir).parent.as_posix() for p in out_dir.rglob("manifest.json"))
+    assert manifests == [f"efficiency/fmnist/deit__10pc__scale8/s{s}" for s in range(5)]
+    assert not list(out_dir.rglob("checkpoint-*.pt"))
     with pytest.raises(SystemExit, match="model 'vit' is not in the study"):
         study.main(["--status", "--output-dir", str(tmp_path), "--data-dir", str(fmnist), "--models", "vit"])
