@@ -46,6 +46,6 @@ from .stats import (convergence_table, grid_checks, not_converged, paired_ci, pr
 __all__ = ["SIZES", "MODELS", "CNN_REFERENCE", "CONVERGENCE_SIZES", "CONVERGENCE_POINTS", "DOUBLING_SIZES", "LABELS",
            "GRID_SCALE", "GRID_SCALE_AT", "grid_scale", "RELATIVE", "PRECISION_CHECK", "VIT", "BATCH", "Budget",
            "budget", "seeds_for", "variant", "efficiency_runs", "convergence_runs", "precision_runs", "study_plan",
-           "run_study", "late", "study_order", "doubling_rule", "remaining", "progress_line", "main", "study_frame", "summary_table",
-           "convergence_table", "grid_checks", "not_converged", "precision_table", "slope_ci", "paired_ci",
-           "verdicts", "run_config"]
+           "run_study", "late", "study_order", "doubling_rule", "remaining", "progress_line", "main", "study_frame",
+           "summary_table", "convergence_table", "grid_checks", "not_converged", "precision_table", "slope_ci",
+           "paired_ci", "verdicts", "run_config"]

@@ -18,8 +18,8 @@ from .design import (BATCH, CONVERGENCE_POINTS, CONVERGENCE_SIZES, DOUBLING_SIZE
                      PRECISION_CHECK, SIZES, VIT, budget, grid_scale, seeds_for, steps_per_epoch, variant)
 from .stats import grid_checks, run_config, study_frame
 
-__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "study_order", "doubling_rule",
-           "run_study", "remaining", "progress_line", "main"]
+__all__ = ["efficiency_runs", "convergence_runs", "precision_runs", "study_plan", "late", "study_order",
+           "doubling_rule", "run_study", "remaining", "progress_line", "main"]
 
 
 def _spec(model: str, n: int, *, experiment: str, fp32: bool = False, scale: int | None = None, cnn_width: int,
